@@ -1,0 +1,45 @@
+/* kvs_ack: replies waiting for the log to make their writes durable.
+ *
+ * A FIFO: replies are queued in the order their requests were handled, so their log
+ * positions never decrease and the head is always the next to become sendable.
+ * Each entry owns one allocation holding the reply address and the packed reply.
+ * Single-threaded (owned by one worker).
+ */
+#ifndef KVS_ACK_H
+#define KVS_ACK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+  uint64_t lsn;     /* log position the reply waits for */
+  char *address;    /* NUL-terminated; same allocation as bytes */
+  uint8_t *bytes;
+  size_t len;
+} kvs_ack_t;
+
+typedef struct {
+  kvs_ack_t *ring;
+  size_t cap;   /* power of two, or 0 */
+  size_t head;  /* index of the oldest entry */
+  size_t count;
+} kvs_ack_queue_t;
+
+/* Queues a copy of (address, bytes) waiting for `lsn`. 0 or -ENOMEM. */
+int kvs_ack_push(kvs_ack_queue_t *q, uint64_t lsn, const char *address, size_t addr_len,
+                 const uint8_t *bytes, size_t len);
+
+/* Returns the oldest entry when its lsn <= durable, else NULL. The entry stays owned by
+ * the queue until kvs_ack_pop(). */
+const kvs_ack_t *kvs_ack_ready(const kvs_ack_queue_t *q, uint64_t durable);
+
+/* Removes and frees the oldest entry. */
+void kvs_ack_pop(kvs_ack_queue_t *q);
+
+/* Number of queued replies. */
+size_t kvs_ack_pending(const kvs_ack_queue_t *q);
+
+/* Frees every entry and the ring. */
+void kvs_ack_destroy(kvs_ack_queue_t *q);
+
+#endif
