@@ -1,0 +1,70 @@
+/* ext: internals shared by the files of the _squall CPython extension.
+ *
+ * The module uses multi-phase initialisation (PEP 489): nothing lives in static
+ * mutable storage; everything an interpreter needs is in its module state
+ * (ext_state_t), reached through the module object every function receives as `self`.
+ * That keeps the module safe to load in several interpreters at once.
+ *
+ *   ext_module.c   module definition, state lifetime, __version__
+ *   ext_errors.c   SquallError / LatticeError, the error table, strerror/errname
+ *   ext_lattice.c  lattice constants, merge/validate/lww_timestamp, LWW/SET/PRIORITY
+ *                  encoders and decoders
+ *   ext_causal.c   single- and multi-key causal payloads <-> Python structures
+ *
+ * Conventions: functions returning PyObject * return a new reference or NULL with a
+ * Python exception set; functions returning int return 0, or -1 with an exception set.
+ * Errors that come from C (sq_error.h codes) are raised through ext_error_raise so
+ * Python sees one exception family carrying the code and sq_strerror's sentence.
+ */
+#ifndef SQ_PYEXT_EXT_H
+#define SQ_PYEXT_EXT_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+
+#include "lattice.h"
+
+/* Per-interpreter state of the _squall module. */
+typedef struct {
+  PyObject *squall_error;  /* squall.SquallError (strong reference) */
+  PyObject *lattice_error; /* squall.LatticeError, subclass of SquallError */
+  uint64_t lww_last;       /* last timestamp lww_timestamp() handed out */
+} ext_state_t;
+
+/* The state of `module` (a _squall module object). Never NULL for our module. */
+ext_state_t *ext_state(PyObject *module);
+
+/* Creates the exception classes into `st` and adds SquallError, LatticeError,
+ * `errors` and the error functions to `module`. 0 or -1 (exception set). */
+int ext_errors_exec(PyObject *module, ext_state_t *st);
+
+/* Adds the lattice constants and functions to `module`. 0 or -1. */
+int ext_lattice_exec(PyObject *module);
+
+/* Adds the causal encoders/decoders to `module`. 0 or -1. */
+int ext_causal_exec(PyObject *module);
+
+/* Raises the exception for result code `code` (a negative sq_error.h code) and
+ * returns NULL. -ENOMEM becomes MemoryError; lattice codes (SQ_ELATTICE,
+ * SQ_EBADLATTICE, SQ_EUNKNOWNTYPE) LatticeError; anything else SquallError. The
+ * exception has attributes code (int), name (e.g. "SQ_EBADLATTICE") and message
+ * (sq_strerror's sentence); its text is "<context>: <message> (<name>)". */
+PyObject *ext_error_raise(ext_state_t *st, int code, const char *context);
+
+/* Decodes the bytes-like `payload` as `type` into *out (the caller frees it with
+ * sq_lattice_free, also after an error). 0, or -1 with TypeError (not bytes-like)
+ * or the decode error raised; `context` prefixes the message. */
+int ext_lattice_decode(ext_state_t *st, sq_lattice_type_t type, PyObject *payload,
+                       sq_lattice_t *out, const char *context);
+
+/* Encodes `l` into a new bytes object, or NULL with the error raised. */
+PyObject *ext_lattice_encode(ext_state_t *st, const sq_lattice_t *l, const char *context);
+
+/* Reads an int in [0, max] from `obj` into *out. 0, or -1 with TypeError,
+ * OverflowError or ValueError set; `what` names the argument in the message. */
+int ext_uint_arg(PyObject *obj, unsigned long long max, const char *what,
+                 unsigned long long *out);
+
+#endif
