@@ -43,6 +43,7 @@
 
 #include "anna.pb-c.h"
 #include "sq_error.h"
+#include "sq_proto.h"
 #include "sq_wire.h"
 
 int kvs_client_error_from_anna(int anna_error) {
@@ -167,11 +168,10 @@ static void kvs__wire_send(kvs_client_t *c, kvs__wire_t *w, const uint8_t *buf,
   int rc = kvs__sock_send(&c->socks, w->endpoint, buf, len);
   if (rc == 0) return;
   c->stats.send_failures++;
+  uint64_t regular = w->deadline;
   w->deadline = kvs__now_ms();
-  if (kvs__heap_push(&c->timers, w->deadline, w->rid) != 0) {
-    /* The old timer still fires at the regular deadline: slower, not lost. */
-    w->deadline += (uint64_t)w->op->timeout_ms;
-  }
+  if (kvs__heap_push(&c->timers, w->deadline, w->rid) != 0)
+    w->deadline = regular; /* the regular timer still fires: slower, not lost */
 }
 
 /* Sends one KeyAddressRequest for keys idx[0..n) of op. */
@@ -449,8 +449,9 @@ static void kvs__on_addr_response(kvs_client_t *c, kvs__wire_t *w,
     const KeyAddressResponse__KeyAddress *ka = m->addresses[a];
     if (ka && ka->key) kvs__addr_entry(c, w, ka, err, send, &nsend, later, &nlater);
   }
-  if (err == SQ_ENOSERVERS) {
-    /* The whole cluster is empty: every key still open waits and asks again. */
+  if (err != 0) {
+    /* NO_SERVERS (the cluster is empty) or another whole-answer error: every key the
+     * answer left open waits and asks again, or fails with the error. */
     KeyAddressResponse__KeyAddress none = KEY_ADDRESS_RESPONSE__KEY_ADDRESS__INIT;
     for (size_t s = 0; s < w->nidx; s++) {
       if (w->idx[s] == KVS__SLOT_DONE) continue;
@@ -493,14 +494,14 @@ static void kvs__on_message(kvs_client_t *c, const uint8_t *buf, size_t len) {
       kvs__parse_rid(c, id, idlen, &rid))
     w = kvs__wire_find(c, rid);
   ProtobufCAllocator *alloc = sq_arena_allocator(&c->arena);
-  if (w && w->kind == KVS__KEY) {
-    KeyResponse *m = key_response__unpack(alloc, len, buf);
-    if (m) kvs__on_key_response(c, w, m);
-    else w = NULL;
-  } else if (w && w->kind == KVS__ADDR) {
-    KeyAddressResponse *m = key_address_response__unpack(alloc, len, buf);
-    if (m) kvs__on_addr_response(c, w, m);
-    else w = NULL;
+  ProtobufCMessage *m = NULL;
+  if (w && w->kind == KVS__KEY &&
+      sq_proto_unpack(&key_response__descriptor, alloc, buf, len, c->max_msg, &m) == 0) {
+    kvs__on_key_response(c, w, (KeyResponse *)m);
+  } else if (w && w->kind == KVS__ADDR &&
+             sq_proto_unpack(&key_address_response__descriptor, alloc, buf, len,
+                             c->max_msg, &m) == 0) {
+    kvs__on_addr_response(c, w, (KeyAddressResponse *)m);
   } else {
     w = NULL;
   }

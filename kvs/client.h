@@ -9,8 +9,9 @@
  *                          +------KeyResponse <-------- (pushed to our response address)
  *
  * It owns one PULL socket, bound for every reply (default tcp://127.0.0.1:* on an
- * ephemeral port), a bounded cache of PUSH sockets to servers (LINGER 0, non-blocking
- * sends, least recently used one closed when full), the routing endpoints, and a
+ * ephemeral port), a bounded cache of PUSH sockets to servers (non-blocking sends;
+ * when full the least recently used one is closed after a 200 ms linger; a silent
+ * server's socket is closed with LINGER 0), the routing endpoints, and a
  * bounded cache key -> replica endpoints. Request ids are "<client-id>_<n>" with a
  * 64-bit counter that never wraps in practice (Anna's wrap at 10000: §5 item 17).
  *

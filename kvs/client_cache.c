@@ -9,6 +9,9 @@
  *     servers (threads of a few nodes); a linear scan of <= max_sockets entries is
  *     faster than hashing at that size. Sends never block (ZMQ_DONTWAIT), unlike the
  *     reference SocketCache that stalls a thread behind a dead peer (§5 item 11).
+ *     An evicted socket lingers KVS__EVICT_LINGER_MS so that a request sent just
+ *     before the eviction still leaves; a socket closed because its server went
+ *     silent is dropped at once.
  *   - Timer heap: lazy deletion keeps cancel free; stale timers are skipped on pop.
  */
 #include "client_int.h"
@@ -163,7 +166,10 @@ size_t kvs__addr_drop_endpoint(kvs__addr_cache_t *ac, const char *ep) {
 
 /* --- PUSH socket cache -------------------------------------------------------------- */
 
-static void kvs__sock_remove(kvs__sock_cache_t *sc, size_t i) {
+/* Closes socket i. linger_ms > 0 lets ZeroMQ flush what is queued in the background
+ * (an evicted socket to a live server); 0 drops it (a suspected server, destroy). */
+static void kvs__sock_remove(kvs__sock_cache_t *sc, size_t i, int linger_ms) {
+  if (linger_ms > 0) zmq_setsockopt(sc->v[i].sock, ZMQ_LINGER, &linger_ms, sizeof linger_ms);
   zmq_close(sc->v[i].sock);
   free(sc->v[i].ep);
   sc->v[i] = sc->v[--sc->n];
@@ -198,7 +204,7 @@ static int kvs__sock_get(kvs__sock_cache_t *sc, const char *ep, void **out) {
     size_t lru = 0;
     for (size_t i = 1; i < sc->n; i++)
       if (sc->v[i].used < sc->v[lru].used) lru = i;
-    kvs__sock_remove(sc, lru);
+    kvs__sock_remove(sc, lru, KVS__EVICT_LINGER_MS);
   }
   sc->v[sc->n++] = (kvs__sock_t){.ep = copy, .sock = sock, .used = ++sc->tick};
   *out = sock;
@@ -221,7 +227,7 @@ int kvs__sock_send(kvs__sock_cache_t *sc, const char *ep, const void *buf, size_
 void kvs__sock_close(kvs__sock_cache_t *sc, const char *ep) {
   for (size_t i = 0; i < sc->n; i++) {
     if (strcmp(sc->v[i].ep, ep) == 0) {
-      kvs__sock_remove(sc, i);
+      kvs__sock_remove(sc, i, 0);
       return;
     }
   }
@@ -229,7 +235,7 @@ void kvs__sock_close(kvs__sock_cache_t *sc, const char *ep) {
 
 void kvs__sock_free(kvs__sock_cache_t *sc) {
   if (!sc) return;
-  while (sc->n) kvs__sock_remove(sc, sc->n - 1);
+  while (sc->n) kvs__sock_remove(sc, sc->n - 1, 0);
   free(sc->v);
   sc->v = NULL;
 }

@@ -3,9 +3,9 @@
  * client_cache.c holds the three bounded helper structures of a client:
  *   - the address cache: key -> replica endpoints learned from routing, bounded by a
  *     count; when full an arbitrary entry is evicted (a miss only costs one lookup);
- *   - the PUSH socket cache: endpoint -> connected socket, LINGER 0, bounded; the least
- *     recently used socket is closed when full (its unsent messages are dropped and
- *     the requests they carried time out and retry);
+ *   - the PUSH socket cache: endpoint -> connected socket, bounded; the least
+ *     recently used socket is closed when full, with a short linger so that queued
+ *     requests still leave (a socket to a silent server is closed with LINGER 0);
  *   - a binary min-heap of (deadline, request id) timers with lazy deletion: a timer
  *     whose request is gone is skipped when it surfaces.
  * All of them belong to the client's thread.
@@ -22,6 +22,7 @@
 
 #define KVS__MAX_REPLICAS 64      /* ips accepted per key from routing */
 #define KVS__MAX_ENDPOINT 255     /* bytes of an endpoint string */
+#define KVS__EVICT_LINGER_MS 200  /* flush time given to an evicted PUSH socket */
 
 /* --- address cache ------------------------------------------------------------------ */
 
@@ -179,6 +180,7 @@ struct kvs_client {
   char **routing;
   size_t nrouting, routing_rr;
   int timeout_ms, retries;
+  size_t max_msg;                /* largest reply accepted, bytes */
   uint64_t next_id;              /* op ids and request ids, never reused */
   uint64_t rng;
   kvs__addr_cache_t addrs;

@@ -226,6 +226,7 @@ static int kvs__client_socket(kvs_client_t *c, const kvs_client_options_t *o) {
   if (!(c->pull = zmq_socket(c->ctx, ZMQ_PULL))) return -zmq_errno();
   int zero = 0;
   int64_t max = o->max_message_bytes > 0 ? o->max_message_bytes : (int64_t)256 << 20;
+  c->max_msg = (size_t)max;
   if (zmq_setsockopt(c->pull, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
       zmq_setsockopt(c->pull, ZMQ_MAXMSGSIZE, &max, sizeof max) != 0)
     return -zmq_errno();

@@ -48,6 +48,7 @@ typedef struct {
   int delay_ms;
   int invalidate;   /* set invalidate on this many tuples */
   bool split;       /* one KeyResponse per tuple */
+  int bad_ips;      /* answer this many lookups with malformed endpoints */
   /* counters */
   int routing_reqs, store_reqs[2], store_tuples[2];
   char last_rid[160];
@@ -96,6 +97,7 @@ static void fake_on_route(fake_t *f, const uint8_t *buf, size_t len) {
     int t = fake_owner(req->keys[i]);
     if (f->misroute > 0 && f->misroute-- > 0) t = 1 - t;
     ips[i] = f->store_ep[t];
+    if (f->bad_ips > 0 && f->bad_ips-- > 0) ips[i] = "http://evil host:6200";
     as[i].n_ips = empty ? 0 : 1;
     as[i].ips = &ips[i];
     ap[i] = &as[i];
@@ -732,6 +734,81 @@ static void test_error_mapping_covers_every_anna_error(void **state) {
   assert_int_equal(kvs_client_error_from_anna(77), SQ_EPROTO);
 }
 
+static void test_malformed_routing_endpoints_are_refused(void **state) {
+  fixture_t *fx = *state;
+  kvs_client_limits_t lim = {.timeout_ms = 1000, .retries = 1};
+  FAKE_SET(fx->fake, bad_ips, 2);
+  assert_int_equal(put_lww(fx->client, "evil", 1, "x", &lim), SQ_ENOSERVERS);
+  assert_int_equal(FAKE_GET(fx->fake, routing_reqs), 2);
+  assert_int_equal(FAKE_GET(fx->fake, store_reqs[0]) + FAKE_GET(fx->fake, store_reqs[1]), 0);
+  FAKE_SET(fx->fake, bad_ips, 1);
+  assert_int_equal(put_lww(fx->client, "evil", 1, "x", &lim), 0);
+}
+
+static void test_garbage_and_stranger_replies_are_dropped(void **state) {
+  fixture_t *fx = *state;
+  void *ctx = zmq_ctx_new();
+  void *push = zmq_socket(ctx, ZMQ_PUSH);
+  assert_int_equal(zmq_connect(push, kvs_client_response_address(fx->client)), 0);
+  /* Not protobuf; a KeyResponse for another client; our prefix with an id that is not
+   * pending, followed by a cut-off field. */
+  const uint8_t junk[] = {0xff, 0xff, 0xff, 0xff, 0x0f, 0x1a, 0x80};
+  KeyResponse other = KEY_RESPONSE__INIT;
+  other.response_id = "someone-else_1";
+  uint8_t buf[64];
+  size_t n = key_response__pack(&other, buf);
+  char rid[160];
+  int rn = snprintf(rid, sizeof rid, "%s_999999", kvs_client_id(fx->client));
+  uint8_t cut[200] = {0x1a, (uint8_t)rn};
+  memcpy(cut + 2, rid, (size_t)rn);
+  cut[2 + rn] = 0x12; /* a tuples field cut off */
+  cut[3 + rn] = 0x50;
+  assert_true(zmq_send(push, junk, sizeof junk, 0) >= 0);
+  assert_true(zmq_send(push, buf, n, 0) >= 0);
+  assert_true(zmq_send(push, cut, (size_t)rn + 4, 0) >= 0);
+  uint64_t t0 = now_ms();
+  kvs_client_stats_t st = {0};
+  while (st.dropped_replies < 3 && now_ms() - t0 < 5000) {
+    const char *k = "probe";
+    uint64_t id;
+    assert_int_equal(kvs_client_get_async(fx->client, &k, 1, NULL, &id), 0);
+    assert_int_equal(kvs_client_poll(fx->client, 2000, NULL, NULL), 1);
+    kvs_client_stats(fx->client, &st);
+  }
+  assert_int_equal(st.dropped_replies, 3);
+  assert_int_equal(put_lww(fx->client, "after", 1, "fine", NULL), 0);
+  get_expect(fx->client, "after", 1, "fine");
+  zmq_close(push);
+  zmq_ctx_term(ctx);
+}
+
+static void test_socket_cache_of_one_still_reaches_every_server(void **state) {
+  fixture_t *fx = *state;
+  const char *routing[] = {fx->fake->routing_ep};
+  kvs_client_options_t o = {.routing = routing, .nrouting = 1, .max_sockets = 1,
+                            .timeout_ms = 2000, .retries = 0};
+  kvs_client_t *c = NULL;
+  assert_int_equal(kvs_client_create(&o, &c), 0);
+  const char *keys[] = {"k0", "k1", "k2", "k3"};
+  uint8_t bufs[4][64];
+  kvs_client_kv_t kvs[4];
+  for (int i = 0; i < 4; i++)
+    kvs[i] = (kvs_client_kv_t){keys[i], SQ_LATTICE_LWW, bufs[i], lww(bufs[i], 4, keys[i])};
+  kvs_client_result_t res[4];
+  for (int round = 0; round < 5; round++)
+    assert_int_equal(kvs_client_put_many(c, kvs, 4, NULL, res), 0);
+  kvs_client_result_t got[4];
+  assert_int_equal(kvs_client_get_many(c, keys, 4, NULL, got), 0);
+  for (int i = 0; i < 4; i++) {
+    assert_lww(got[i].payload, got[i].len, 4, keys[i]);
+    kvs_client_result_clear(&got[i]);
+  }
+  kvs_client_stats_t st;
+  kvs_client_stats(c, &st);
+  assert_int_equal(st.timeouts, 0);
+  kvs_client_destroy(c);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void) {
@@ -756,6 +833,9 @@ int main(void) {
       T(test_request_ids_carry_client_id_and_never_repeat),
       T(test_bad_arguments_are_refused_before_sending),
       T(test_create_refuses_wildcard_bind_without_advertise),
+      T(test_malformed_routing_endpoints_are_refused),
+      T(test_garbage_and_stranger_replies_are_dropped),
+      T(test_socket_cache_of_one_still_reaches_every_server),
       cmocka_unit_test(test_error_mapping_covers_every_anna_error),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
