@@ -1,0 +1,66 @@
+/* kvs_store: one worker thread's in-memory map from key to stored lattice.
+ *
+ * A store belongs to exactly one thread (shared-nothing: no locks). It keeps, for
+ * each key, the lattice type and the canonical encoded payload (PROTOCOL.md §1.4),
+ * because GETs vastly outnumber merges and a GET then costs no encoding at all.
+ *
+ * Layout: entries live in a dense array (append-only; the KVS has no DELETE), indexed
+ * by an open-addressing table of (hash, entry index) with linear probing. The dense
+ * array gives snapshots a cursor that stays valid while the table grows: entry i is
+ * entry i forever. Each entry owns its key bytes (inline) and its payload buffer.
+ *
+ * Errors: -ENOMEM; SQ_ELATTICE when a PUT's type differs from the stored type;
+ * lattice decode errors (SQ_EBADLATTICE, SQ_EUNKNOWNTYPE) for bad payloads.
+ */
+#ifndef KVS_STORE_H
+#define KVS_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lattice.h"
+
+typedef struct kvs_store kvs_store_t;
+
+typedef struct {
+  const char *key;   /* not NUL-terminated; valid until the store is destroyed */
+  size_t keylen;
+  sq_lattice_type_t type;
+  const uint8_t *payload; /* valid until the next merge into this key */
+  size_t len;
+} kvs_store_entry_t;
+
+typedef struct {
+  uint64_t keys;
+  uint64_t payload_bytes; /* sum of stored payload sizes */
+  uint64_t merges;        /* PUTs merged into an existing value */
+} kvs_store_stats_t;
+
+/* Creates an empty store. 0 or -ENOMEM. */
+int kvs_store_create(kvs_store_t **out);
+
+/* Frees the store and everything in it. Accepts NULL. */
+void kvs_store_destroy(kvs_store_t *store);
+
+/* Looks a key up. Returns 0 and fills *entry, or SQ_EKEYDNE. */
+int kvs_store_get(const kvs_store_t *store, const char *key, size_t keylen,
+                  kvs_store_entry_t *entry);
+
+/* Merges `payload` (a lattice of `type`) into the key's value, creating the key when
+ * absent. On success *changed (may be NULL) says whether the stored bytes changed.
+ * When `validated` is false the payload is checked first (new keys store it as given
+ * only after it decodes). Type mismatch -> SQ_ELATTICE, store unchanged. */
+int kvs_store_merge(kvs_store_t *store, const char *key, size_t keylen,
+                    sq_lattice_type_t type, const uint8_t *payload, size_t len,
+                    bool *changed);
+
+/* Number of entries; entry indices run 0 .. count-1 and never move. */
+size_t kvs_store_count(const kvs_store_t *store);
+
+/* Reads entry i (0 <= i < count). */
+void kvs_store_entry_at(const kvs_store_t *store, size_t i, kvs_store_entry_t *entry);
+
+void kvs_store_stats(const kvs_store_t *store, kvs_store_stats_t *stats);
+
+#endif
