@@ -41,6 +41,12 @@
 
 #include "sq_buf.h"
 
+/* Most siblings a causal value may hold. Pruning dominated siblings compares every
+ * pair of distinct sibling clocks, so the count is bounded to keep a hostile payload
+ * from costing quadratic time: decode rejects more (SQ_EBADLATTICE) and a merge whose
+ * result would exceed it fails with SQ_ETOOBIG, leaving the target unchanged. */
+#define SQ_LATTICE_MAX_SIBLINGS 1024
+
 /* Values equal to the wire enum LatticeType (PROTOCOL.md §1.1). */
 typedef enum {
   SQ_LATTICE_NONE = 0,
