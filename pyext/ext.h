@@ -62,6 +62,9 @@ int ext_lattice_decode(ext_state_t *st, sq_lattice_type_t type, PyObject *payloa
 /* Encodes `l` into a new bytes object, or NULL with the error raised. */
 PyObject *ext_lattice_encode(ext_state_t *st, const sq_lattice_t *l, const char *context);
 
+/* A new bytes object with a copy of `b` (empty when b->data is NULL). */
+PyObject *ext_bytes_new(const sq_bytes_t *b);
+
 /* Reads an int in [0, max] from `obj` into *out. 0, or -1 with TypeError,
  * OverflowError or ValueError set; `what` names the argument in the message. */
 int ext_uint_arg(PyObject *obj, unsigned long long max, const char *what,

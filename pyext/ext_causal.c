@@ -67,9 +67,7 @@ static PyObject *ext__causal_to_py(const sq_causal_t *c) {
   for (size_t i = 0; i < c->nsiblings; i++) {
     const sq_sibling_t *s = &c->siblings[i];
     PyObject *sc = ext__vclock_to_dict(&s->clock);
-    PyObject *pair = sc ? Py_BuildValue("(Ny#)", sc, (const char *)s->value.data,
-                                        (Py_ssize_t)s->value.len)
-                        : NULL;
+    PyObject *pair = sc ? Py_BuildValue("(NN)", sc, ext_bytes_new(&s->value)) : NULL;
     if (!pair) goto out;
     PyList_SET_ITEM(list, (Py_ssize_t)i, pair);
   }

@@ -42,6 +42,11 @@ int ext_lattice_decode(ext_state_t *st, sq_lattice_type_t type, PyObject *payloa
   return 0;
 }
 
+PyObject *ext_bytes_new(const sq_bytes_t *b) {
+  if (b->len == 0) return PyBytes_FromStringAndSize(NULL, 0); /* data may be NULL */
+  return PyBytes_FromStringAndSize((const char *)b->data, (Py_ssize_t)b->len);
+}
+
 PyObject *ext_lattice_encode(ext_state_t *st, const sq_lattice_t *l, const char *context) {
   sq_buf_t out = {0};
   PyObject *res = NULL;
@@ -169,8 +174,8 @@ static PyObject *ext__decode_lww(PyObject *module, PyObject *payload) {
   sq_lattice_t l;
   PyObject *res = NULL;
   if (ext_lattice_decode(st, SQ_LATTICE_LWW, payload, &l, "decode_lww") < 0) goto out;
-  res = Py_BuildValue("(Ky#)", (unsigned long long)l.u.lww.timestamp,
-                      (const char *)l.u.lww.value.data, (Py_ssize_t)l.u.lww.value.len);
+  res = Py_BuildValue("(KN)", (unsigned long long)l.u.lww.timestamp,
+                      ext_bytes_new(&l.u.lww.value));
 out:
   sq_lattice_free(&l);
   return res;
@@ -209,8 +214,7 @@ static PyObject *ext__decode_priority(PyObject *module, PyObject *payload) {
   sq_lattice_t l;
   PyObject *res = NULL;
   if (ext_lattice_decode(st, SQ_LATTICE_PRIORITY, payload, &l, "decode_priority") < 0) goto out;
-  res = Py_BuildValue("(dy#)", l.u.priority.priority, (const char *)l.u.priority.value.data,
-                      (Py_ssize_t)l.u.priority.value.len);
+  res = Py_BuildValue("(dN)", l.u.priority.priority, ext_bytes_new(&l.u.priority.value));
 out:
   sq_lattice_free(&l);
   return res;
@@ -286,8 +290,7 @@ static PyObject *ext__decode_set(PyObject *module, PyObject *payload) {
   list = PyList_New((Py_ssize_t)l.u.set.count);
   if (!list) goto out;
   for (size_t i = 0; i < l.u.set.count; i++) {
-    const sq_bytes_t *b = &l.u.set.items[i];
-    PyObject *item = PyBytes_FromStringAndSize((const char *)b->data, (Py_ssize_t)b->len);
+    PyObject *item = ext_bytes_new(&l.u.set.items[i]);
     if (!item) {
       Py_CLEAR(list);
       goto out;
