@@ -29,6 +29,7 @@ static sq_arena_chunk_t *sq__arena_chunk_new(size_t size) {
 }
 
 void *sq_arena_alloc(sq_arena_t *arena, size_t size) {
+  if (size > SIZE_MAX / 2) return NULL; /* the round-up below must not wrap */
   size = (size + 15) & ~(size_t)15;
   if (size == 0) size = 16;
   sq_arena_chunk_t *c = arena->head;
