@@ -27,8 +27,8 @@ typedef struct {
   uint64_t max_request_bytes;  /* largest request message accepted */
   uint64_t segment_bytes;      /* log size that triggers a snapshot */
   int64_t stats_interval_s;    /* period of the counters line in the log (0 = off) */
-  char *log_level;
-  char *log_format;            /* "text" or "json" */
+  int64_t log_level;           /* sq_log_level_t: error, warn, info, debug */
+  int64_t log_format;          /* sq_log_format_t: text, json */
   char *log_file;              /* empty = stderr */
 } kvs_config_t;
 
