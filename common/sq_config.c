@@ -275,6 +275,10 @@ static int sq__config_defaults(const sq_config_spec_t *spec, void *cfg,
                                sq_config_result_t *res) {
   for (size_t i = 0; i < spec->nopts; i++) {
     const sq_opt_t *opt = &spec->opts[i];
+    if ((opt->type == SQ_OPT_ENUM && !(opt->choices && opt->choices[0])) ||
+        sq__name_eq("config", 6, opt->name) || sq__name_eq("help", 4, opt->name))
+      return sq__config_fail(res, "option table: '%s' is reserved or an enum without "
+                                  "choices", opt->name);
     int rc = sq__config_set(spec, cfg, opt->name, strlen(opt->name), opt->def,
                             "built-in default", false, res);
     if (rc) return rc;

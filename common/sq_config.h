@@ -27,6 +27,9 @@
  * and what was expected; an unknown key gets a did-you-mean suggestion. The usage
  * text of `--help` is generated from the same table.
  *
+ * Table mistakes (an enum without choices, an option named "config" or "help") make
+ * every load fail with "option table: ...".
+ *
  * Ownership: string fields belong to the struct after a successful load and are
  * released by sq_config_free(). A failed load frees what it set, leaving every string
  * field NULL. The struct must start zeroed (or freed by sq_config_free).

@@ -241,6 +241,22 @@ static void test_dump_reads_back_as_the_same_config(void **state) {
   unlink(path);
 }
 
+static void test_option_table_mistakes_are_reported(void **state) {
+  typedef struct { char *config; int64_t mode; } bad_t;
+  static const sq_opt_t reserved[] = {
+      SQ_OPT(bad_t, config, "config", SQ_OPT_STRING, NULL, "clashes with --config")};
+  static const sq_opt_t nochoice[] = {
+      SQ_OPT_ENUMOF(bad_t, mode, "mode", NULL, NULL, "enum without names")};
+  const sq_config_spec_t s1 = {"x", NULL, reserved, 1}, s2 = {"x", NULL, nochoice, 1};
+  bad_t b = {0};
+  sq_config_result_t res;
+  char *const argv[] = {"x"};
+  assert_int_equal(sq_config_load(&s1, &b, 1, argv, &res), SQ_ECONFIG);
+  assert_non_null(strstr(res.error, "option table: 'config'"));
+  assert_int_equal(sq_config_load(&s2, &b, 1, argv, &res), SQ_ECONFIG);
+  assert_non_null(strstr(res.error, "option table: 'mode'"));
+}
+
 static void test_size_suffixes(void **state) {
   uint64_t v;
   assert_int_equal(sq_config_parse_size("4096", &v), 0);
@@ -270,6 +286,7 @@ int main(void) {
       cmocka_unit_test(test_malformed_file_lines_are_rejected_with_position),
       cmocka_unit_test(test_help_is_reported_and_usage_lists_every_option),
       cmocka_unit_test(test_dump_reads_back_as_the_same_config),
+      cmocka_unit_test(test_option_table_mistakes_are_reported),
       cmocka_unit_test(test_size_suffixes),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
