@@ -10,7 +10,8 @@
  *   - sets and value lists are sorted by bytes (memcmp, then length) and hold no
  *     duplicates, for SET as well as ORDERED_SET;
  *   - vector clocks are sorted by node id and hold no duplicate ids;
- *   - dependencies of a multi-key causal value are sorted by key, unique.
+ *   - dependencies of a multi-key causal value are sorted by key, unique;
+ *   - vector clocks hold no zero counters (a missing node is 0); priority -0.0 is +0.0.
  * Because of it, decode(encode(x)) equals x and equal lattices encode to equal bytes.
  *
  * Where squall departs from Anna, and why (see docs/lattices.md):
@@ -26,11 +27,18 @@
  *     from an Anna client (no per-sibling clocks) gives every sibling the top clock.
  *     Dependencies merge as a map of key -> pointwise-max clock.
  *
- * Ownership: a decoded lattice owns all its memory; sq_lattice_free() releases it.
+ * Files: lattice.c (free/copy/equal, flat merges), lattice_codec.c (decode/encode),
+ * lattice_causal.c + lattice_causal_codec.c (causal values), lattice_payload.c
+ * (merge_payloads, validate), lattice_ts.c (timestamps); vclock.h has the vector
+ * clock operations (order, join, get/set) for code that builds causal values.
+ *
+ * Ownership: a decoded lattice owns all its memory (libc malloc, so code that builds
+ * an sq_lattice_t by hand uses malloc too); sq_lattice_free() releases it.
  * Merge functions never take ownership of their `incoming` argument.
  * Errors: SQ_EBADLATTICE for malformed payloads, SQ_EUNKNOWNTYPE for a type outside
  * the enum (or NONE where a type is required), SQ_ELATTICE for a merge of two
- * different types, -ENOMEM.
+ * different types, SQ_ETOOBIG for a causal value above SQ_LATTICE_MAX_SIBLINGS,
+ * -ENOMEM.
  */
 #ifndef SQ_LATTICE_H
 #define SQ_LATTICE_H
@@ -140,7 +148,10 @@ int sq_lattice_decode(sq_lattice_type_t type, const uint8_t *payload, size_t len
 int sq_lattice_encode(const sq_lattice_t *l, sq_buf_t *out);
 
 /* Merges `incoming` into `into` (join). Both must have the same type, else
- * SQ_ELATTICE and `into` is unchanged. On -ENOMEM `into` is unchanged too.
+ * SQ_ELATTICE and `into` is unchanged. On -ENOMEM `into` is unchanged too, and on
+ * SQ_ETOOBIG (a causal result above SQ_LATTICE_MAX_SIBLINGS siblings). Causal results
+ * are rebuilt in canonical form even from hand-built inputs whose siblings are
+ * unsorted, duplicated or dominated (each clock must still be sorted by node).
  * *changed (may be NULL) says whether `into` changed. */
 int sq_lattice_merge(sq_lattice_t *into, const sq_lattice_t *incoming, bool *changed);
 
@@ -166,7 +177,8 @@ int sq_lattice_merge_payloads(sq_lattice_type_t type, const uint8_t *stored,
                               size_t incoming_len, sq_buf_t *out, bool *changed);
 
 /* Checks that a payload decodes as `type` without building the structure where it
- * can avoid it. 0 or the decode error. */
+ * can avoid it (LWW, PRIORITY, SETs: no allocation). 0 or exactly the error
+ * sq_lattice_decode would return (except -ENOMEM). */
 int sq_lattice_validate(sq_lattice_type_t type, const uint8_t *payload, size_t len);
 
 /* An LWW timestamp as Anna makes it (PROTOCOL.md §2.2): now_ms * 10^k + id, where
