@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -349,6 +350,65 @@ static void test_decode_rejects_more_siblings_than_the_limit(void **state) {
   sq_buf_free(&b);
 }
 
+/* 1024 concurrent siblings, value i at clock {n<base+i>: 1}, as a squall payload. */
+static sq_lattice_t many_concurrent(uint32_t base) {
+  sq_buf_t b = {0};
+  char node[16];
+  for (int pass = 0; pass < 2; pass++)
+    for (uint32_t i = 0; i < SQ_LATTICE_MAX_SIBLINGS; i++) {
+      int n = snprintf(node, sizeof node, "n%05u", base + i);
+      uint8_t rec[32] = {0x1a, (uint8_t)(n + 6), 0x0a, (uint8_t)(n + 4), 0x0a, (uint8_t)n};
+      size_t len = 6;
+      if (pass == 0) { /* values: field 2, the node name as the value */
+        rec[0] = 0x12, rec[1] = (uint8_t)n;
+        len = 2;
+      }
+      memcpy(rec + len, node, (size_t)n);
+      len += (size_t)n;
+      if (pass == 1) rec[len++] = 0x10, rec[len++] = 0x01;
+      assert_int_equal(sq_buf_append(&b, rec, len), 0);
+    }
+  sq_lattice_t l = decoded(SQ_LATTICE_SINGLE_CAUSAL, b.data, b.len);
+  sq_buf_free(&b);
+  return l;
+}
+
+static void test_causal_merge_above_the_sibling_limit_fails_unchanged(void **state) {
+  (void)state;
+  sq_lattice_t a = many_concurrent(0), b = many_concurrent(SQ_LATTICE_MAX_SIBLINGS), before;
+  assert_int_equal(a.u.single.nsiblings, SQ_LATTICE_MAX_SIBLINGS);
+  assert_int_equal(a.u.single.clock.count, SQ_LATTICE_MAX_SIBLINGS);
+  assert_int_equal(sq_lattice_copy(&before, &a), 0);
+  assert_int_equal(sq_lattice_merge(&a, &b, NULL), SQ_ETOOBIG);
+  assert_true(sq_lattice_equal(&a, &before));
+  sq_lattice_free(&a);
+  sq_lattice_free(&b);
+  sq_lattice_free(&before);
+}
+
+static void test_merge_canonicalises_hand_built_causal_values(void **state) {
+  (void)state;
+  /* siblings out of order, a duplicate, one dominated, no top clock */
+  sq_lattice_t l = {.type = SQ_LATTICE_SINGLE_CAUSAL}, empty = {.type = SQ_LATTICE_SINGLE_CAUSAL};
+  const struct { uint32_t a, b; const char *v; } in[] = {{1, 1, "z"}, {1, 0, "old"}, {0, 2, "y"}, {1, 1, "z"}};
+  l.u.single.siblings = calloc(4, sizeof(sq_sibling_t));
+  for (size_t i = 0; i < 4; i++, l.u.single.nsiblings++) {
+    sq_sibling_t *s = &l.u.single.siblings[i];
+    assert_int_equal(sq_vclock_set(&s->clock, "a", in[i].a), 0);
+    assert_int_equal(sq_vclock_set(&s->clock, "b", in[i].b), 0);
+    assert_int_equal(lattice__bytes_dup(&s->value, (const uint8_t *)in[i].v, strlen(in[i].v)), 0);
+  }
+  bool changed = false;
+  assert_int_equal(sq_lattice_merge(&l, &empty, &changed), 0);
+  assert_true(changed);
+  assert_int_equal(l.u.single.nsiblings, 2); /* "old" at {a:1} is dominated by z */
+  assert_value(&l.u.single.siblings[0].value, "y");
+  assert_value(&l.u.single.siblings[1].value, "z");
+  assert_int_equal(sq_vclock_get(&l.u.single.clock, "a"), 1);
+  assert_int_equal(sq_vclock_get(&l.u.single.clock, "b"), 2);
+  sq_lattice_free(&l);
+}
+
 static void test_merge_payloads_reports_change_and_keeps_out_on_error(void **state) {
   (void)state;
   sq_buf_t out = {0};
@@ -429,6 +489,8 @@ int main(void) {
       cmocka_unit_test(test_decode_normalises_protobuf_variations),
       cmocka_unit_test(test_decode_rejects_malformed_shapes),
       cmocka_unit_test(test_decode_rejects_more_siblings_than_the_limit),
+      cmocka_unit_test(test_causal_merge_above_the_sibling_limit_fails_unchanged),
+      cmocka_unit_test(test_merge_canonicalises_hand_built_causal_values),
       cmocka_unit_test(test_merge_payloads_reports_change_and_keeps_out_on_error),
       cmocka_unit_test(test_lww_timestamp_is_now_ms_times_power_of_ten_plus_id),
       cmocka_unit_test(test_lww_timestamp_strictly_increases_per_slot),
