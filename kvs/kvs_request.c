@@ -1,0 +1,465 @@
+/* kvs_request: handling of KeyRequests on a storage worker (see kvs_request.h).
+ *
+ * Every reply is packed the moment its request is handled, because the stored bytes
+ * it quotes may be replaced by the next merge; the packed bytes then wait in the ack
+ * FIFO until the log position current at that moment is durable. GET replies wait
+ * too: a GET must never reveal a write that a crash could still take back.
+ */
+#include "kvs_request.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "anna.pb-c.h"
+#include "sq_error.h"
+#include "sq_proto.h"
+#include "sq_wire.h"
+
+#define KVS__ARENA_CHUNK (64 * 1024)
+#define KVS__REPLY_SOCKETS 1024
+#define KVS__MAX_ADDRESS 512
+
+/* ---- error sentences, in the arena ------------------------------------------- */
+
+static char *kvs__say(kvs_request_ctx_t *rq, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static char *kvs__say(kvs_request_ctx_t *rq, const char *fmt, ...) {
+  char tmp[512];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+  va_end(ap);
+  if (n < 0) return NULL;
+  size_t len = (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1;
+  char *s = sq_arena_alloc(&rq->arena, len + 1);
+  if (!s) return NULL;
+  memcpy(s, tmp, len);
+  s[len] = '\0';
+  return s;
+}
+
+/* Quotes a key for an error sentence: at most 64 bytes, non-printables as '?'. */
+static const char *kvs__quote(kvs_request_ctx_t *rq, const char *key) {
+  size_t len = strlen(key), shown = len > 64 ? 64 : len;
+  char *s = sq_arena_alloc(&rq->arena, shown + 4);
+  if (!s) return "";
+  for (size_t i = 0; i < shown; i++)
+    s[i] = (key[i] >= 0x20 && key[i] < 0x7f) ? key[i] : '?';
+  memcpy(s + shown, len > shown ? "..." : "", len > shown ? 4 : 1);
+  return s;
+}
+
+static void kvs__tuple_error(kvs_request_ctx_t *rq, KeyTuple *out, AnnaError err,
+                             char *message) {
+  out->error = err;
+  out->error_message = message ? message : "";
+  atomic_fetch_add_explicit(&rq->counters->errors, 1, memory_order_relaxed);
+}
+
+/* ---- GET and PUT of one tuple -------------------------------------------------- */
+
+/* True when a stored payload holds no data: Anna answers KEY_DNE for it (§2.2). The
+ * field holding the data is 2 for LWW, PRIORITY and SINGLE_CAUSAL, 1 for sets, 3 for
+ * MULTI_CAUSAL; a single-value lattice with zero bytes is empty too. */
+static bool kvs__payload_empty(sq_lattice_type_t type, const uint8_t *p, size_t len) {
+  static const uint32_t data_field[] = {0, 2, 1, 2, 3, 1, 2};
+  const uint8_t *value;
+  size_t value_len;
+  if (sq_wire_find_bytes(p, len, data_field[type], &value, &value_len) != 0) return true;
+  return (type == SQ_LATTICE_LWW || type == SQ_LATTICE_PRIORITY) && value_len == 0;
+}
+
+static bool kvs__owned_here(kvs_request_ctx_t *rq, const char *key, size_t keylen) {
+  return kvs_placement_owner(rq->params->placement, key, keylen) == rq->params->tid;
+}
+
+static void kvs__handle_get(kvs_request_ctx_t *rq, const KeyTuple *in, KeyTuple *out) {
+  size_t keylen = strlen(in->key);
+  kvs_store_entry_t e;
+  atomic_fetch_add_explicit(&rq->counters->gets, 1, memory_order_relaxed);
+  if (keylen == 0) {
+    kvs__tuple_error(rq, out, ANNA_ERROR__KEY_DNE, kvs__say(rq, "the key is empty"));
+    return;
+  }
+  if (!kvs__owned_here(rq, in->key, keylen)) {
+    kvs__tuple_error(rq, out, ANNA_ERROR__WRONG_THREAD,
+                     kvs__say(rq, "key '%s' is not served by thread %u; ask routing again",
+                              kvs__quote(rq, in->key), rq->params->tid));
+    return;
+  }
+  if (kvs_store_get(rq->store, in->key, keylen, &e) != 0 ||
+      kvs__payload_empty(e.type, e.payload, e.len)) {
+    out->error = ANNA_ERROR__KEY_DNE;
+    return;
+  }
+  out->lattice_type = (LatticeType)e.type;
+  out->payload.data = (uint8_t *)e.payload;
+  out->payload.len = e.len;
+}
+
+/* Checks a PUT tuple before anything is stored. NULL when fine, else the sentence. */
+static char *kvs__put_problem(kvs_request_ctx_t *rq, const KeyTuple *in, size_t keylen,
+                              AnnaError *err) {
+  const kvs_config_t *cfg = rq->params->config;
+  const char *key = kvs__quote(rq, in->key);
+  *err = ANNA_ERROR__LATTICE;
+  if (keylen == 0) return kvs__say(rq, "a PUT needs a non-empty key");
+  if (in->lattice_type == LATTICE_TYPE__NONE)
+    return kvs__say(rq, "PUT of key '%s' names no lattice type (NONE); nothing was stored",
+                    key);
+  if (!sq_lattice_type_valid((int)in->lattice_type))
+    return kvs__say(rq, "PUT of key '%s' names unknown lattice type %d; nothing was stored",
+                    key, (int)in->lattice_type);
+  if (in->payload.len > cfg->max_value_bytes)
+    return kvs__say(rq, "value of key '%s' is %zu bytes, over the limit of %" PRIu64
+                    " bytes (--max-value-bytes); nothing was stored",
+                    key, in->payload.len, cfg->max_value_bytes);
+  if (!kvs__owned_here(rq, in->key, keylen)) {
+    *err = ANNA_ERROR__WRONG_THREAD;
+    return kvs__say(rq, "key '%s' is not served by thread %u; ask routing again", key,
+                    rq->params->tid);
+  }
+  return NULL;
+}
+
+/* Words for a refused merge. */
+static char *kvs__merge_problem(kvs_request_ctx_t *rq, const KeyTuple *in, int rc) {
+  const char *key = kvs__quote(rq, in->key);
+  const char *type = sq_lattice_type_name((int)in->lattice_type);
+  if (rc == SQ_ELATTICE) {
+    kvs_store_entry_t e;
+    const char *held = "another type";
+    if (kvs_store_get(rq->store, in->key, strlen(in->key), &e) == 0)
+      held = sq_lattice_type_name((int)e.type);
+    return kvs__say(rq, "key '%s' holds a %s value; a PUT of %s was refused", key, held,
+                    type);
+  }
+  if (rc == SQ_EBADLATTICE)
+    return kvs__say(rq, "payload of key '%s' is not a valid %s value; nothing was stored",
+                    key, type);
+  return kvs__say(rq, "PUT of key '%s' failed: %s", key, sq_strerror(rc));
+}
+
+static void kvs__handle_put(kvs_request_ctx_t *rq, const KeyTuple *in, KeyTuple *out) {
+  size_t keylen = strlen(in->key);
+  AnnaError err;
+  atomic_fetch_add_explicit(&rq->counters->puts, 1, memory_order_relaxed);
+  char *problem = kvs__put_problem(rq, in, keylen, &err);
+  if (problem) {
+    kvs__tuple_error(rq, out, err, problem);
+    return;
+  }
+  sq_lattice_type_t type = (sq_lattice_type_t)in->lattice_type;
+  bool changed = false;
+  int rc = kvs_store_merge(rq->store, in->key, keylen, type, in->payload.data,
+                           in->payload.len, &changed);
+  if (rc) {
+    kvs__tuple_error(rq, out, ANNA_ERROR__LATTICE, kvs__merge_problem(rq, in, rc));
+    return;
+  }
+  out->lattice_type = in->lattice_type;
+  if (!changed) return; /* already held: the reply still waits for earlier writes */
+  atomic_fetch_add_explicit(&rq->counters->merges, 1, memory_order_relaxed);
+  uint64_t lsn;
+  rc = kvs_wal_append(rq->wal, in->key, keylen, type, in->payload.data, in->payload.len,
+                      &lsn);
+  if (rc) {
+    /* The value is in memory but not in the log: this node can no longer promise
+     * durability. Stop serving (see kvs_request_after_batch). */
+    sq_log_error(rq->params->log, "log append failed for key '%s': %s; stopping",
+                 kvs__quote(rq, in->key), sq_strerror(rc));
+    rq->log_failed = rc;
+    return;
+  }
+  rq->appended_lsn = lsn;
+  atomic_fetch_add_explicit(&rq->counters->log_bytes, keylen + in->payload.len,
+                            memory_order_relaxed);
+}
+
+/* ---- whole requests ------------------------------------------------------------ */
+
+/* Sends now or queues the packed reply until `lsn` is durable. */
+static void kvs__reply(kvs_request_ctx_t *rq, const char *address, size_t addr_len,
+                       uint64_t lsn) {
+  if (lsn <= rq->durable_lsn) {
+    int rc = sq_zmq_cache_send(rq->replies, address, rq->reply.data, rq->reply.len);
+    if (rc) atomic_fetch_add_explicit(&rq->counters->send_drops, 1, memory_order_relaxed);
+    else
+      atomic_fetch_add_explicit(&rq->counters->bytes_out, rq->reply.len,
+                                memory_order_relaxed);
+    return;
+  }
+  if (kvs_ack_push(&rq->acks, lsn, address, addr_len, rq->reply.data, rq->reply.len) != 0) {
+    sq_log_error(rq->params->log, "out of memory queueing a reply to %s", address);
+    atomic_fetch_add_explicit(&rq->counters->send_drops, 1, memory_order_relaxed);
+  }
+}
+
+static int kvs__pack(kvs_request_ctx_t *rq, const KeyResponse *resp) {
+  size_t need = key_response__get_packed_size(resp);
+  sq_buf_reset(&rq->reply);
+  int rc = sq_buf_reserve(&rq->reply, need);
+  if (rc) return rc;
+  rq->reply.len = key_response__pack(resp, rq->reply.data);
+  return 0;
+}
+
+/* A request we could not read: answer it if its reply address can still be found. */
+static void kvs__salvage(kvs_request_ctx_t *rq, const uint8_t *bytes, size_t len,
+                         const char *problem) {
+  const uint8_t *addr, *rid;
+  size_t addr_len, rid_len;
+  atomic_fetch_add_explicit(&rq->counters->errors, 1, memory_order_relaxed);
+  if (sq_wire_find_bytes(bytes, len, 3, &addr, &addr_len) != 0 || addr_len == 0 ||
+      addr_len >= KVS__MAX_ADDRESS) {
+    sq_log_warn(rq->params->log, "dropped a request with no usable reply address: %s",
+                problem);
+    return;
+  }
+  char address[KVS__MAX_ADDRESS], request_id[256] = "";
+  memcpy(address, addr, addr_len);
+  address[addr_len] = '\0';
+  if (sq_wire_find_bytes(bytes, len, 4, &rid, &rid_len) == 0 && rid_len < sizeof(request_id)) {
+    memcpy(request_id, rid, rid_len);
+    request_id[rid_len] = '\0';
+  }
+  KeyResponse resp = KEY_RESPONSE__INIT;
+  resp.response_id = request_id;
+  resp.error = ANNA_ERROR__LATTICE;
+  resp.error_message = (char *)problem;
+  if (kvs__pack(rq, &resp) == 0) kvs__reply(rq, address, addr_len, 0);
+}
+
+/* Answers every tuple of a decoded request into resp (arena memory). */
+static int kvs__answer(kvs_request_ctx_t *rq, const KeyRequest *req, KeyResponse *resp) {
+  resp->type = req->type;
+  resp->response_id = req->request_id;
+  resp->n_tuples = req->n_tuples;
+  if (req->n_tuples == 0) return 0;
+  resp->tuples = sq_arena_alloc(&rq->arena, req->n_tuples * sizeof(KeyTuple *));
+  KeyTuple *outs = sq_arena_alloc(&rq->arena, req->n_tuples * sizeof(KeyTuple));
+  if (!resp->tuples || !outs) return -ENOMEM;
+  for (size_t i = 0; i < req->n_tuples; i++) {
+    key_tuple__init(&outs[i]);
+    outs[i].key = req->tuples[i]->key;
+    resp->tuples[i] = &outs[i];
+    if (req->type == REQUEST_TYPE__GET) kvs__handle_get(rq, req->tuples[i], &outs[i]);
+    else kvs__handle_put(rq, req->tuples[i], &outs[i]);
+  }
+  return 0;
+}
+
+void kvs_request_handle(kvs_request_ctx_t *rq, const uint8_t *bytes, size_t len) {
+  const kvs_config_t *cfg = rq->params->config;
+  atomic_fetch_add_explicit(&rq->counters->requests, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&rq->counters->bytes_in, len, memory_order_relaxed);
+  sq_arena_reset(&rq->arena);
+  if (len > cfg->max_request_bytes) {
+    kvs__salvage(rq, bytes, len, kvs__say(rq, "request of %zu bytes is over the limit of %"
+                 PRIu64 " bytes (--max-request-bytes)", len, cfg->max_request_bytes));
+    return;
+  }
+  KeyRequest *req = NULL;
+  if (sq_proto_unpack(&key_request__descriptor, sq_arena_allocator(&rq->arena), bytes, len,
+                      SIZE_MAX, (ProtobufCMessage **)&req) != 0) {
+    kvs__salvage(rq, bytes, len, "the request is not a valid KeyRequest message");
+    return;
+  }
+  KeyResponse resp = KEY_RESPONSE__INIT;
+  if (req->type != REQUEST_TYPE__GET && req->type != REQUEST_TYPE__PUT) {
+    resp.response_id = req->request_id;
+    resp.error = ANNA_ERROR__LATTICE;
+    resp.error_message = kvs__say(rq, "unknown request type %d: use GET (1) or PUT (2)",
+                                  (int)req->type);
+    atomic_fetch_add_explicit(&rq->counters->errors, 1, memory_order_relaxed);
+  } else if (kvs__answer(rq, req, &resp) != 0) {
+    sq_log_error(rq->params->log, "out of memory answering a request");
+    return;
+  }
+  size_t addr_len = strlen(req->response_address);
+  if (addr_len == 0) return; /* fire and forget (gossip-style PUT) */
+  if (addr_len >= KVS__MAX_ADDRESS || kvs__pack(rq, &resp) != 0) return;
+  kvs__reply(rq, req->response_address, addr_len, rq->appended_lsn);
+}
+
+int kvs_request_receive(kvs_request_ctx_t *rq, void *socket) {
+  zmq_msg_t msg;
+  zmq_msg_init(&msg);
+  int n = zmq_msg_recv(&msg, socket, ZMQ_DONTWAIT);
+  if (n < 0) {
+    int err = errno;
+    zmq_msg_close(&msg);
+    return -err;
+  }
+  kvs_request_handle(rq, zmq_msg_data(&msg), zmq_msg_size(&msg));
+  zmq_msg_close(&msg);
+  return 0;
+}
+
+/* ---- durability, replies, snapshots --------------------------------------------- */
+
+static void kvs__send_ready(kvs_request_ctx_t *rq) {
+  const kvs_ack_t *ack;
+  while ((ack = kvs_ack_ready(&rq->acks, rq->durable_lsn)) != NULL) {
+    if (sq_zmq_cache_send(rq->replies, ack->address, ack->bytes, ack->len) != 0)
+      atomic_fetch_add_explicit(&rq->counters->send_drops, 1, memory_order_relaxed);
+    else
+      atomic_fetch_add_explicit(&rq->counters->bytes_out, ack->len, memory_order_relaxed);
+    kvs_ack_pop(&rq->acks);
+  }
+}
+
+int kvs_request_after_batch(kvs_request_ctx_t *rq) {
+  if (rq->log_failed) return rq->log_failed;
+  int rc = kvs_wal_flush(rq->wal);
+  uint64_t durable = rq->durable_lsn;
+  if (rc == 0) rc = kvs_wal_reap(rq->wal, &durable);
+  if (rc) {
+    sq_log_error(rq->params->log, "log write failed: %s; stopping so that no write is "
+                 "acknowledged without being on disk", sq_strerror(rc));
+    rq->log_failed = rc;
+    return rc;
+  }
+  if (durable > rq->durable_lsn) {
+    kvs_wal_stats_t st;
+    kvs_wal_stats(rq->wal, &st);
+    atomic_store_explicit(&rq->counters->fsyncs, st.fsyncs, memory_order_relaxed);
+    rq->durable_lsn = durable;
+  }
+  kvs__send_ready(rq);
+  atomic_store_explicit(&rq->counters->keys, kvs_store_count(rq->store), memory_order_relaxed);
+  return 0;
+}
+
+bool kvs_request_snapshot_active(const kvs_request_ctx_t *rq) { return rq->snap != NULL; }
+
+static void kvs__snapshot_finish(kvs_request_ctx_t *rq) {
+  int rc = kvs_snap_commit(rq->snap);
+  if (rc)
+    sq_log_warn(rq->params->log, "snapshot failed: %s; the log keeps everything, will retry",
+                sq_strerror(rc));
+  else
+    sq_log_info(rq->params->log, "snapshot of %zu keys written; older log segments removed",
+                rq->snap_end);
+  rq->snap = NULL;
+}
+
+void kvs_request_snapshot_step(kvs_request_ctx_t *rq, size_t slice) {
+  if (!rq->snap) {
+    if (!kvs_wal_checkpoint_due(rq->wal)) return;
+    int rc = kvs_wal_checkpoint_begin(rq->wal, &rq->snap);
+    if (rc) {
+      sq_log_warn(rq->params->log, "cannot start a snapshot: %s", sq_strerror(rc));
+      rq->snap = NULL;
+      return;
+    }
+    rq->snap_next = 0;
+    rq->snap_end = kvs_store_count(rq->store);
+  }
+  for (size_t n = 0; n < slice && rq->snap_next < rq->snap_end; n++, rq->snap_next++) {
+    kvs_store_entry_t e;
+    kvs_store_entry_at(rq->store, rq->snap_next, &e);
+    int rc = kvs_snap_add(rq->snap, e.key, e.keylen, e.type, e.payload, e.len);
+    if (rc) {
+      sq_log_warn(rq->params->log, "snapshot failed: %s; will retry", sq_strerror(rc));
+      kvs_snap_abort(rq->snap);
+      rq->snap = NULL;
+      return;
+    }
+  }
+  if (rq->snap_next == rq->snap_end) kvs__snapshot_finish(rq);
+}
+
+/* ---- set-up and tear-down ----------------------------------------------------- */
+
+static int kvs__recover_one(const char *key, size_t keylen, sq_lattice_type_t type,
+                            const uint8_t *payload, size_t len, void *ctx) {
+  kvs_request_ctx_t *rq = ctx;
+  /* A record that no longer merges (it cannot: it merged when it was logged) is
+   * reported but does not stop recovery of everything else. */
+  int rc = kvs_store_merge(rq->store, key, keylen, type, payload, len, NULL);
+  if (rc && rc != -ENOMEM) {
+    sq_log_warn(rq->params->log, "recovery skipped a record of key '%.*s': %s",
+                (int)(keylen > 64 ? 64 : keylen), key, sq_strerror(rc));
+    return 0;
+  }
+  return rc;
+}
+
+static int kvs__recover(kvs_request_ctx_t *rq, char *why, size_t why_len) {
+  const kvs_config_t *cfg = rq->params->config;
+  kvs_wal_recovery_t st = {0};
+  int rc = kvs_wal_recover(cfg->data_dir, rq->params->tid, kvs__recover_one, rq, &st);
+  if (rc) {
+    snprintf(why, why_len, "recovery of thread %u's log in %s failed: %s",
+             rq->params->tid, cfg->data_dir, sq_strerror(rc));
+    return rc;
+  }
+  atomic_store(&rq->counters->recovered, st.records + st.snapshot_entries);
+  sq_log_info(rq->params->log, "thread %u recovered %zu keys from %s: %" PRIu64 " snapshot "
+              "entries, %" PRIu64 " log records in %" PRIu64 " segments",
+              rq->params->tid, kvs_store_count(rq->store), cfg->data_dir, st.snapshot_entries,
+              st.records, st.segments);
+  if (st.torn_bytes)
+    sq_log_warn(rq->params->log, "log tail was torn: cut %" PRIu64 " bytes after the last "
+                "whole record (a write interrupted by a crash; it was never acknowledged)",
+                st.torn_bytes);
+  return 0;
+}
+
+int kvs_request_ctx_init(kvs_request_ctx_t *rq, const kvs_worker_params_t *params,
+                         kvs_counters_t *counters, char *why, size_t why_len) {
+  memset(rq, 0, sizeof(*rq));
+  rq->params = params;
+  rq->counters = counters;
+  sq_arena_init(&rq->arena, KVS__ARENA_CHUNK);
+  int rc = kvs_store_create(&rq->store);
+  if (rc == 0) rc = kvs__recover(rq, why, why_len);
+  if (rc) return rc;
+  const kvs_config_t *cfg = params->config;
+  kvs_wal_options_t opts = {
+      .dir = cfg->data_dir,
+      .tid = params->tid,
+      .durability = (kvs_durability_t)cfg->durability,
+      .backend = (kvs_wal_backend_t)cfg->wal_backend,
+      .segment_bytes = cfg->segment_bytes,
+  };
+  rc = kvs_wal_open(&opts, &rq->wal);
+  if (rc) {
+    snprintf(why, why_len, "cannot open the log in %s: %s", cfg->data_dir, sq_strerror(rc));
+    return rc;
+  }
+  if (params->tid == 0 && kvs_wal_fallback_reason(rq->wal))
+    sq_log_warn(params->log, "io_uring unavailable (%s); using pwrite+fdatasync",
+                kvs_wal_fallback_reason(rq->wal));
+  sq_zmq_cache_options_t co = {.max_sockets = KVS__REPLY_SOCKETS, .linger_ms = -1};
+  rc = sq_zmq_cache_create(params->zmq_context, &co, &rq->replies);
+  if (rc) snprintf(why, why_len, "cannot create reply sockets: %s", sq_strerror(rc));
+  atomic_store(&counters->keys, kvs_store_count(rq->store));
+  return rc;
+}
+
+void kvs_request_ctx_destroy(kvs_request_ctx_t *rq) {
+  if (rq->snap) kvs_snap_abort(rq->snap);
+  if (rq->wal) {
+    /* Finish what is in flight, then answer everything that became durable. */
+    uint64_t appended = kvs_wal_last_lsn(rq->wal);
+    int rc = rq->log_failed ? rq->log_failed : kvs_wal_sync(rq->wal);
+    if (rc == 0) {
+      rq->durable_lsn = appended;
+      if (rq->replies) kvs__send_ready(rq);
+    }
+    kvs_wal_close(rq->wal);
+  }
+  kvs_ack_destroy(&rq->acks);
+  sq_zmq_cache_destroy(rq->replies);
+  kvs_store_destroy(rq->store);
+  sq_arena_destroy(&rq->arena);
+  sq_buf_free(&rq->reply);
+  memset(rq, 0, sizeof(*rq));
+}

@@ -1,0 +1,76 @@
+/* kvs_request: what a storage worker does with each KeyRequest (PROTOCOL.md §2.4),
+ * plus the log, snapshot and reply bookkeeping around it.
+ *
+ * Owned by one worker thread; nothing here is shared. The context holds the thread's
+ * store, log, decode arena, reply buffer, reply-socket cache and the FIFO of replies
+ * waiting for durability.
+ *
+ * Validation (every request is untrusted), and what the sender gets back:
+ *   - undecodable or oversized message: if its response_address and request_id can
+ *     still be found in the bytes, a KeyResponse with error LATTICE and an
+ *     error_message naming the problem; otherwise it is counted and logged;
+ *   - unknown request type: KeyResponse error LATTICE + error_message;
+ *   - per tuple: empty key, lattice type NONE or unknown, payload that does not decode
+ *     as its type, payload over max_value_bytes, stored type differs: error LATTICE
+ *     with error_message, nothing changes; a key of another thread: WRONG_THREAD.
+ */
+#ifndef KVS_REQUEST_H
+#define KVS_REQUEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kvs_ack.h"
+#include "server.h"
+#include "sq_arena.h"
+#include "sq_buf.h"
+#include "sq_zmq.h"
+#include "store.h"
+#include "wal.h"
+
+typedef struct {
+  const kvs_worker_params_t *params;
+  kvs_counters_t *counters;
+  kvs_store_t *store;
+  kvs_wal_t *wal;
+  sq_arena_t arena;          /* per-request decode memory */
+  sq_buf_t reply;            /* packed reply, reused */
+  sq_zmq_cache_t *replies; /* PUSH sockets to response addresses */
+  kvs_ack_queue_t acks;
+  uint64_t appended_lsn;     /* highest log position handed out */
+  uint64_t durable_lsn;      /* highest log position on disk */
+  kvs_snap_t *snap;          /* snapshot in progress, or NULL */
+  size_t snap_next;          /* next store entry to add */
+  size_t snap_end;           /* entries present when the snapshot began */
+  int log_failed;            /* sticky: the log refused a write; the node must stop */
+} kvs_request_ctx_t;
+
+/* Creates the store, recovers the thread's log into it, opens the log for appends.
+ * On failure writes a sentence into why. 0 or an error code. */
+int kvs_request_ctx_init(kvs_request_ctx_t *rq, const kvs_worker_params_t *params,
+                         kvs_counters_t *counters, char *why, size_t why_len);
+
+/* Finishes in-flight log writes and frees everything. Safe on a half-built context. */
+void kvs_request_ctx_destroy(kvs_request_ctx_t *rq);
+
+/* Receives and handles one message from `socket` without blocking.
+ * 0 when one was handled, -EAGAIN when none was waiting. */
+int kvs_request_receive(kvs_request_ctx_t *rq, void *socket);
+
+/* Handles one request message (bytes as received). Exposed for tests. */
+void kvs_request_handle(kvs_request_ctx_t *rq, const uint8_t *bytes, size_t len);
+
+/* After a batch: submits the pending log group, reaps completions, sends every reply
+ * whose writes are durable. 0, or the log's error (fatal for the node). */
+int kvs_request_after_batch(kvs_request_ctx_t *rq);
+
+/* Snapshot progress: true while a snapshot is being written. */
+bool kvs_request_snapshot_active(const kvs_request_ctx_t *rq);
+
+/* Starts a snapshot when the log asks for one, or adds up to `slice` entries to the
+ * one in progress, committing it when all are in. Errors are logged; the snapshot is
+ * then abandoned and retried later (the log still holds everything). */
+void kvs_request_snapshot_step(kvs_request_ctx_t *rq, size_t slice);
+
+#endif

@@ -1,0 +1,164 @@
+/* kvs_worker: the storage thread's event loop (see server.h).
+ *
+ * Loop, per iteration:
+ *   1. zmq_poll on {request PULL, control PAIR, log completion eventfd};
+ *   2. drain up to KVS__BATCH requests without blocking; each is decoded into the
+ *      arena, answered, and its reply packed at once (the stored bytes it quotes may
+ *      change later) and queued with the log position it must wait for;
+ *   3. submit the pending log group (group commit: one write + fsync for the batch);
+ *   4. reap completed log writes and send every reply whose position is durable;
+ *   5. advance a snapshot in progress by one slice.
+ * On "stop" from the control socket, the loop stops reading requests, waits until the
+ * log has nothing in flight, flushes the replies and exits.
+ */
+#include "server.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "anna.pb-c.h"
+#include "kvs_ack.h"
+#include "kvs_request.h"
+#include "sq_error.h"
+#include "sq_zmq.h"
+#include "store.h"
+#include "wal.h"
+
+#define KVS__BATCH 256
+#define KVS__SNAPSHOT_SLICE 512
+
+struct kvs_worker {
+  kvs_worker_params_t params;
+  kvs_counters_t counters;
+  pthread_t thread;
+  int started;
+  _Atomic int stop_requested; /* checked every loop; the control message only wakes */
+  void *control_main; /* PAIR, main side */
+  char control_endpoint[64];
+  kvs_request_ctx_t rq; /* request handling state: store, log, arena, buffers */
+};
+
+int kvs_worker_create(const kvs_worker_params_t *params, kvs_worker_t **out) {
+  kvs_worker_t *w = calloc(1, sizeof(*w));
+  if (!w) return -ENOMEM;
+  w->params = *params;
+  snprintf(w->control_endpoint, sizeof(w->control_endpoint), "inproc://kvs-control-%u",
+           params->tid);
+  *out = w;
+  return 0;
+}
+
+const kvs_counters_t *kvs_worker_counters(const kvs_worker_t *w) { return &w->counters; }
+
+static void kvs__report(void *events, const char *fmt, uint32_t tid, const char *why) {
+  char msg[512];
+  int n = snprintf(msg, sizeof(msg), fmt, tid, why ? why : "");
+  if (n < 0) return;
+  zmq_send(events, msg, strlen(msg), 0);
+}
+
+/* Binds the request socket and the control socket. */
+static int kvs__worker_bind(kvs_worker_t *w, void **requests, void **control, char *why,
+                            size_t why_len) {
+  const kvs_config_t *cfg = w->params.config;
+  char endpoint[256];
+  snprintf(endpoint, sizeof(endpoint), "tcp://%s:%" PRId64, cfg->bind_host,
+           KVS_PORT_KEY_REQUEST + cfg->port_offset + (int64_t)w->params.tid);
+  /* ZeroMQ cuts connections that send more than the transport limit; between
+   * max_request_bytes and twice that, requests still arrive and get a clear error. */
+  uint64_t transport_limit = cfg->max_request_bytes > INT64_MAX / 2
+                                 ? INT64_MAX : cfg->max_request_bytes * 2;
+  int rc = sq_zmq_pull_bind(w->params.zmq_context, endpoint, (int64_t)transport_limit, 0,
+                            why, why_len, requests);
+  if (rc) return rc;
+  *control = zmq_socket(w->params.zmq_context, ZMQ_PAIR);
+  if (!*control || zmq_connect(*control, w->control_endpoint) != 0) {
+    snprintf(why, why_len, "cannot connect control socket: %s", zmq_strerror(errno));
+    return -errno;
+  }
+  return 0;
+}
+
+/* Serves until told to stop. */
+static void kvs__worker_serve(kvs_worker_t *w, void *requests, void *control) {
+  kvs_request_ctx_t *rq = &w->rq;
+  int log_fd = kvs_wal_event_fd(rq->wal);
+  int stopping = 0;
+  while (!stopping || kvs_ack_pending(&rq->acks)) {
+    if (atomic_load(&w->stop_requested)) stopping = 1;
+    zmq_pollitem_t items[3] = {
+        {control, 0, ZMQ_POLLIN, 0},
+        {NULL, log_fd, ZMQ_POLLIN, 0},
+        {requests, 0, ZMQ_POLLIN, 0},
+    };
+    int nitems = stopping ? 2 : 3;
+    long timeout = kvs_request_snapshot_active(rq) ? 0 : (stopping ? 10 : 200);
+    if (zmq_poll(items, nitems, timeout) < 0 && errno != EINTR) break;
+    if (items[0].revents & ZMQ_POLLIN) {
+      char cmd[16];
+      (void)zmq_recv(control, cmd, sizeof(cmd), ZMQ_DONTWAIT);
+    }
+    if (atomic_load(&w->stop_requested)) stopping = 1;
+    if (!stopping) {
+      for (int i = 0; i < KVS__BATCH; i++)
+        if (kvs_request_receive(rq, requests) != 0) break;
+    }
+    if (kvs_request_after_batch(rq) != 0) break; /* log failure: fatal, logged */
+    if (!stopping) kvs_request_snapshot_step(rq, KVS__SNAPSHOT_SLICE);
+  }
+}
+
+static void *kvs__worker_main(void *arg) {
+  kvs_worker_t *w = arg;
+  void *events = zmq_socket(w->params.zmq_context, ZMQ_PUSH);
+  void *requests = NULL, *control = NULL;
+  char why[400] = "";
+  int linger = 0;
+  zmq_setsockopt(events, ZMQ_LINGER, &linger, sizeof(linger));
+  zmq_connect(events, w->params.events_endpoint);
+  int rc = kvs_request_ctx_init(&w->rq, &w->params, &w->counters, why, sizeof(why));
+  if (rc == 0) rc = kvs__worker_bind(w, &requests, &control, why, sizeof(why));
+  if (rc) {
+    kvs__report(events, "failed %u %s", w->params.tid, why);
+    goto out;
+  }
+  kvs__report(events, "ready %u%s", w->params.tid, NULL);
+  kvs__worker_serve(w, requests, control);
+  kvs__report(events, "stopped %u%s", w->params.tid, NULL);
+out:
+  if (requests) zmq_close(requests);
+  if (control) zmq_close(control);
+  zmq_close(events);
+  kvs_request_ctx_destroy(&w->rq);
+  return NULL;
+}
+
+int kvs_worker_start(kvs_worker_t *w) {
+  w->control_main = zmq_socket(w->params.zmq_context, ZMQ_PAIR);
+  if (!w->control_main) return -errno;
+  if (zmq_bind(w->control_main, w->control_endpoint) != 0) return -errno;
+  int rc = pthread_create(&w->thread, NULL, kvs__worker_main, w);
+  if (rc) return -rc;
+  w->started = 1;
+  return 0;
+}
+
+void kvs_worker_stop(kvs_worker_t *w) {
+  if (!w || !w->started) return;
+  atomic_store(&w->stop_requested, 1);
+  zmq_send(w->control_main, "stop", 4, ZMQ_DONTWAIT); /* wakes the poll if connected */
+  pthread_join(w->thread, NULL);
+  w->started = 0;
+}
+
+void kvs_worker_destroy(kvs_worker_t *w) {
+  if (!w) return;
+  kvs_worker_stop(w);
+  if (w->control_main) zmq_close(w->control_main);
+  free(w);
+}

@@ -1,0 +1,214 @@
+/* kvs_store: dense entry array + open-addressing index (see store.h).
+ *
+ * Invariants:
+ *   - index capacity is a power of two and at most 7/8 full (load kept <= 0.875
+ *     counting only live slots: nothing is ever deleted, so there are no tombstones);
+ *   - a slot holds (hash, entry index + 1); 0 means empty;
+ *   - entries[i]->key never changes; entries[i]->payload is replaced on merge.
+ */
+#include "store.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hash.h"
+#include "sq_error.h"
+
+typedef struct {
+  uint8_t *payload; /* owned */
+  size_t len;
+  uint32_t keylen;
+  uint8_t type;
+  char key[]; /* keylen bytes, not NUL-terminated */
+} kvs__entry_t;
+
+typedef struct {
+  uint64_t hash;
+  uint64_t ref; /* entry index + 1; 0 = empty slot */
+} kvs__slot_t;
+
+struct kvs_store {
+  kvs__entry_t **entries;
+  size_t count;
+  size_t entries_cap;
+  kvs__slot_t *slots;
+  size_t slot_mask; /* capacity - 1 */
+  kvs_store_stats_t stats;
+};
+
+#define KVS__INITIAL_SLOTS 1024
+
+int kvs_store_create(kvs_store_t **out) {
+  kvs_store_t *s = calloc(1, sizeof(*s));
+  if (!s) return -ENOMEM;
+  s->slots = calloc(KVS__INITIAL_SLOTS, sizeof(*s->slots));
+  if (!s->slots) {
+    free(s);
+    return -ENOMEM;
+  }
+  s->slot_mask = KVS__INITIAL_SLOTS - 1;
+  *out = s;
+  return 0;
+}
+
+void kvs_store_destroy(kvs_store_t *store) {
+  if (!store) return;
+  for (size_t i = 0; i < store->count; i++) {
+    free(store->entries[i]->payload);
+    free(store->entries[i]);
+  }
+  free(store->entries);
+  free(store->slots);
+  free(store);
+}
+
+/* Returns the slot holding the key, or the empty slot where it would go. */
+static kvs__slot_t *kvs__find_slot(const kvs_store_t *s, const char *key, size_t keylen,
+                                   uint64_t hash) {
+  size_t i = hash & s->slot_mask;
+  for (;;) {
+    kvs__slot_t *slot = &s->slots[i];
+    if (slot->ref == 0) return slot;
+    if (slot->hash == hash) {
+      const kvs__entry_t *e = s->entries[slot->ref - 1];
+      if (e->keylen == keylen && memcmp(e->key, key, keylen) == 0) return slot;
+    }
+    i = (i + 1) & s->slot_mask;
+  }
+}
+
+static int kvs__grow_index(kvs_store_t *s) {
+  size_t cap = (s->slot_mask + 1) * 2;
+  kvs__slot_t *slots = calloc(cap, sizeof(*slots));
+  if (!slots) return -ENOMEM;
+  for (size_t i = 0; i <= s->slot_mask; i++) {
+    if (s->slots[i].ref == 0) continue;
+    size_t j = s->slots[i].hash & (cap - 1);
+    while (slots[j].ref != 0) j = (j + 1) & (cap - 1);
+    slots[j] = s->slots[i];
+  }
+  free(s->slots);
+  s->slots = slots;
+  s->slot_mask = cap - 1;
+  return 0;
+}
+
+static void kvs__fill_entry(const kvs__entry_t *e, kvs_store_entry_t *out) {
+  out->key = e->key;
+  out->keylen = e->keylen;
+  out->type = (sq_lattice_type_t)e->type;
+  out->payload = e->payload;
+  out->len = e->len;
+}
+
+int kvs_store_get(const kvs_store_t *store, const char *key, size_t keylen,
+                  kvs_store_entry_t *entry) {
+  uint64_t hash = sq_hash_std(key, keylen);
+  const kvs__slot_t *slot = kvs__find_slot(store, key, keylen, hash);
+  if (slot->ref == 0) return SQ_EKEYDNE;
+  kvs__fill_entry(store->entries[slot->ref - 1], entry);
+  return 0;
+}
+
+/* Adds a new entry holding a copy of the payload; `slot` is the empty slot found for
+ * the key. Grows the dense array and the index as needed. */
+static int kvs__insert(kvs_store_t *s, kvs__slot_t *slot, uint64_t hash, const char *key,
+                       size_t keylen, sq_lattice_type_t type, const uint8_t *payload,
+                       size_t len) {
+  if (s->count == s->entries_cap) {
+    size_t cap = s->entries_cap ? s->entries_cap * 2 : 1024;
+    kvs__entry_t **entries = realloc(s->entries, cap * sizeof(*entries));
+    if (!entries) return -ENOMEM;
+    s->entries = entries;
+    s->entries_cap = cap;
+  }
+  kvs__entry_t *e = malloc(sizeof(*e) + keylen);
+  uint8_t *copy = malloc(len ? len : 1);
+  if (!e || !copy) {
+    free(e);
+    free(copy);
+    return -ENOMEM;
+  }
+  memcpy(e->key, key, keylen);
+  memcpy(copy, payload, len);
+  e->keylen = (uint32_t)keylen;
+  e->type = (uint8_t)type;
+  e->payload = copy;
+  e->len = len;
+  slot->hash = hash;
+  slot->ref = s->count + 1;
+  s->entries[s->count++] = e;
+  s->stats.keys++;
+  s->stats.payload_bytes += len;
+  return 0;
+}
+
+static int kvs__merge_into(kvs_store_t *s, kvs__entry_t *e, sq_lattice_type_t type,
+                           const uint8_t *payload, size_t len, bool *changed) {
+  if (e->type != type) return SQ_ELATTICE;
+  sq_buf_t merged = {0};
+  bool differs = false;
+  int rc = sq_lattice_merge_payloads(type, e->payload, e->len, payload, len, &merged,
+                                     &differs);
+  if (rc) goto out;
+  s->stats.merges++;
+  if (differs) {
+    size_t new_len;
+    uint8_t *bytes = sq_buf_take(&merged, &new_len);
+    s->stats.payload_bytes += new_len;
+    s->stats.payload_bytes -= e->len;
+    free(e->payload);
+    e->payload = bytes;
+    e->len = new_len;
+  }
+  if (changed) *changed = differs;
+out:
+  sq_buf_free(&merged);
+  return rc;
+}
+
+int kvs_store_merge(kvs_store_t *store, const char *key, size_t keylen,
+                    sq_lattice_type_t type, const uint8_t *payload, size_t len,
+                    bool *changed) {
+  if (!sq_lattice_type_valid(type)) return SQ_EUNKNOWNTYPE;
+  /* Grow before inserting, so that a failed growth leaves the store unchanged. */
+  if ((store->count + 1) * 8 > (store->slot_mask + 1) * 7) {
+    int grown = kvs__grow_index(store);
+    if (grown) return grown;
+  }
+  uint64_t hash = sq_hash_std(key, keylen);
+  kvs__slot_t *slot = kvs__find_slot(store, key, keylen, hash);
+  if (slot->ref != 0)
+    return kvs__merge_into(store, store->entries[slot->ref - 1], type, payload, len,
+                           changed);
+  sq_lattice_t value = {0};
+  sq_buf_t canonical = {0};
+  int rc;
+  if (type == SQ_LATTICE_LWW || type == SQ_LATTICE_PRIORITY) {
+    /* Single-value lattices: merges copy the winner's bytes as they came, so the
+     * canonical form buys nothing; checking is enough. */
+    rc = sq_lattice_validate(type, payload, len);
+    if (rc == 0) rc = kvs__insert(store, slot, hash, key, keylen, type, payload, len);
+  } else {
+    /* Collections store the canonical form, so equal values have equal bytes. */
+    rc = sq_lattice_decode(type, payload, len, &value);
+    if (rc == 0) rc = sq_lattice_encode(&value, &canonical);
+    if (rc == 0)
+      rc = kvs__insert(store, slot, hash, key, keylen, type, canonical.data, canonical.len);
+  }
+  if (rc == 0 && changed) *changed = true;
+  sq_lattice_free(&value);
+  sq_buf_free(&canonical);
+  return rc;
+}
+
+size_t kvs_store_count(const kvs_store_t *store) { return store->count; }
+
+void kvs_store_entry_at(const kvs_store_t *store, size_t i, kvs_store_entry_t *entry) {
+  kvs__fill_entry(store->entries[i], entry);
+}
+
+void kvs_store_stats(const kvs_store_t *store, kvs_store_stats_t *stats) {
+  *stats = store->stats;
+}
