@@ -6,6 +6,7 @@ format from the outside, as an Anna client would see it.
 """
 from __future__ import annotations
 
+import atexit
 import importlib
 import os
 import random
@@ -31,6 +32,7 @@ def wire():
     if _PB_DIR is None:
         from grpc_tools import protoc
         _PB_DIR = Path(tempfile.mkdtemp(prefix="squall-pb2-"))
+        atexit.register(shutil.rmtree, _PB_DIR, True)
         proto_dir = ROOT / "common" / "proto"
         protos = [str(p) for p in sorted(proto_dir.glob("*.proto"))]
         inc = Path(protoc.__file__).parent / "_proto"
