@@ -1,10 +1,10 @@
-/* cache_blob: encode and parse the squall object blob (layout in blob.h).
+/* cache_blob: encode and parse the squall object blob (layout in cache_blob.h).
  *
  * Integers are little-endian and read with memcpy, since neither LMDB values nor the
  * buffer table are aligned. Size arithmetic is done in uint64_t against limits far
  * below 2^64, so no sum here can wrap; every limit is checked before it is used.
  */
-#include "blob.h"
+#include "cache_blob.h"
 
 #include <string.h>
 

@@ -1,4 +1,4 @@
-/* cache_reader: read-only lookups over the node cache (contract in reader.h).
+/* cache_reader: read-only lookups over the node cache (contract in cache_reader.h).
  *
  * State: one LMDB env opened MDB_RDONLY | MDB_NOTLS, one read transaction that is
  * either reset (holds the reader slot, no snapshot) or live for the few instructions
@@ -14,7 +14,7 @@
  * have unlinked it in between. ENOENT then means "the descriptor we saw is no longer
  * current", and the lookup starts over (bounded).
  */
-#include "reader.h"
+#include "cache_reader.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -25,7 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "record.h"
+#include "cache_record.h"
 #include "sq_error.h"
 
 #define CACHE__LOOKUP_RETRIES 4
@@ -78,7 +78,12 @@ int cache_reader_open(const char *dir, cache_reader_t **out) {
   rc = cache_mdb_error(mdb_txn_begin(r->env, NULL, MDB_RDONLY, &txn));
   if (rc) goto out;
   rc = cache_mdb_error(mdb_dbi_open(txn, CACHE_DB_VALUES, 0, &r->dbi));
-  mdb_txn_abort(txn);
+  if (rc) {
+    mdb_txn_abort(txn);
+    goto out;
+  }
+  /* Commit, not abort: an abort would close the handle opened in this txn. */
+  rc = cache_mdb_error(mdb_txn_commit(txn));
   if (rc) goto out;
   *out = r;
   r = NULL;

@@ -2,7 +2,7 @@
  *
  * An executor opens the node's cache directory read-only and resolves keys into
  * views: the pickle stream, the out-of-band buffers and the lattice metadata of the
- * stored blob (blob.h). Resolution never blocks on the writer and a view never pins
+ * stored blob (cache_blob.h). Resolution never blocks on the writer and a view never pins
  * an LMDB snapshot:
  *   - small values (stored inline in LMDB) are copied out, into a 64-byte aligned
  *     private buffer, under one short read transaction;
@@ -28,7 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "blob.h"
+#include "cache_blob.h"
 
 #define CACHE_READER_IDLE_MAX 32
 

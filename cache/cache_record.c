@@ -1,5 +1,5 @@
-/* cache_record: LMDB records, segment names and LMDB error mapping (see record.h). */
-#include "record.h"
+/* cache_record: LMDB records, segment names and LMDB error mapping (see cache_record.h). */
+#include "cache_record.h"
 
 #include <errno.h>
 #include <lmdb.h>

@@ -1,5 +1,5 @@
 /* cache_record: the on-disk format of a node cache directory, shared by the writer
- * (store.c) and the readers (reader.c). Nothing outside cache/ includes this.
+ * (cache_store.c) and the readers (cache_reader.c). Nothing outside cache/ includes this.
  *
  *   <dir>/data.mdb, lock.mdb   the LMDB environment (two named DBs)
  *        "values": key -> record     (one per cached value)
@@ -22,7 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "blob.h"
+#include "cache_blob.h"
 
 #define CACHE_FORMAT_VERSION 1u
 #define CACHE_RECORD_MAGIC 0x52435153u /* "SQCR" */

@@ -9,7 +9,7 @@
 
 #include <cmocka.h>
 
-#include "blob.h"
+#include "cache_blob.h"
 #include "sq_error.h"
 
 /* Encodes obj into fresh 64-byte-aligned memory; *len gets the size. */

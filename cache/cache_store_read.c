@@ -1,4 +1,4 @@
-/* store_read: the writer's own reads, upkeep and statistics (contracts in store.h).
+/* store_read: the writer's own reads, upkeep and statistics (contracts in cache_store.h).
  *
  * The writer reads through short read transactions of its own; it never maps its
  * segments for long (a get copies the blob out, which is what the daemon needs to
@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "sq_error.h"
-#include "store_int.h"
+#include "cache_store_int.h"
 
 /* Looks the record up and hands it to fn inside the read transaction. */
 static int cache__with_record(cache_store_t *s, const void *key, size_t klen,

@@ -1,4 +1,4 @@
-/* store_int: internals shared by store.c, store_put.c and store_index.c.
+/* store_int: internals shared by cache_store.c, cache_store_put.c and cache_store_index.c.
  *
  * The writer keeps an in-memory index of every cached key: a chained hash table for
  * lookup and a doubly linked list in recency order (head = most recently used,
@@ -10,8 +10,8 @@
 
 #include <lmdb.h>
 
-#include "record.h"
-#include "store.h"
+#include "cache_record.h"
+#include "cache_store.h"
 
 typedef struct cache__entry {
   struct cache__entry *hnext;       /* hash chain */

@@ -27,7 +27,7 @@
 #include <unistd.h>
 
 #include "sq_error.h"
-#include "store_int.h"
+#include "cache_store_int.h"
 
 static int cache__config(const cache_store_config_t *in, cache_store_t *s) {
   if (!in || !in->dir || !in->dir[0] || strlen(in->dir) >= CACHE_PATH_MAX - 64)

@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "sq_error.h"
-#include "store_int.h"
+#include "cache_store_int.h"
 
 #define CACHE__PUT_ATTEMPTS 64
 #define CACHE__FILL_FAILED (-1) /* not an LMDB code: those are >= 0 or <= -30799 */

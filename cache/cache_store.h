@@ -2,7 +2,7 @@
  *
  * One store per node, in one process: the only writer of the LMDB environment and of
  * the segment files in its directory (an flock on dir/writer.lock enforces it).
- * Layout and record format: record.h. Placement:
+ * Layout and record format: cache_record.h. Placement:
  *   - a blob of at most `inline_max` bytes is stored inline in LMDB;
  *   - a larger blob gets its own segment file, written once and never modified, and
  *     LMDB keeps a small descriptor (segment id, blob size, lattice metadata).
@@ -37,7 +37,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "blob.h"
+#include "cache_blob.h"
 #include "sq_buf.h"
 
 #define CACHE_STORE_INLINE_MAX_DEFAULT (64u * 1024)

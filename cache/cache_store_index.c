@@ -1,4 +1,4 @@
-/* store_index: the writer's key index and recency list (see store_int.h).
+/* store_index: the writer's key index and recency list (see cache_store_int.h).
  *
  * Chained hashing with FNV-1a; the table doubles when the load passes 1, so lookups
  * stay O(1). The recency list is intrusive: touching or removing is O(1).
@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "store_int.h"
+#include "cache_store_int.h"
 
 uint64_t cache__hash(const void *key, size_t klen) {
   const uint8_t *p = key;
