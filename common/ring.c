@@ -327,6 +327,7 @@ int sq_global_ring_remove(sq_global_ring_t *r, const char *private_ip) {
   r->n = k;
   free(r->nodes[slot]);
   r->nodes[slot] = r->nodes[last];
+  r->nodes[last] = NULL;   /* slot == last: the freed record; else its old place */
   r->node_count--;
   return 0;
 }
