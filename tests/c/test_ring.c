@@ -263,6 +263,26 @@ static void test_empty_ring_has_no_servers_and_zero_replication_no_replicas(void
   sq_global_ring_destroy(r);
 }
 
+static void test_ring_of_one_and_two_entries_finds_and_wraps(void **state) {
+  sq_global_ring_t *r = NULL;
+  uint32_t pa = vnode_pos("10.7.0.1", 0), pb = vnode_pos("10.7.0.2", 0);
+  uint32_t lo = pa < pb ? pa : pb, hi = pa < pb ? pb : pa;
+  const char *lo_ip = pa < pb ? "10.7.0.1" : "10.7.0.2";
+  const char *hi_ip = pa < pb ? "10.7.0.2" : "10.7.0.1";
+  (void)state;
+  assert_int_equal(sq_global_ring_create(1, &r), 0);
+  assert_int_equal(sq_global_ring_insert(r, "p", "10.7.0.1", 0, NULL), 0);
+  assert_string_equal(sq_global_ring_find_pos(r, 0)->private_ip, "10.7.0.1");
+  assert_string_equal(sq_global_ring_find_pos(r, UINT32_MAX)->private_ip, "10.7.0.1");
+  assert_int_equal(sq_global_ring_insert(r, "p", "10.7.0.2", 0, NULL), 0);
+  assert_true(lo < hi && hi < UINT32_MAX);
+  assert_string_equal(sq_global_ring_find_pos(r, lo)->private_ip, lo_ip);
+  assert_string_equal(sq_global_ring_find_pos(r, lo + 1)->private_ip, hi_ip);
+  assert_string_equal(sq_global_ring_find_pos(r, hi)->private_ip, hi_ip);
+  assert_string_equal(sq_global_ring_find_pos(r, hi + 1)->private_ip, lo_ip);
+  sq_global_ring_destroy(r);
+}
+
 static void test_vnode_collision_keeps_both_entries_ordered_by_ip(void **state) {
   static const char *const ab[] = {COLL_A, COLL_B}, *const ba[] = {COLL_B, COLL_A};
   sq_global_ring_t *r1 = global_ring(ab, 2), *r2 = global_ring(ba, 2);
@@ -502,6 +522,7 @@ int main(void) {
       cmocka_unit_test(test_local_lookup_wraps_past_the_last_entry),
       cmocka_unit_test(test_responsible_stops_at_every_node_when_R_exceeds_nodes),
       cmocka_unit_test(test_empty_ring_has_no_servers_and_zero_replication_no_replicas),
+      cmocka_unit_test(test_ring_of_one_and_two_entries_finds_and_wraps),
       cmocka_unit_test(test_vnode_collision_keeps_both_entries_ordered_by_ip),
       cmocka_unit_test(test_remove_after_collision_leaves_the_other_nodes_entry),
       cmocka_unit_test(test_remove_places_keys_as_if_the_node_never_joined),
