@@ -179,6 +179,10 @@ static void kvs__handle_put(kvs_request_ctx_t *rq, const KeyTuple *in, KeyTuple 
   rq->appended_lsn = lsn;
   atomic_fetch_add_explicit(&rq->counters->log_bytes, keylen + in->payload.len,
                             memory_order_relaxed);
+  if (keylen > strlen(KVS_SUBS_PREFIX) &&
+      memcmp(in->key, KVS_SUBS_PREFIX, strlen(KVS_SUBS_PREFIX)) == 0)
+    kvs_request_announce(rq, in->key, keylen);
+  kvs_request_push_update(rq, in->key, keylen, lsn);
 }
 
 /* ---- whole requests ------------------------------------------------------------ */
@@ -440,6 +444,10 @@ int kvs_request_ctx_init(kvs_request_ctx_t *rq, const kvs_worker_params_t *param
   sq_zmq_cache_options_t co = {.max_sockets = KVS__REPLY_SOCKETS, .linger_ms = -1};
   rc = sq_zmq_cache_create(params->zmq_context, &co, &rq->replies);
   if (rc) snprintf(why, why_len, "cannot create reply sockets: %s", sq_strerror(rc));
+  if (rc == 0) {
+    rc = kvs_request_subs_init(rq);
+    if (rc) snprintf(why, why_len, "cannot set up cache subscriptions: %s", sq_strerror(rc));
+  }
   atomic_store(&counters->keys, kvs_store_count(rq->store));
   return rc;
 }
@@ -457,6 +465,7 @@ void kvs_request_ctx_destroy(kvs_request_ctx_t *rq) {
     kvs_wal_close(rq->wal);
   }
   kvs_ack_destroy(&rq->acks);
+  kvs_request_subs_destroy(rq);
   sq_zmq_cache_destroy(rq->replies);
   kvs_store_destroy(rq->store);
   sq_arena_destroy(&rq->arena);

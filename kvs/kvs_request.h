@@ -27,6 +27,7 @@
 #include "sq_buf.h"
 #include "sq_zmq.h"
 #include "store.h"
+#include "subs.h"
 #include "wal.h"
 
 typedef struct {
@@ -44,6 +45,10 @@ typedef struct {
   size_t snap_next;          /* next store entry to add */
   size_t snap_end;           /* entries present when the snapshot began */
   int log_failed;            /* sticky: the log refused a write; the node must stop */
+  kvs_subs_t *subs;          /* caches holding keys of this worker */
+  void *subs_in;             /* PULL inproc://kvs-subs-<tid>: key sets from the owner */
+  void **subs_out;           /* PUSH to every worker's subs_in (index = tid), lazily */
+  uint64_t next_expiry_ms;   /* when to forget silent caches next */
 } kvs_request_ctx_t;
 
 /* Creates the store, recovers the thread's log into it, opens the log for appends.
@@ -64,6 +69,20 @@ void kvs_request_handle(kvs_request_ctx_t *rq, const uint8_t *bytes, size_t len)
 /* After a batch: submits the pending log group, reaps completions, sends every reply
  * whose writes are durable. 0, or the log's error (fatal for the node). */
 int kvs_request_after_batch(kvs_request_ctx_t *rq);
+
+/* Subscriptions (request_subs.c): set-up and tear-down of the table and the
+ * inter-worker sockets; announcing a cache's merged key set to every worker after a
+ * changed PUT of its metadata key; queueing pushes of a changed key to its caches,
+ * sent once `lsn` is durable. */
+int kvs_request_subs_init(kvs_request_ctx_t *rq);
+void kvs_request_subs_destroy(kvs_request_ctx_t *rq);
+void kvs_request_announce(kvs_request_ctx_t *rq, const char *key, size_t keylen);
+void kvs_request_push_update(kvs_request_ctx_t *rq, const char *key, size_t keylen,
+                             uint64_t lsn);
+
+/* Applies key-set announcements from other workers waiting on subs_in, and forgets
+ * caches that stopped announcing. */
+void kvs_request_subs_receive(kvs_request_ctx_t *rq);
 
 /* Snapshot progress: true while a snapshot is being written. */
 bool kvs_request_snapshot_active(const kvs_request_ctx_t *rq);

@@ -38,6 +38,10 @@ void kvs_placement_destroy(kvs_placement_t *p) {
   free(p);
 }
 
+uint32_t kvs_placement_threads(const kvs_placement_t *p) {
+  return sq_local_ring_thread_count(p->local);
+}
+
 uint32_t kvs_placement_owner(const kvs_placement_t *p, const char *key, size_t keylen) {
   return sq_local_ring_find_pos(p->local, sq_ring_local_pos(key, keylen));
 }

@@ -26,6 +26,9 @@ int kvs_placement_create(const kvs_config_t *config, uint32_t threads,
 
 void kvs_placement_destroy(kvs_placement_t *p);
 
+/* Number of worker threads of this node. */
+uint32_t kvs_placement_threads(const kvs_placement_t *p);
+
 /* The thread of this node that owns the key. */
 uint32_t kvs_placement_owner(const kvs_placement_t *p, const char *key, size_t keylen);
 

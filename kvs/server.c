@@ -91,12 +91,13 @@ static void kvs__worker_serve(kvs_worker_t *w, void *requests, void *control) {
   int stopping = 0;
   while (!stopping || kvs_ack_pending(&rq->acks)) {
     if (atomic_load(&w->stop_requested)) stopping = 1;
-    zmq_pollitem_t items[3] = {
+    zmq_pollitem_t items[4] = {
         {control, 0, ZMQ_POLLIN, 0},
         {NULL, log_fd, ZMQ_POLLIN, 0},
+        {rq->subs_in, 0, ZMQ_POLLIN, 0},
         {requests, 0, ZMQ_POLLIN, 0},
     };
-    int nitems = stopping ? 2 : 3;
+    int nitems = stopping ? 3 : 4;
     long timeout = kvs_request_snapshot_active(rq) ? 0 : (stopping ? 10 : 200);
     if (zmq_poll(items, nitems, timeout) < 0 && errno != EINTR) break;
     if (items[0].revents & ZMQ_POLLIN) {
@@ -104,6 +105,7 @@ static void kvs__worker_serve(kvs_worker_t *w, void *requests, void *control) {
       (void)zmq_recv(control, cmd, sizeof(cmd), ZMQ_DONTWAIT);
     }
     if (atomic_load(&w->stop_requested)) stopping = 1;
+    kvs_request_subs_receive(rq);
     if (!stopping) {
       for (int i = 0; i < KVS__BATCH; i++)
         if (kvs_request_receive(rq, requests) != 0) break;

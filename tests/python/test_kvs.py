@@ -390,3 +390,45 @@ def test_bad_flag_is_reported_and_exits_nonzero(tmp_path):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode != 0
     assert "threads" in (r.stderr + r.stdout)
+
+
+# ---- cache subscriptions ---------------------------------------------------------------
+
+def _announce(client, cache_id: str, keys: list[str], ts: int) -> None:
+    shared_set = shared.StringSet(keys=keys).SerializeToString()
+    t = client.put(f"ANNA_METADATA|cache_ip|{cache_id}", pb.LWW, lww(ts, shared_set))
+    assert t.error == pb.NO_ERROR
+
+
+def test_changed_keys_are_pushed_to_the_caches_holding_them(node, client):
+    ctx = zmq.Context.instance()
+    cache = ctx.socket(zmq.PULL)
+    port = cache.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        keys = [f"cached-{i}" for i in range(6)]  # spread over both threads
+        for k in keys + ["not-cached"]:
+            client.put(k, pb.LWW, lww(1, b"old"))
+        _announce(client, f"127.0.0.1:{port}", keys, ts=1)
+        time.sleep(0.3)  # the owner forwards the key set to every worker
+        for k in keys:
+            client.put(k, pb.LWW, lww(2, k.encode()))
+        client.put("not-cached", pb.LWW, lww(2, b"new"))
+        client.put(keys[0], pb.LWW, lww(1, b"stale"))  # changes nothing: no push
+        pushed = {}
+        while cache.poll(3000):
+            req = decode(pb.KeyRequest, cache.recv())
+            assert req.type == pb.PUT and req.response_address == ""
+            for t in req.tuples:
+                pushed.setdefault(t.key, []).append(decode(pb.LWWValue, t.payload).value)
+            if len(pushed) == len(keys) and all(len(v) >= 1 for v in pushed.values()):
+                if not cache.poll(300):
+                    break
+        assert sorted(pushed) == sorted(keys)
+        assert all(v == [k.encode()] for k, v in pushed.items())
+        # An empty key set unsubscribes.
+        _announce(client, f"127.0.0.1:{port}", [], ts=2)
+        time.sleep(0.3)
+        client.put(keys[1], pb.LWW, lww(3, b"after"))
+        assert not cache.poll(500)
+    finally:
+        cache.close(0)
