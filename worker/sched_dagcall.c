@@ -1,0 +1,268 @@
+/* sched_dagcall: ports 5005 (call a DAG) and 5011 (continuations), PROTOCOL.md §3.6.
+ *
+ * A call: find the DAG (locally, else fetch it from the KVS: another scheduler may
+ * have registered it) -> for each function pick an executor where it is pinned
+ * (colocation, locality of its fixed arguments' references, load); a function pinned
+ * nowhere alive is re-pinned first -> PUSH one DagSchedule per function to 4030+tid
+ * (triggers = its predecessors in connection order, or ["BEGIN"]) -> PUSH a BEGIN
+ * DagTrigger to each source's 4040+tid -> reply output_key or the schedule id.
+ * Nothing is sent unless every function has an executor.
+ *
+ * A continuation (from a sink executor) becomes a call of the next DAG under the same
+ * schedule id, with the previous result appended to each source's arguments.
+ */
+#include "sched_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sched_dag.h"
+#include "sq_error.h"
+#include "sq_proto.h"
+
+/* The DAG called name, fetched from the KVS when not known here. */
+static const Dag *sched__dag_get(sched_t *s, const char *name) {
+  sched_dagent_t *d = sched__dag_find(s, name);
+  if (d) return d->dag;
+  uint8_t *v = NULL;
+  size_t len = 0;
+  Dag *dag = NULL;
+  int code;
+  if (sched__kvs_get_lww(s, name, &v, &len) == 0)
+    (void)sq_proto_unpack(&dag__descriptor, NULL, v, len, s->cfg->max_message_bytes,
+                          (ProtobufCMessage **)&dag);
+  free(v);
+  if (!dag) return NULL;
+  if (strcmp(dag->name, name) != 0 || sched_dag_validate(dag, NULL, NULL, &code, NULL, 0) ||
+      sched__dag_add(s, dag) != 0) {
+    dag__free_unpacked(dag, NULL);
+    return NULL;
+  }
+  return dag;
+}
+
+static Arguments *sched__fixed_args(const DagCall *call, const char *fname) {
+  for (size_t i = 0; i < call->n_function_args; i++)
+    if (strcmp(call->function_args[i]->key, fname) == 0) return call->function_args[i]->value;
+  return NULL;
+}
+
+/* Picks executors for every function into ex[]. 0 or SQ_ENOTFOUND (err filled). */
+static int sched__place(sched_t *s, const Dag *dag, const DagCall *call, sched_exec_id_t *ex,
+                        char *err, size_t errlen) {
+  for (size_t i = 0; i < dag->n_functions; i++) {
+    const char *fn = dag->functions[i]->name;
+    Arguments *a = sched__fixed_args(call, fn);
+    sched_pickle_ref_t refs[SCHED_MAX_REFS];
+    size_t nrefs = a ? sched__refs(a->values, a->n_values, refs, SCHED_MAX_REFS) : 0;
+    const char *prefer = NULL;
+    for (size_t c = 0; c < dag->n_colocated && !prefer; c++) {
+      int j = sched_dag_find(dag, dag->colocated[c]);
+      if (j >= 0 && (size_t)j < i && strcmp(dag->colocated[c], fn) != 0) prefer = ex[j].ip;
+    }
+    int rc = sched_policy_pick_dag(s->policy, fn, refs, nrefs, prefer, &ex[i]);
+    if (rc == SQ_ENOTFOUND && sched__dag_pin(s, dag, err, errlen) == 0)
+      rc = sched_policy_pick_dag(s->policy, fn, refs, nrefs, prefer, &ex[i]);
+    if (rc) {
+      if (!err[0])
+        snprintf(err, errlen, "function '%s' of DAG '%s' has no live executor", fn, dag->name);
+      return SQ_ENOTFOUND;
+    }
+  }
+  return 0;
+}
+
+typedef struct {
+  DagSchedule__LocationsEntry *loc;
+  DagSchedule__LocationsEntry **locp;
+  char (*locstr)[SCHED_IP_MAX + 12];
+  DagSchedule__ArgumentsEntry *arg;
+  DagSchedule__ArgumentsEntry **argp;
+  const char **preds;
+} sched_sbuf_t;
+
+static void sched__sbuf_free(sched_sbuf_t *b) {
+  free(b->loc);
+  free(b->locp);
+  free(b->locstr);
+  free(b->arg);
+  free(b->argp);
+  free(b->preds);
+}
+
+/* Sends the schedules and BEGIN triggers. */
+static int sched__send_schedules(sched_t *s, const Dag *dag, const DagCall *call,
+                                 const char *id, const sched_exec_id_t *ex) {
+  size_t nf = dag->n_functions, na = call->n_function_args;
+  sched_sbuf_t b = {calloc(nf, sizeof(*b.loc)), calloc(nf, sizeof(*b.locp)),
+                    calloc(nf, sizeof(*b.locstr)), calloc(na + 1, sizeof(*b.arg)),
+                    calloc(na + 1, sizeof(*b.argp)), calloc(nf + 1, sizeof(char *))};
+  int rc = 0;
+  if (!b.loc || !b.locp || !b.locstr || !b.arg || !b.argp || !b.preds) {
+    rc = -ENOMEM;
+    goto out;
+  }
+  DagSchedule ds = DAG_SCHEDULE__INIT;
+  ds.id = (char *)id;
+  ds.dag = (Dag *)dag;
+  ds.consistency = call->consistency;
+  for (size_t i = 0; i < nf; i++) {
+    DagSchedule__LocationsEntry e = DAG_SCHEDULE__LOCATIONS_ENTRY__INIT;
+    b.loc[i] = e;
+    sched_exec_id_format(&ex[i], b.locstr[i], sizeof b.locstr[i]);
+    b.loc[i].key = dag->functions[i]->name;
+    b.loc[i].value = b.locstr[i];
+    b.locp[i] = &b.loc[i];
+  }
+  for (size_t i = 0; i < na; i++) {
+    DagSchedule__ArgumentsEntry e = DAG_SCHEDULE__ARGUMENTS_ENTRY__INIT;
+    b.arg[i] = e;
+    b.arg[i].key = call->function_args[i]->key;
+    b.arg[i].value = call->function_args[i]->value;
+    b.argp[i] = &b.arg[i];
+  }
+  ds.n_locations = nf;
+  ds.locations = b.locp;
+  ds.n_arguments = na;
+  ds.arguments = b.argp;
+  ds.response_address = call->response_address;
+  ds.output_key = call->output_key;
+  ds.client_id = call->client_id;
+  ds.start_time = sched__now_s();
+  ds.continuation = call->continuation;
+  ds.timeout_ms = call->timeout_ms;
+  static char *const begin[1] = {"BEGIN"};
+  for (size_t i = 0; i < nf && rc == 0; i++) {
+    const char *fn = dag->functions[i]->name;
+    size_t np = sched_dag_predecessors(dag, fn, b.preds, nf);
+    ds.target_function = (char *)fn;
+    ds.n_triggers = np ? np : 1;
+    ds.triggers = np ? (char **)b.preds : (char **)begin;
+    rc = sched__push(s, &ex[i], SCHED_EXEC_SCHEDULE, &ds.base);
+  }
+  for (size_t i = 0; i < nf && rc == 0; i++) {
+    if (!sched_dag_is_source(dag, dag->functions[i]->name)) continue;
+    DagTrigger t = DAG_TRIGGER__INIT;
+    t.id = (char *)id;
+    t.target_function = dag->functions[i]->name;
+    t.source = "BEGIN";
+    rc = sched__push(s, &ex[i], SCHED_EXEC_TRIGGER, &t.base);
+  }
+out:
+  sched__sbuf_free(&b);
+  return rc;
+}
+
+int sched__dag_run(sched_t *s, const DagCall *call, const char *id, char id_out[64],
+                   int *cb_error, char *err, size_t errlen) {
+  err[0] = '\0';
+  const Dag *dag = call->name[0] ? sched__dag_get(s, call->name) : NULL;
+  if (!dag) {
+    *cb_error = CLOUDBURST_ERROR__NO_SUCH_DAG;
+    snprintf(err, errlen, "no DAG named '%.200s' (register it first)", call->name);
+    return SQ_ENOTFOUND;
+  }
+  sched_exec_id_t *ex = calloc(dag->n_functions, sizeof(*ex));
+  int rc = ex ? 0 : -ENOMEM;
+  char uuid[37];
+  if (!id || !id[0]) {
+    sched__uuid4(uuid);
+    id = uuid;
+  }
+  snprintf(id_out, 64, "%s", id);
+  if (rc == 0) rc = sched__place(s, dag, call, ex, err, errlen);
+  if (rc == 0) rc = sched__send_schedules(s, dag, call, id_out, ex);
+  if (rc == 0) sched__track_dag(s, id_out, call, ex, dag->n_functions, 1);
+  if (rc) {
+    *cb_error = CLOUDBURST_ERROR__NO_RESOURCES;
+    if (!err[0]) snprintf(err, errlen, "DAG '%s' could not be scheduled: %s", dag->name,
+                          sq_strerror(rc));
+  }
+  free(ex);
+  return rc;
+}
+
+void sched__on_dag_call(sched_t *s, const uint8_t *b, size_t n) {
+  const int P = SCHED_P_DCALL;
+  DagCall *call = NULL;
+  char id[64], err[SCHED_ERRMSG_MAX];
+  int code = 0;
+  int rc = sq_proto_unpack(&dag_call__descriptor, NULL, b, n, s->cfg->max_message_bytes,
+                           (ProtobufCMessage **)&call);
+  if (rc) {
+    sched__reply_error(s, P, CLOUDBURST_ERROR__EXECUTION_ERROR,
+                       "malformed DagCall message: %s", sq_strerror(rc));
+    return;
+  }
+  rc = sched__dag_run(s, call, NULL, id, &code, err, sizeof err);
+  if (rc) sched__reply_error(s, P, code, "%s", err);
+  else sched__reply_ok(s, P, call->output_key[0] ? call->output_key : id);
+  dag_call__free_unpacked(call, NULL);
+}
+
+/* Runs cont->call as cont->name with cont->result appended to every source's args. */
+static int sched__continue(sched_t *s, const Continuation *cont, Value *result) {
+  DagCall call = *cont->call;
+  call.name = cont->name;
+  const Dag *dag = sched__dag_get(s, cont->name);
+  if (!dag) return SQ_ENOTFOUND;
+  size_t cap = call.n_function_args + dag->n_functions;
+  DagCall__FunctionArgsEntry *ents = calloc(cap, sizeof(*ents));
+  DagCall__FunctionArgsEntry **entp = calloc(cap, sizeof(*entp));
+  Arguments *args = calloc(cap, sizeof(*args));
+  Value ***vals = calloc(cap, sizeof(*vals));
+  int rc = (ents && entp && args && vals) ? 0 : -ENOMEM;
+  size_t ne = 0;
+  for (size_t i = 0; rc == 0 && i < cap; i++) {
+    const char *key = i < call.n_function_args ? call.function_args[i]->key
+                                               : dag->functions[i - call.n_function_args]->name;
+    if (i >= call.n_function_args && sched__fixed_args(&call, key)) continue;
+    Arguments *old = i < call.n_function_args ? call.function_args[i]->value : NULL;
+    size_t nold = old ? old->n_values : 0;
+    bool add = sched_dag_find(dag, key) >= 0 && sched_dag_is_source(dag, key);
+    if (i >= call.n_function_args && !add) continue;
+    vals[ne] = calloc(nold + 1, sizeof(Value *));
+    if (!vals[ne]) { rc = -ENOMEM; break; }
+    if (nold) memcpy(vals[ne], old->values, nold * sizeof(Value *));
+    if (add) vals[ne][nold++] = result;
+    Arguments ai = ARGUMENTS__INIT;
+    DagCall__FunctionArgsEntry ei = DAG_CALL__FUNCTION_ARGS_ENTRY__INIT;
+    args[ne] = ai;
+    args[ne].n_values = nold;
+    args[ne].values = vals[ne];
+    ents[ne] = ei;
+    ents[ne].key = (char *)key;
+    ents[ne].value = &args[ne];
+    entp[ne] = &ents[ne];
+    ne++;
+  }
+  char id[64], err[SCHED_ERRMSG_MAX];
+  int code;
+  call.n_function_args = ne;
+  call.function_args = entp;
+  if (rc == 0) rc = sched__dag_run(s, &call, cont->id, id, &code, err, sizeof err);
+  if (rc) sq_log_warn(s->log, "continuation to DAG %s failed: %s", cont->name, sq_strerror(rc));
+  for (size_t i = 0; vals && i < ne; i++) free(vals[i]);
+  free(vals);
+  free(args);
+  free(entp);
+  free(ents);
+  return rc;
+}
+
+void sched__on_continuation(sched_t *s, const uint8_t *b, size_t n) {
+  Continuation *cont = NULL;
+  Value *result = NULL;
+  if (sq_proto_unpack(&continuation__descriptor, NULL, b, n, s->cfg->max_message_bytes,
+                      (ProtobufCMessage **)&cont) != 0)
+    return;
+  if (cont->call && cont->name[0] &&
+      sq_proto_unpack(&value__descriptor, NULL, cont->result.data, cont->result.len,
+                      s->cfg->max_message_bytes, (ProtobufCMessage **)&result) == 0)
+    (void)sched__continue(s, cont, result);
+  else
+    sq_log_warn(s->log, "continuation dropped: no call, no DAG name or a malformed result");
+  if (result) value__free_unpacked(result, NULL);
+  continuation__free_unpacked(cont, NULL);
+}

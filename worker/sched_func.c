@@ -1,0 +1,186 @@
+/* sched_func: ports 5000 (connect), 5001 (register a function), 5002 (call one),
+ * 5003 (list), and the set of function names known to be registered.
+ *
+ * The known set is a sorted array of names: filled by registrations here and by
+ * reading funcs/index-allfuncs whenever a name is missing (another scheduler may have
+ * registered it), so "not registered" is only answered after the KVS said so, or
+ * after it could not be asked (then the message says that).
+ */
+#include "sched_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sq_error.h"
+#include "sq_proto.h"
+
+static int sched__cmp_name(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool sched__func_local(const sched_t *s, const char *name) {
+  return s->nfuncs &&
+         bsearch(&name, s->funcs, s->nfuncs, sizeof(char *), sched__cmp_name) != NULL;
+}
+
+int sched__func_add(sched_t *s, const char *name) {
+  if (sched__func_local(s, name)) return 0;
+  if (s->nfuncs >= SCHED_MAX_FUNCS) return SQ_ETOOBIG;
+  size_t lo = 0, hi = s->nfuncs;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    if (strcmp(s->funcs[mid], name) < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  char *copy = strdup(name);
+  if (!copy) return -ENOMEM;
+  memmove(&s->funcs[lo + 1], &s->funcs[lo], (s->nfuncs - lo) * sizeof(char *));
+  s->funcs[lo] = copy;
+  s->nfuncs++;
+  return 0;
+}
+
+bool sched__func_known(sched_t *s, const char *name) {
+  if (sched__func_local(s, name)) return true;
+  (void)sched__kvs_load_index(s);
+  return sched__func_local(s, name);
+}
+
+void sched__on_connect(sched_t *s, const uint8_t *b, size_t n) {
+  (void)b;
+  (void)n;
+  sched__reply_bytes(s, SCHED_P_CONNECT, s->kvs_host, strlen(s->kvs_host));
+}
+
+static bool sched__name_ok(const char *name) {
+  size_t len = strlen(name);
+  return len > 0 && len < SCHED_FNAME_MAX - 8;
+}
+
+void sched__on_func_create(sched_t *s, const uint8_t *b, size_t n) {
+  const int P = SCHED_P_FCREATE;
+  Function *f = NULL;
+  ProtobufCMessage *v = NULL;
+  char key[SCHED_FNAME_MAX + 8];
+  int rc = sq_proto_unpack(&function__descriptor, NULL, b, n, s->cfg->max_message_bytes,
+                           (ProtobufCMessage **)&f);
+  if (rc) {
+    sched__reply_error(s, P, CLOUDBURST_ERROR__EXECUTION_ERROR,
+                       "malformed Function message: %s", sq_strerror(rc));
+    goto out;
+  }
+  if (!sched__name_ok(f->name)) {
+    sched__reply_error(s, P, CLOUDBURST_ERROR__EXECUTION_ERROR,
+                       "a function needs a name of 1 to %d bytes", SCHED_FNAME_MAX - 9);
+    goto out;
+  }
+  if (f->body.len == 0 || sq_proto_unpack(&value__descriptor, NULL, f->body.data, f->body.len,
+                                          s->cfg->max_message_bytes, &v) != 0) {
+    sched__reply_error(s, P, CLOUDBURST_ERROR__EXECUTION_ERROR,
+                       "function '%s': body must be a serialized Value holding the "
+                       "cloudpickled function", f->name);
+    goto out;
+  }
+  snprintf(key, sizeof key, "funcs/%s", f->name);
+  rc = sched__kvs_put_lww(s, key, f->body.data, f->body.len);
+  if (rc == 0) rc = sched__kvs_add_index(s, key);
+  if (rc) {
+    sched__reply_error(s, P, CLOUDBURST_ERROR__EXECUTION_ERROR,
+                       "function '%s' was not stored: the KVS write failed: %s (%s)",
+                       f->name, sq_strerror(rc), kvs_client_message(s->kvs));
+    goto out;
+  }
+  (void)sched__func_add(s, f->name);
+  sq_log_info(s->log, "registered function %s (%zu bytes)", f->name, f->body.len);
+  sched__reply_ok(s, P, f->name);
+out:
+  if (v) protobuf_c_message_free_unpacked(v, NULL);
+  if (f) function__free_unpacked(f, NULL);
+}
+
+/* Sends a packed call to a picked executor. 0 or SQ_ENOTFOUND / send error. */
+static int sched__send_call(sched_t *s, FunctionCall *fc, const sched_exec_id_t *exclude,
+                            int tries) {
+  sched_pickle_ref_t refs[SCHED_MAX_REFS];
+  size_t nrefs = fc->arguments ? sched__refs(fc->arguments->values, fc->arguments->n_values,
+                                             refs, SCHED_MAX_REFS) : 0;
+  sched_exec_id_t ex;
+  int rc = sched_policy_pick_call(s->policy, refs, nrefs, exclude, &ex);
+  if (rc) return rc;
+  size_t len = function_call__get_packed_size(fc);
+  uint8_t *buf = malloc(len ? len : 1);
+  if (!buf) return -ENOMEM;
+  function_call__pack(fc, buf);
+  rc = sched__push_bytes(s, &ex, SCHED_EXEC_CALL, buf, len);
+  if (rc == 0) sched__track_oneshot(s, buf, len, &ex, tries);
+  free(buf);
+  return rc;
+}
+
+void sched__on_func_call(sched_t *s, const uint8_t *b, size_t n) {
+  const int P = SCHED_P_FCALL;
+  FunctionCall *fc = NULL;
+  char uuid[37];
+  int rc = sq_proto_unpack(&function_call__descriptor, NULL, b, n, s->cfg->max_message_bytes,
+                           (ProtobufCMessage **)&fc);
+  if (rc) {
+    sched__reply_error(s, P, CLOUDBURST_ERROR__EXECUTION_ERROR,
+                       "malformed FunctionCall message: %s", sq_strerror(rc));
+    goto out;
+  }
+  if (!sched__name_ok(fc->name) || !sched__func_known(s, fc->name)) {
+    sched__reply_error(s, P, CLOUDBURST_ERROR__FUNC_NOT_FOUND,
+                       "function '%.200s' is not registered", fc->name);
+    goto out;
+  }
+  char *orig_key = fc->response_key;
+  if (!fc->response_key[0]) {
+    sched__uuid4(uuid);
+    fc->response_key = uuid;
+  }
+  rc = sched__send_call(s, fc, NULL, 1);
+  if (rc == SQ_ENOTFOUND)
+    sched__reply_error(s, P, CLOUDBURST_ERROR__NO_RESOURCES,
+                       "no live executor can run '%s' (none has reported status recently)",
+                       fc->name);
+  else if (rc)
+    sched__reply_error(s, P, CLOUDBURST_ERROR__NO_RESOURCES,
+                       "the call of '%s' could not be sent: %s", fc->name, sq_strerror(rc));
+  else
+    sched__reply_ok(s, P, fc->response_key);
+  fc->response_key = orig_key; /* freed by protobuf-c */
+out:
+  if (fc) function_call__free_unpacked(fc, NULL);
+}
+
+/* Re-sends a tracked call elsewhere (sched_retry.c). */
+int sched__resend_call(sched_t *s, const uint8_t *msg, size_t len,
+                       const sched_exec_id_t *dead, int tries);
+int sched__resend_call(sched_t *s, const uint8_t *msg, size_t len,
+                       const sched_exec_id_t *dead, int tries) {
+  FunctionCall *fc = function_call__unpack(NULL, len, msg); /* our own bytes */
+  if (!fc) return SQ_EPROTO;
+  int rc = sched__send_call(s, fc, dead, tries);
+  function_call__free_unpacked(fc, NULL);
+  return rc;
+}
+
+void sched__on_list(sched_t *s, const uint8_t *b, size_t n) {
+  char prefix[SCHED_FNAME_MAX];
+  if (n >= sizeof prefix || memchr(b, '\0', n)) {
+    StringSet empty = STRING_SET__INIT;
+    sched__reply_pb(s, SCHED_P_LIST, &empty.base);
+    return;
+  }
+  memcpy(prefix, b, n);
+  prefix[n] = '\0';
+  (void)sched__kvs_load_index(s); /* best effort: the local set answers if it fails */
+  char **names = calloc(s->nfuncs ? s->nfuncs : 1, sizeof(char *));
+  StringSet set = STRING_SET__INIT;
+  for (size_t i = 0; names && i < s->nfuncs; i++)
+    if (strncmp(s->funcs[i], prefix, n) == 0) names[set.n_keys++] = s->funcs[i];
+  set.keys = names;
+  sched__reply_pb(s, SCHED_P_LIST, &set.base);
+  free(names);
+}

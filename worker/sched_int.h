@@ -1,0 +1,175 @@
+/* sched_int: the scheduler's state, shared by the sched_*.c handler files.
+ *
+ * Tables (all bounded, all owned by the one scheduler thread):
+ *   dags[]      known DAGs (name -> decoded Dag), at most SCHED_MAX_DAGS
+ *   funcs[]     function names known to be registered (sorted), SCHED_MAX_FUNCS
+ *   oneshots[]  ring of recent one-shot calls, for re-sending when their executor dies
+ *   inflight[]  ring of recent DAG calls, for re-running when an executor dies
+ *   asyncs[]    asynchronous KVS calls in flight and what their answer is for
+ */
+#ifndef SCHED_INT_H
+#define SCHED_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "client.h"
+#include "cloudburst.pb-c.h"
+#include "internal.pb-c.h"
+#include "sched_policy.h"
+#include "sched_server.h"
+#include "shared.pb-c.h"
+#include "sq_log.h"
+#include "sq_zmq.h"
+
+#define SCHED_MAX_DAGS 4096
+#define SCHED_MAX_FUNCS 65536
+#define SCHED_MAX_ONESHOTS 4096
+#define SCHED_MAX_INFLIGHT 1024
+#define SCHED_MAX_ASYNC 64
+#define SCHED_MAX_TRIES 3      /* sends of one call, first included */
+#define SCHED_MAX_REFS 64      /* references considered per function */
+#define SCHED_ERRMSG_MAX 512
+
+enum { SCHED_P_CONNECT, SCHED_P_FCREATE, SCHED_P_FCALL, SCHED_P_LIST, SCHED_P_DCREATE,
+       SCHED_P_DCALL, SCHED_P_DDELETE, SCHED_NREP };
+
+/* Executor port bases (PROTOCOL.md §1.11). */
+#define SCHED_EXEC_PIN 4000
+#define SCHED_EXEC_UNPIN 4010
+#define SCHED_EXEC_CALL 4020
+#define SCHED_EXEC_SCHEDULE 4030
+#define SCHED_EXEC_TRIGGER 4040
+
+typedef struct {
+  char *name;
+  Dag *dag; /* protobuf-c unpacked, freed with dag__free_unpacked */
+} sched_dagent_t;
+
+typedef struct {
+  uint8_t *msg; /* packed FunctionCall, response_key filled */
+  size_t len;
+  sched_exec_id_t exec;
+  uint64_t sent_ms;
+  int tries;
+} sched_oneshot_t;
+
+typedef struct {
+  char id[64];
+  uint8_t *call; /* packed DagCall */
+  size_t len;
+  sched_exec_id_t *execs;
+  size_t nexecs;
+  uint64_t sent_ms;
+  int tries;
+} sched_inflight_t;
+
+typedef enum { SCHED_A_NONE, SCHED_A_LOCALITY, SCHED_A_DAG_FETCH, SCHED_A_DAG_CHECK } sched_akind_t;
+
+typedef struct {
+  uint64_t id;
+  sched_akind_t kind;
+} sched_async_t;
+
+struct sched {
+  const sched_config_t *cfg;
+  sq_log_t *log;
+  void *zctx;
+  void *rep[SCHED_NREP];
+  void *status_pull, *peer_pull, *pin_pull, *cont_pull;
+  sq_zmq_cache_t *push;
+  kvs_client_t *kvs;
+  sched_policy_t *policy;
+  kvs_client_limits_t kvs_lim;
+  char kvs_host[SQ_ZMQ_ENDPOINT_MAX];
+  char **peers;
+  size_t npeers;
+  sched_dagent_t *dags;
+  size_t ndags;
+  char **funcs;
+  size_t nfuncs;
+  sched_oneshot_t *oneshots;
+  size_t oneshot_next;
+  sched_inflight_t *inflight;
+  size_t inflight_next;
+  sched_async_t asyncs[SCHED_MAX_ASYNC];
+  uint64_t lww_last;
+  uint64_t next_refresh_ms;
+  bool replied;       /* the REP request being handled got its reply */
+  uint8_t *pin_buf;   /* scratch for pin acks */
+};
+
+/* ---- sched_server.c: plumbing --------------------------------------------------- */
+uint64_t sched__now_ms(void);
+double sched__now_s(void);
+void sched__uuid4(char out[37]);
+/* Replies on REP socket `port` with a packed message / bytes. */
+void sched__reply_pb(sched_t *s, int port, const ProtobufCMessage *msg);
+void sched__reply_bytes(sched_t *s, int port, const void *data, size_t len);
+/* Replies GenericResponse{success=false, error=code, error_message=printf(...)}. */
+void sched__reply_error(sched_t *s, int port, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void sched__reply_ok(sched_t *s, int port, const char *response_id);
+/* PUSHes msg to tcp://<ip>:<base + offset + tid>. 0 or the sq_zmq error. */
+int sched__push(sched_t *s, const sched_exec_id_t *ex, int base, const ProtobufCMessage *msg);
+int sched__push_bytes(sched_t *s, const sched_exec_id_t *ex, int base, const void *d,
+                      size_t len);
+/* Collects reference keys of DEFAULT values (bounded, pointing into the values). */
+size_t sched__refs(Value *const *values, size_t n, sched_pickle_ref_t *refs, size_t cap);
+/* Processes queued ThreadStatus messages without blocking (used during pin waits). */
+void sched__drain_status(sched_t *s);
+
+/* ---- sched_kvs.c: the storage conventions of PROTOCOL.md §1.13 -------------------- */
+int sched__kvs_put_lww(sched_t *s, const char *key, const uint8_t *v, size_t len);
+int sched__kvs_add_index(sched_t *s, const char *fullname);
+/* GETs an LWW key; on 0 *out (malloc'd, caller frees) holds the value bytes. */
+int sched__kvs_get_lww(sched_t *s, const char *key, uint8_t **out, size_t *len);
+/* GETs the function index into the known-function set. */
+int sched__kvs_load_index(sched_t *s);
+/* Decodes an LWW payload's value into a malloc'd copy. */
+int sched__lww_value(const uint8_t *payload, size_t plen, uint8_t **out, size_t *len);
+
+/* ---- sched_func.c: functions ----------------------------------------------------- */
+bool sched__func_known(sched_t *s, const char *name);
+int sched__func_add(sched_t *s, const char *name);
+void sched__on_connect(sched_t *s, const uint8_t *b, size_t n);
+void sched__on_func_create(sched_t *s, const uint8_t *b, size_t n);
+void sched__on_func_call(sched_t *s, const uint8_t *b, size_t n);
+void sched__on_list(sched_t *s, const uint8_t *b, size_t n);
+
+/* ---- sched_dagreg.c: DAG registration, pinning, deletion ------------------------ */
+sched_dagent_t *sched__dag_find(sched_t *s, const char *name);
+/* Takes ownership of dag on 0. SQ_ETOOBIG when the table is full. */
+int sched__dag_add(sched_t *s, Dag *dag);
+void sched__dag_remove(sched_t *s, const char *name);
+/* Makes sure every function of dag is pinned on a live executor. 0, or SQ_ENOTFOUND
+ * with err filled (no executor accepted). */
+int sched__dag_pin(sched_t *s, const Dag *dag, char *err, size_t errlen);
+void sched__on_dag_create(sched_t *s, const uint8_t *b, size_t n);
+void sched__on_dag_delete(sched_t *s, const uint8_t *b, size_t n);
+
+/* ---- sched_dagcall.c: DAG calls and continuations --------------------------------- */
+/* Schedules call under id (NULL = a fresh UUID4). On 0, id_out holds the schedule id.
+ * On error *cb_error and err say why. */
+int sched__dag_run(sched_t *s, const DagCall *call, const char *id, char id_out[64],
+                   int *cb_error, char *err, size_t errlen);
+void sched__on_dag_call(sched_t *s, const uint8_t *b, size_t n);
+void sched__on_continuation(sched_t *s, const uint8_t *b, size_t n);
+
+/* ---- sched_status.c: executors, peers, periodic work ---------------------------- */
+void sched__on_status(sched_t *s, const uint8_t *b, size_t n);
+void sched__on_peer(sched_t *s, const uint8_t *b, size_t n);
+void sched__tick(sched_t *s, uint64_t now_ms);
+void sched__kvs_poll(sched_t *s);
+
+/* ---- sched_retry.c: at-least-once re-sending --------------------------------------- */
+void sched__track_oneshot(sched_t *s, const uint8_t *msg, size_t len,
+                          const sched_exec_id_t *ex, int tries);
+void sched__track_dag(sched_t *s, const char *id, const DagCall *call,
+                      const sched_exec_id_t *execs, size_t n, int tries);
+/* Re-sends the recent work of a dropped executor elsewhere. */
+void sched__executor_lost(sched_t *s, const sched_exec_id_t *ex, uint64_t now_ms);
+void sched__retry_free(sched_t *s);
+
+#endif

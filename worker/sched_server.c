@@ -1,0 +1,339 @@
+/* sched_server: sockets, the poll loop and the reply plumbing of squall-scheduler.
+ *
+ * The loop (one thread):
+ *
+ *   zmq_poll(REP x7, PULL status/peer/continuation, KVS responses; timeout <= 100 ms)
+ *     REP ready  -> recv one frame -> handler -> exactly one reply (safety net below)
+ *     PULL ready -> drain up to SCHED_BATCH messages each
+ *     KVS ready  -> kvs_client_poll(0): completions of asynchronous refreshes
+ *     every loop -> sched__tick: expire silent executors, periodic refresh and gossip
+ *
+ * The safety net: handlers set s->replied when they answer; a handler that returns
+ * without answering (a bug) still produces a GenericResponse error, so a REP socket
+ * can never be left waiting for a send.
+ */
+#include "sched_int.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "sq_error.h"
+#include "sq_proto.h"
+
+#define SCHED_BATCH 64
+#define SCHED_POLL_MAX_MS 100
+
+static const int sched__rep_ports[SCHED_NREP] = {5000, 5001, 5002, 5003, 5004, 5005, 5006};
+
+uint64_t sched__now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+double sched__now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void sched__uuid4(char out[37]) {
+  uint8_t b[16];
+  if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) {
+    struct timespec ts; /* never expected; still unique enough per process */
+    clock_gettime(CLOCK_REALTIME, &ts);
+    for (size_t i = 0; i < sizeof b; i++) b[i] = (uint8_t)((uint64_t)ts.tv_nsec >> (i % 8) ^ i * 131u);
+  }
+  b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
+  b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
+  snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+           b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
+           b[13], b[14], b[15]);
+}
+
+void sched__reply_bytes(sched_t *s, int port, const void *data, size_t len) {
+  if (s->replied) return;
+  s->replied = true;
+  int rc = sq_zmq_send_bytes(s->rep[port], data, len);
+  if (rc) sq_log_warn(s->log, "reply on port %d failed: %s", sched__rep_ports[port],
+                      sq_strerror(rc));
+}
+
+void sched__reply_pb(sched_t *s, int port, const ProtobufCMessage *msg) {
+  size_t len = protobuf_c_message_get_packed_size(msg);
+  uint8_t *buf = malloc(len ? len : 1);
+  if (!buf) {
+    sched__reply_bytes(s, port, "", 0); /* keeps the REP socket usable */
+    return;
+  }
+  protobuf_c_message_pack(msg, buf);
+  sched__reply_bytes(s, port, buf, len);
+  free(buf);
+}
+
+void sched__reply_error(sched_t *s, int port, int code, const char *fmt, ...) {
+  char text[SCHED_ERRMSG_MAX];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(text, sizeof text, fmt, ap);
+  va_end(ap);
+  GenericResponse r = GENERIC_RESPONSE__INIT;
+  r.success = false;
+  r.error = (CloudburstError)code;
+  r.error_message = text;
+  r.error_type = "squall.SchedulerError";
+  sq_log_info(s->log, "port %d: refused: %s", sched__rep_ports[port], text);
+  sched__reply_pb(s, port, &r.base);
+}
+
+void sched__reply_ok(sched_t *s, int port, const char *response_id) {
+  GenericResponse r = GENERIC_RESPONSE__INIT;
+  r.success = true;
+  r.response_id = (char *)(response_id ? response_id : "");
+  sched__reply_pb(s, port, &r.base);
+}
+
+static int sched__endpoint(sched_t *s, const sched_exec_id_t *ex, int base, char *buf,
+                           size_t len) {
+  long port = (long)base + (long)s->cfg->port_offset + (long)ex->tid;
+  if (port <= 0 || port > 65535) return SQ_EINVAL;
+  return sq_zmq_endpoint_tcp(buf, len, ex->ip, (unsigned)port);
+}
+
+int sched__push(sched_t *s, const sched_exec_id_t *ex, int base, const ProtobufCMessage *msg) {
+  char ep[SQ_ZMQ_ENDPOINT_MAX];
+  int rc = sched__endpoint(s, ex, base, ep, sizeof ep);
+  if (rc == 0) rc = sq_zmq_cache_send_pb(s->push, ep, msg);
+  if (rc) sq_log_warn(s->log, "send to %s failed: %s", ep, sq_strerror(rc));
+  return rc;
+}
+
+int sched__push_bytes(sched_t *s, const sched_exec_id_t *ex, int base, const void *d,
+                      size_t len) {
+  char ep[SQ_ZMQ_ENDPOINT_MAX];
+  int rc = sched__endpoint(s, ex, base, ep, sizeof ep);
+  if (rc == 0) rc = sq_zmq_cache_send(s->push, ep, d, len);
+  if (rc) sq_log_warn(s->log, "send to %s failed: %s", ep, sq_strerror(rc));
+  return rc;
+}
+
+size_t sched__refs(Value *const *values, size_t n, sched_pickle_ref_t *refs, size_t cap) {
+  size_t total = 0;
+  for (size_t i = 0; i < n && total < cap; i++) {
+    if (!values[i] || values[i]->type != SERIALIZER_TYPE__DEFAULT) continue;
+    size_t found = 0;
+    if (sched_pickle_find_refs(values[i]->body.data, values[i]->body.len, refs + total,
+                               cap - total, &found) != 0)
+      continue; /* not a pickle we model: no locality hint, nothing else */
+    total += found < cap - total ? found : cap - total;
+  }
+  return total;
+}
+
+/* ---- sockets -------------------------------------------------------------------- */
+
+static int sched__bind_rep(sched_t *s, int i, char *err, size_t errlen) {
+  char ep[SQ_ZMQ_ENDPOINT_MAX];
+  int64_t max = (int64_t)s->cfg->max_message_bytes;
+  int zero = 0;
+  int rc = sq_zmq_endpoint_tcp(ep, sizeof ep, s->cfg->bind_host,
+                               (unsigned)(sched__rep_ports[i] + s->cfg->port_offset));
+  if (rc) return rc;
+  s->rep[i] = zmq_socket(s->zctx, ZMQ_REP);
+  if (!s->rep[i]) return -zmq_errno();
+  if (zmq_setsockopt(s->rep[i], ZMQ_MAXMSGSIZE, &max, sizeof max) ||
+      zmq_setsockopt(s->rep[i], ZMQ_LINGER, &zero, sizeof zero))
+    return -zmq_errno();
+  return sq_zmq_bind(s->rep[i], ep, err, errlen);
+}
+
+static int sched__bind_pull(sched_t *s, int port, void **out, char *err, size_t errlen) {
+  char ep[SQ_ZMQ_ENDPOINT_MAX];
+  int rc = sq_zmq_endpoint_tcp(ep, sizeof ep, s->cfg->bind_host,
+                               (unsigned)(port + s->cfg->port_offset));
+  if (rc) return rc;
+  return sq_zmq_pull_bind(s->zctx, ep, (int64_t)s->cfg->max_message_bytes, 0, err, errlen,
+                          out);
+}
+
+static int sched__split_peers(sched_t *s) {
+  const char *p = s->cfg->peers ? s->cfg->peers : "";
+  size_t cap = 1;
+  for (const char *q = p; *q; q++) cap += *q == ',';
+  s->peers = calloc(cap, sizeof(char *));
+  if (!s->peers) return -ENOMEM;
+  while (*p) {
+    size_t len = strcspn(p, ",");
+    if (len && len < SCHED_IP_MAX) {
+      if (!(s->peers[s->npeers] = strndup(p, len))) return -ENOMEM;
+      s->npeers++;
+    }
+    p += len + (p[len] == ',');
+  }
+  return 0;
+}
+
+static int sched__open_kvs(sched_t *s, char *err, size_t errlen) {
+  char def[SQ_ZMQ_ENDPOINT_MAX];
+  const char *routing = s->cfg->kvs;
+  if (!routing || !routing[0]) {
+    snprintf(def, sizeof def, "tcp://127.0.0.1:%ld", 6450L + (long)s->cfg->port_offset);
+    routing = def;
+  }
+  sq_zmq_endpoint_t ep;
+  if (sq_zmq_endpoint_parse(routing, &ep) != 0) {
+    snprintf(err, errlen, "--kvs %s is not an endpoint like tcp://host:6450", routing);
+    return SQ_ECONFIG;
+  }
+  snprintf(s->kvs_host, sizeof s->kvs_host, "%s", ep.host);
+  const char *const r[1] = {routing};
+  kvs_client_options_t ko = {.zmq_context = s->zctx, .routing = r, .nrouting = 1,
+                             .timeout_ms = (int)s->cfg->kvs_timeout_ms, .retries = 1};
+  s->kvs_lim.timeout_ms = (int)s->cfg->kvs_timeout_ms;
+  s->kvs_lim.retries = 1;
+  int rc = kvs_client_create(&ko, &s->kvs);
+  if (rc) snprintf(err, errlen, "cannot create the KVS client for %s: %s", routing,
+                   sq_strerror(rc));
+  return rc;
+}
+
+static int sched__open(sched_t *s, char *err, size_t errlen) {
+  int rc = sched__split_peers(s);
+  for (int i = 0; rc == 0 && i < SCHED_NREP; i++) rc = sched__bind_rep(s, i, err, errlen);
+  if (rc == 0) rc = sched__bind_pull(s, 5007, &s->status_pull, err, errlen);
+  if (rc == 0) rc = sched__bind_pull(s, 5008, &s->peer_pull, err, errlen);
+  if (rc == 0) rc = sched__bind_pull(s, 5010, &s->pin_pull, err, errlen);
+  if (rc == 0) rc = sched__bind_pull(s, 5011, &s->cont_pull, err, errlen);
+  if (rc == 0) rc = sq_zmq_cache_create(s->zctx, NULL, &s->push);
+  sched_policy_options_t po = {.deadline_ms = (uint64_t)s->cfg->executor_deadline_ms};
+  if (rc == 0) rc = sched_policy_create(&po, &s->policy);
+  if (rc == 0) rc = sched__open_kvs(s, err, errlen);
+  s->dags = calloc(SCHED_MAX_DAGS, sizeof(*s->dags));
+  s->funcs = calloc(SCHED_MAX_FUNCS, sizeof(char *));
+  s->oneshots = calloc(SCHED_MAX_ONESHOTS, sizeof(*s->oneshots));
+  s->inflight = calloc(SCHED_MAX_INFLIGHT, sizeof(*s->inflight));
+  if (rc == 0 && (!s->dags || !s->funcs || !s->oneshots || !s->inflight)) rc = -ENOMEM;
+  return rc;
+}
+
+int sched_create(const sched_config_t *cfg, sq_log_t *log, sched_t **out, char *err,
+                 size_t errlen) {
+  char dummy[8];
+  if (!err) { err = dummy; errlen = sizeof dummy; }
+  err[0] = '\0';
+  *out = NULL;
+  sched_t *s = calloc(1, sizeof(*s));
+  if (!s) return -ENOMEM;
+  s->cfg = cfg;
+  s->log = log;
+  s->zctx = zmq_ctx_new();
+  int rc = s->zctx ? sched__open(s, err, errlen) : -ENOMEM;
+  if (rc) {
+    if (!err[0]) snprintf(err, errlen, "%s", sq_strerror(rc));
+    sched_destroy(s);
+    return rc;
+  }
+  *out = s;
+  return 0;
+}
+
+void sched_destroy(sched_t *s) {
+  if (!s) return;
+  for (size_t i = 0; s->dags && i < s->ndags; i++) {
+    free(s->dags[i].name);
+    dag__free_unpacked(s->dags[i].dag, NULL);
+  }
+  for (size_t i = 0; s->funcs && i < s->nfuncs; i++) free(s->funcs[i]);
+  sched__retry_free(s);
+  for (size_t i = 0; s->peers && i < s->npeers; i++) free(s->peers[i]);
+  free(s->peers);
+  free(s->dags);
+  free(s->funcs);
+  kvs_client_destroy(s->kvs);
+  sched_policy_destroy(s->policy);
+  sq_zmq_cache_destroy(s->push);
+  for (int i = 0; i < SCHED_NREP; i++)
+    if (s->rep[i]) zmq_close(s->rep[i]);
+  void *pulls[] = {s->status_pull, s->peer_pull, s->pin_pull, s->cont_pull};
+  for (size_t i = 0; i < 4; i++)
+    if (pulls[i]) zmq_close(pulls[i]);
+  if (s->zctx) zmq_ctx_term(s->zctx);
+  free(s);
+}
+
+/* ---- the loop ------------------------------------------------------------------- */
+
+typedef void (*sched_handler_fn)(sched_t *s, const uint8_t *b, size_t n);
+
+static const sched_handler_fn sched__rep_handlers[SCHED_NREP] = {
+    sched__on_connect,  sched__on_func_create, sched__on_func_call, sched__on_list,
+    sched__on_dag_create, sched__on_dag_call,  sched__on_dag_delete,
+};
+
+static void sched__serve_rep(sched_t *s, int i) {
+  zmq_msg_t m;
+  int rc = sq_zmq_recv_frame(s->rep[i], s->cfg->max_message_bytes, ZMQ_DONTWAIT, &m);
+  if (rc == -EAGAIN) return;
+  s->replied = false;
+  if (rc) {
+    sched__reply_error(s, i, CLOUDBURST_ERROR__EXECUTION_ERROR,
+                       "request refused: %s", sq_strerror(rc));
+    return;
+  }
+  sched__rep_handlers[i](s, zmq_msg_data(&m), zmq_msg_size(&m));
+  zmq_msg_close(&m);
+  if (!s->replied)
+    sched__reply_error(s, i, CLOUDBURST_ERROR__EXECUTION_ERROR,
+                       "internal error: the scheduler produced no reply");
+}
+
+static void sched__drain(sched_t *s, void *sock, sched_handler_fn fn) {
+  for (int k = 0; k < SCHED_BATCH; k++) {
+    zmq_msg_t m;
+    int rc = sq_zmq_recv_frame(sock, s->cfg->max_message_bytes, ZMQ_DONTWAIT, &m);
+    if (rc == -EAGAIN) return;
+    if (rc) continue; /* oversized or multi-frame: already discarded */
+    fn(s, zmq_msg_data(&m), zmq_msg_size(&m));
+    zmq_msg_close(&m);
+  }
+}
+
+void sched__drain_status(sched_t *s) { sched__drain(s, s->status_pull, sched__on_status); }
+
+static int sched__poll_timeout(sched_t *s) {
+  int t = kvs_client_next_timeout(s->kvs);
+  return t < 0 || t > SCHED_POLL_MAX_MS ? SCHED_POLL_MAX_MS : t;
+}
+
+int sched_run(sched_t *s, volatile sig_atomic_t *stop) {
+  zmq_pollitem_t it[SCHED_NREP + 4];
+  for (int i = 0; i < SCHED_NREP; i++) it[i] = (zmq_pollitem_t){s->rep[i], 0, ZMQ_POLLIN, 0};
+  it[SCHED_NREP + 0] = (zmq_pollitem_t){s->status_pull, 0, ZMQ_POLLIN, 0};
+  it[SCHED_NREP + 1] = (zmq_pollitem_t){s->peer_pull, 0, ZMQ_POLLIN, 0};
+  it[SCHED_NREP + 2] = (zmq_pollitem_t){s->cont_pull, 0, ZMQ_POLLIN, 0};
+  it[SCHED_NREP + 3] = (zmq_pollitem_t){kvs_client_socket(s->kvs), 0, ZMQ_POLLIN, 0};
+  sq_log_info(s->log, "scheduler serving: ports %ld-%ld on %s, KVS %s, %zu peer(s)",
+              5000L + (long)s->cfg->port_offset, 5011L + (long)s->cfg->port_offset,
+              s->cfg->bind_host, s->kvs_host, s->npeers);
+  while (!*stop) {
+    int n = zmq_poll(it, SCHED_NREP + 4, sched__poll_timeout(s));
+    if (n < 0) {
+      if (zmq_errno() == EINTR) continue;
+      return -zmq_errno();
+    }
+    for (int i = 0; i < SCHED_NREP; i++)
+      if (it[i].revents & ZMQ_POLLIN) sched__serve_rep(s, i);
+    if (it[SCHED_NREP].revents & ZMQ_POLLIN) sched__drain_status(s);
+    if (it[SCHED_NREP + 1].revents & ZMQ_POLLIN) sched__drain(s, s->peer_pull, sched__on_peer);
+    if (it[SCHED_NREP + 2].revents & ZMQ_POLLIN)
+      sched__drain(s, s->cont_pull, sched__on_continuation);
+    sched__kvs_poll(s);
+    sched__tick(s, sched__now_ms());
+  }
+  return 0;
+}
