@@ -10,6 +10,7 @@
  *   ext_lattice.c  lattice constants, merge/validate/lww_timestamp, LWW/SET/PRIORITY
  *                  encoders and decoders
  *   ext_causal.c   single- and multi-key causal payloads <-> Python structures
+ *   ext_kvs.c      KvsClient (kvs/client.h), KeyNotFoundError, SquallTimeoutError
  *
  * Conventions: functions returning PyObject * return a new reference or NULL with a
  * Python exception set; functions returning int return 0, or -1 with an exception set.
@@ -30,6 +31,8 @@
 typedef struct {
   PyObject *squall_error;  /* squall.SquallError (strong reference) */
   PyObject *lattice_error; /* squall.LatticeError, subclass of SquallError */
+  PyObject *key_not_found_error; /* squall.KeyNotFoundError(SquallError, KeyError) */
+  PyObject *timeout_error; /* squall.SquallTimeoutError(SquallError, TimeoutError) */
   uint64_t lww_last;       /* last timestamp lww_timestamp() handed out */
 } ext_state_t;
 
@@ -45,6 +48,10 @@ int ext_lattice_exec(PyObject *module);
 
 /* Adds the causal encoders/decoders to `module`. 0 or -1. */
 int ext_causal_exec(PyObject *module);
+
+/* Creates KeyNotFoundError / SquallTimeoutError into `st` and adds them and the
+ * KvsClient type to `module`; needs ext_errors_exec first. 0 or -1. */
+int ext_kvs_exec(PyObject *module, ext_state_t *st);
 
 /* Raises the exception for result code `code` (a negative sq_error.h code) and
  * returns NULL. -ENOMEM becomes MemoryError; lattice codes (SQ_ELATTICE,

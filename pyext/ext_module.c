@@ -27,6 +27,7 @@ static int ext__exec(PyObject *module) {
   if (ext_errors_exec(module, st) < 0) return -1;
   if (ext_lattice_exec(module) < 0) return -1;
   if (ext_causal_exec(module) < 0) return -1;
+  if (ext_kvs_exec(module, st) < 0) return -1;
   return 0;
 }
 
@@ -34,6 +35,8 @@ static int ext__traverse(PyObject *module, visitproc visit, void *arg) {
   ext_state_t *st = ext_state(module);
   Py_VISIT(st->squall_error);
   Py_VISIT(st->lattice_error);
+  Py_VISIT(st->key_not_found_error);
+  Py_VISIT(st->timeout_error);
   return 0;
 }
 
@@ -41,6 +44,8 @@ static int ext__clear(PyObject *module) {
   ext_state_t *st = ext_state(module);
   Py_CLEAR(st->squall_error);
   Py_CLEAR(st->lattice_error);
+  Py_CLEAR(st->key_not_found_error);
+  Py_CLEAR(st->timeout_error);
   return 0;
 }
 
