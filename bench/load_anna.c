@@ -1,0 +1,520 @@
+/* load_anna: the Anna-protocol side of kvs_load -- GET/PUT against squall-kvs (or
+ * any Anna node) exactly as an Anna client talks to it (PROTOCOL.md §1.2, §2.4).
+ *
+ * Before any load, load_anna_prepare() asks the routing thread
+ * (tcp://host:6450+offset, KeyAddressRequest, many keys per request) where every key
+ * lives and keeps the answer: a table of endpoints and, per key, the index of the
+ * endpoint used for it and the number of replicas the routing tier named (sent back
+ * as address_cache_size, as Anna clients do). The table is read-only afterwards and
+ * shared by all load threads.
+ *
+ * Each logical client then owns a PULL socket (its response_address, an ephemeral
+ * loopback port) and its own PUSH socket per storage endpoint, and keeps up to
+ * `depth` KeyRequests of one tuple in flight. A request's slot and sequence number
+ * travel in request_id ("<slot>.<seq>") and come back as response_id, so replies may
+ * arrive in any order; a reply for a slot that has moved on (it timed out) is
+ * dropped silently, its timeout already counted.
+ *
+ *   thread loop: zmq_poll(all clients' PULL sockets, 10 ms)
+ *     -> drain each ready socket (DONTWAIT), decode with an arena, complete the slot
+ *     -> top the client up to depth: next key, KeyRequest -> PUSH (DONTWAIT)
+ *
+ * Replies are untrusted: decoded with a size limit, response ids parsed with bounds,
+ * GET values checked to be LWW payloads of the expected size.
+ * Threads: a client's sockets belong to its load thread; only the ZeroMQ context and
+ * the routing table are shared (read-only).
+ */
+#include "load.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <zmq.h>
+
+#include "anna.pb-c.h"
+#include "lattice.h"
+#include "sq_arena.h"
+#include "sq_buf.h"
+#include "sq_error.h"
+#include "sq_zmq.h"
+
+#define ANNA__PORT_KEY_ADDRESS 6450
+#define ANNA__MAX_ENDPOINTS 250
+#define ANNA__ROUTE_BATCH 500
+#define ANNA__ROUTE_TIMEOUT_NS 20000000000ull
+#define ANNA__REPLY_SLACK 65536
+
+typedef struct {
+  int nendpoints;
+  char endpoints[ANNA__MAX_ENDPOINTS][SQ_ZMQ_ENDPOINT_MAX];
+  uint8_t *key_ep;    /* per key: endpoint index, 0xff = unknown */
+  uint8_t *key_nips;  /* per key: replicas named by routing */
+} anna__table_t;
+
+/* Index of endpoint text in the table, adding it when new; -1 when full/too long. */
+static int anna__endpoint_index(anna__table_t *tb, const char *ep) {
+  for (int i = 0; i < tb->nendpoints; i++)
+    if (strcmp(tb->endpoints[i], ep) == 0) return i;
+  if (tb->nendpoints == ANNA__MAX_ENDPOINTS || strlen(ep) >= SQ_ZMQ_ENDPOINT_MAX) return -1;
+  snprintf(tb->endpoints[tb->nendpoints], SQ_ZMQ_ENDPOINT_MAX, "%s", ep);
+  return tb->nendpoints++;
+}
+
+/* Parses "key:NNNNNNNN" back into its index; false for any other text. */
+static bool anna__key_index(const char *name, uint64_t nkeys, uint64_t *out) {
+  if (strncmp(name, "key:", 4) != 0 || name[4] == '\0') return false;
+  char *end = NULL;
+  errno = 0;
+  unsigned long long v = strtoull(name + 4, &end, 10);
+  if (errno || *end || v >= nkeys) return false;
+  *out = v;
+  return true;
+}
+
+/* Sends KeyAddressRequests for every key the table does not know yet, in batches. */
+static int anna__route_ask(const anna__table_t *tb, void *push, const char *reply_to,
+                           uint64_t nkeys) {
+  char names[ANNA__ROUTE_BATCH][LOAD_KEY_MAX];
+  char *ptrs[ANNA__ROUTE_BATCH];
+  int rc = 0;
+  uint64_t k = 0;
+  while (k < nkeys && rc == 0) {
+    size_t n = 0;
+    for (; k < nkeys && n < ANNA__ROUTE_BATCH; k++) {
+      if (tb->key_ep[k] != 0xff) continue;
+      load_key_name(k, names[n]);
+      ptrs[n] = names[n];
+      n++;
+    }
+    if (n == 0) break;
+    KeyAddressRequest req = KEY_ADDRESS_REQUEST__INIT;
+    char id[32];
+    snprintf(id, sizeof(id), "route.%" PRIu64, k);
+    req.response_address = (char *)reply_to;
+    req.keys = ptrs;
+    req.n_keys = n;
+    req.request_id = id;
+    do {
+      rc = sq_zmq_send_pb(push, &req.base);
+    } while (rc == -EAGAIN);
+  }
+  return rc;
+}
+
+/* Records one KeyAddressResponse in the table; returns how many keys it resolved,
+ * or -1 when the cluster answered NO_SERVERS. */
+static long anna__route_take(anna__table_t *tb, const KeyAddressResponse *r, uint64_t nkeys) {
+  long got = 0;
+  if (r->error == ANNA_ERROR__NO_SERVERS) return -1;
+  for (size_t i = 0; i < r->n_addresses; i++) {
+    const KeyAddressResponse__KeyAddress *a = r->addresses[i];
+    uint64_t k;
+    if (!a || !a->key || !anna__key_index(a->key, nkeys, &k) || a->n_ips == 0) continue;
+    int ep = anna__endpoint_index(tb, a->ips[k % a->n_ips]);
+    if (ep < 0) continue;
+    if (tb->key_ep[k] == 0xff) got++;
+    tb->key_ep[k] = (uint8_t)ep;
+    tb->key_nips[k] = (uint8_t)(a->n_ips > 255 ? 255 : a->n_ips);
+  }
+  return got;
+}
+
+/* Binds a PULL socket to an ephemeral loopback port; its endpoint goes to addr. */
+static int anna__pull_ephemeral(void *zctx, const char *host, int64_t max_msg, void **out,
+                                char *addr, size_t addrlen) {
+  char ep[SQ_ZMQ_ENDPOINT_MAX];
+  int rc = sq_zmq_endpoint_tcp(ep, sizeof(ep), host, 0);
+  if (rc != 0) return rc;
+  /* "tcp://host:0" is not a zmq wildcard; "tcp://host:*" is. */
+  char *colon = strrchr(ep, ':');
+  if (!colon || (size_t)(colon - ep) + 3 > sizeof(ep)) return SQ_EINVAL;
+  strcpy(colon + 1, "*");
+  rc = sq_zmq_pull_bind(zctx, ep, max_msg, 0, NULL, 0, out);
+  if (rc != 0) return rc;
+  size_t len = addrlen;
+  if (zmq_getsockopt(*out, ZMQ_LAST_ENDPOINT, addr, &len) != 0) {
+    rc = -zmq_errno();
+    zmq_close(*out);
+    *out = NULL;
+  }
+  return rc;
+}
+
+/* Receives routing answers until every key is known, asking again for missing keys
+ * every second (or after NO_SERVERS: the node may still be starting). */
+static int anna__route_collect(anna__table_t *tb, void *pull, void *push, const char *me,
+                               uint64_t nkeys, char *err, size_t errlen) {
+  uint64_t resolved = 0, start = load_now_ns(), last_ask = start;
+  int timeout_ms = 200, rc = 0;
+  zmq_setsockopt(pull, ZMQ_RCVTIMEO, &timeout_ms, sizeof(timeout_ms));
+  while (resolved < nkeys) {
+    uint64_t now = load_now_ns();
+    if (now - start > ANNA__ROUTE_TIMEOUT_NS) {
+      snprintf(err, errlen, "routing answered for %" PRIu64 " of %" PRIu64 " keys in 20 s",
+               resolved, nkeys);
+      return SQ_ETIMEOUT;
+    }
+    if (now - last_ask > 1000000000ull) {
+      rc = anna__route_ask(tb, push, me, nkeys);
+      if (rc != 0) break;
+      last_ask = now;
+    }
+    ProtobufCMessage *m = NULL;
+    rc = sq_zmq_recv_pb(pull, &key_address_response__descriptor, 64u << 20, NULL, 0, &m);
+    if (rc == -EAGAIN) continue;
+    if (rc != 0) break;
+    long got = anna__route_take(tb, (KeyAddressResponse *)m, nkeys);
+    protobuf_c_message_free_unpacked(m, NULL);
+    if (got > 0) resolved += (uint64_t)got;
+  }
+  if (rc != 0) snprintf(err, errlen, "routing: %s", sq_strerror(rc));
+  return rc;
+}
+
+int load_anna_prepare(const load_opts_t *opts, void *zctx, void **shared, char *err,
+                      size_t errlen) {
+  anna__table_t *tb = calloc(1, sizeof(*tb));
+  void *pull = NULL, *push = NULL;
+  char me[SQ_ZMQ_ENDPOINT_MAX], route[SQ_ZMQ_ENDPOINT_MAX];
+  uint64_t nkeys = (uint64_t)opts->keys;
+  int rc = -ENOMEM;
+  if (!tb) goto out;
+  tb->key_ep = malloc(nkeys);
+  tb->key_nips = calloc(nkeys, 1);
+  if (!tb->key_ep || !tb->key_nips) goto out;
+  memset(tb->key_ep, 0xff, nkeys);
+  rc = sq_zmq_endpoint_tcp(route, sizeof(route), opts->host,
+                           (unsigned)(ANNA__PORT_KEY_ADDRESS + opts->port_offset));
+  if (rc == 0) rc = anna__pull_ephemeral(zctx, opts->host, 64 << 20, &pull, me, sizeof(me));
+  if (rc == 0) rc = sq_zmq_push_connect(zctx, route, 100000, 0, &push);
+  if (rc != 0) {
+    snprintf(err, errlen, "routing sockets (%s): %s", route, sq_strerror(rc));
+    goto out;
+  }
+  rc = anna__route_ask(tb, push, me, nkeys);
+  if (rc == 0) rc = anna__route_collect(tb, pull, push, me, nkeys, err, errlen);
+  else snprintf(err, errlen, "routing: %s", sq_strerror(rc));
+out:
+  if (pull) zmq_close(pull);
+  if (push) zmq_close(push);
+  if (rc == 0) {
+    *shared = tb;
+  } else {
+    load_anna_release(tb);
+    if (rc == -ENOMEM) snprintf(err, errlen, "out of memory for %" PRIu64 " keys", nkeys);
+  }
+  return rc;
+}
+
+void load_anna_release(void *shared) {
+  anna__table_t *tb = shared;
+  if (!tb) return;
+  free(tb->key_ep);
+  free(tb->key_nips);
+  free(tb);
+}
+
+/* ---- the load loop ------------------------------------------------------------------ */
+
+typedef struct {
+  uint64_t seq;      /* sequence number of the request in the slot */
+  uint64_t sent_ns;
+  bool busy;
+} anna__slot_t;
+
+typedef struct {
+  void *pull;
+  char addr[SQ_ZMQ_ENDPOINT_MAX];  /* response_address */
+  void **push;                     /* per endpoint, connected on first use */
+  anna__slot_t *slots;
+  uint32_t *free_slots;            /* stack of free slot indexes */
+  uint32_t nfree;
+  uint64_t next_seq;
+  uint64_t last_ts;                /* LWW timestamp slot of this client */
+  uint32_t id;                     /* global client number */
+} anna__client_t;
+
+typedef struct {
+  load_thread_t *t;
+  void *zctx;
+  const anna__table_t *tb;
+  int n;
+  uint32_t depth;
+  anna__client_t *clients;
+  zmq_pollitem_t *items;
+  uint64_t outstanding;
+  uint8_t *value;
+  sq_buf_t payload;   /* reused LWW encoding buffer */
+  sq_arena_t arena;   /* reply decoding, reset per reply */
+  size_t max_reply;
+} anna__loop_t;
+
+/* Sends one KeyRequest for key from client c into a free slot. */
+static int anna__send(anna__loop_t *lp, anna__client_t *c, uint64_t key, uint64_t now) {
+  const anna__table_t *tb = lp->tb;
+  char name[LOAD_KEY_MAX], id[48];
+  int ep = tb->key_ep[key], rc;
+  load_key_name(key, name);
+  if (!c->push[ep]) {
+    rc = sq_zmq_push_connect(lp->zctx, tb->endpoints[ep], 10000, 0, &c->push[ep]);
+    if (rc != 0) return rc;
+  }
+  uint32_t s = c->free_slots[--c->nfree];
+  anna__slot_t *slot = &c->slots[s];
+  slot->seq = c->next_seq++;
+  slot->sent_ns = now;
+  slot->busy = true;
+  snprintf(id, sizeof(id), "%u.%" PRIu64, s, slot->seq);
+  KeyTuple tup = KEY_TUPLE__INIT;
+  KeyTuple *tups[1] = {&tup};
+  KeyRequest req = KEY_REQUEST__INIT;
+  tup.key = name;
+  tup.address_cache_size = tb->key_nips[key];
+  req.tuples = tups;
+  req.n_tuples = 1;
+  req.response_address = c->addr;
+  req.request_id = id;
+  req.type = lp->t->op == LOAD_OP_PUT ? REQUEST_TYPE__PUT : REQUEST_TYPE__GET;
+  if (lp->t->op == LOAD_OP_PUT) {
+    sq_lattice_t l = {.type = SQ_LATTICE_LWW};
+    l.u.lww.timestamp = sq_lww_timestamp(c->id, &c->last_ts);
+    l.u.lww.value.data = lp->value;
+    l.u.lww.value.len = lp->t->opts->value_size;
+    sq_buf_reset(&lp->payload);
+    rc = sq_lattice_encode(&l, &lp->payload);
+    if (rc != 0) goto fail;
+    tup.lattice_type = LATTICE_TYPE__LWW;
+    tup.payload.data = lp->payload.data;
+    tup.payload.len = lp->payload.len;
+  }
+  rc = sq_zmq_send_pb(c->push[ep], &req.base);
+  if (rc != 0) goto fail;
+  lp->outstanding++;
+  return 0;
+fail:
+  slot->busy = false;
+  c->free_slots[c->nfree++] = s;
+  return rc;
+}
+
+/* Tops client c up to depth. A refused send counts as a SEND error and ends the
+ * top-up for this turn. */
+static void anna__fill(anna__loop_t *lp, anna__client_t *c, uint64_t now) {
+  uint64_t key;
+  while (c->nfree > 0 && load_issuing(lp->t, now) && load_next_key(lp->t, &key)) {
+    if (lp->tb->key_ep[key] == 0xff || anna__send(lp, c, key, now) != 0) {
+      load_complete(lp->t, LOAD_ERR_SEND, 0, now);
+      return; /* try again on the next loop turn, not in a tight loop */
+    }
+  }
+}
+
+/* Reads a varint at p[*i] (bounded by len); false when cut off or over 10 bytes. */
+static bool anna__varint(const uint8_t *p, size_t len, size_t *i, uint64_t *v) {
+  *v = 0;
+  for (int sh = 0; sh < 70 && *i < len; sh += 7) {
+    uint8_t b = p[(*i)++];
+    *v |= (uint64_t)(b & 0x7f) << (sh < 64 ? sh : 63);
+    if (!(b & 0x80)) return true;
+  }
+  return false;
+}
+
+/* Size of the value inside an LWWValue payload, or -1 when it is not one. Walks the
+ * wire bytes only (field 1 varint, field 2 bytes; others skipped), no allocation. */
+static long anna__lww_value_len(const uint8_t *p, size_t len) {
+  size_t i = 0;
+  long value_len = 0;
+  while (i < len) {
+    uint64_t tag, v;
+    if (!anna__varint(p, len, &i, &tag)) return -1;
+    if ((tag & 7) == 0) {
+      if (!anna__varint(p, len, &i, &v)) return -1;
+      continue;
+    }
+    if ((tag & 7) != 2 || !anna__varint(p, len, &i, &v) || v > len - i) return -1;
+    if (tag >> 3 == 2) value_len = (long)v;
+    i += v;
+  }
+  return value_len;
+}
+
+/* The error kind of a decoded reply (-1: success). */
+static int anna__reply_error(const anna__loop_t *lp, const KeyResponse *r) {
+  if (r->error != ANNA_ERROR__NO_ERROR)
+    return r->error == ANNA_ERROR__LATTICE ? LOAD_ERR_LATTICE : LOAD_ERR_SERVER;
+  if (r->n_tuples != 1 || !r->tuples[0]) return LOAD_ERR_PROTO;
+  const KeyTuple *tp = r->tuples[0];
+  switch (tp->error) {
+    case ANNA_ERROR__NO_ERROR: break;
+    case ANNA_ERROR__KEY_DNE: return LOAD_ERR_KEY_DNE;
+    case ANNA_ERROR__WRONG_THREAD: return LOAD_ERR_WRONG_THREAD;
+    case ANNA_ERROR__LATTICE: return LOAD_ERR_LATTICE;
+    case ANNA_ERROR__TIMEOUT: return LOAD_ERR_TIMEOUT;
+    default: return LOAD_ERR_SERVER;
+  }
+  if (lp->t->op == LOAD_OP_GET) {
+    if (tp->lattice_type != LATTICE_TYPE__LWW) return LOAD_ERR_BAD_VALUE;
+    long n = anna__lww_value_len(tp->payload.data, tp->payload.len);
+    if (n < 0 || (uint64_t)n != lp->t->opts->value_size) return LOAD_ERR_BAD_VALUE;
+  }
+  return -1;
+}
+
+/* Finds the slot a response_id names. NULL for a malformed id (*stale false) or for
+ * a slot that has moved on since (*stale true: its timeout was already counted). */
+static anna__slot_t *anna__slot_of(anna__loop_t *lp, anna__client_t *c, const char *rid,
+                                   bool *stale) {
+  char *end = NULL;
+  *stale = false;
+  if (!rid) return NULL;
+  errno = 0;
+  unsigned long s = strtoul(rid, &end, 10);
+  if (errno || *end != '.' || s >= lp->depth) return NULL;
+  unsigned long long seq = strtoull(end + 1, &end, 10);
+  if (errno || *end) return NULL;
+  anna__slot_t *slot = &c->slots[s];
+  if (!slot->busy || slot->seq != seq) {
+    *stale = true;
+    return NULL;
+  }
+  return slot;
+}
+
+/* Handles the replies waiting on client c's PULL socket (at most 64 per call). */
+static int anna__drain(anna__loop_t *lp, anna__client_t *c) {
+  for (int i = 0; i < 64; i++) {
+    ProtobufCMessage *m = NULL;
+    sq_arena_reset(&lp->arena);
+    int rc = sq_zmq_recv_pb(c->pull, &key_response__descriptor, lp->max_reply,
+                            sq_arena_allocator(&lp->arena), ZMQ_DONTWAIT, &m);
+    if (rc == -EAGAIN) return 0;
+    uint64_t now = load_now_ns();
+    if (rc == SQ_EPROTO || rc == SQ_ETOOBIG) {
+      load_complete(lp->t, LOAD_ERR_PROTO, 0, now);
+      continue;
+    }
+    if (rc != 0) return rc;
+    const KeyResponse *r = (const KeyResponse *)m;
+    bool stale;
+    anna__slot_t *slot = anna__slot_of(lp, c, r->response_id, &stale);
+    if (!slot) {
+      if (!stale) load_complete(lp->t, LOAD_ERR_PROTO, 0, now);
+      continue;
+    }
+    load_complete(lp->t, anna__reply_error(lp, r), now - slot->sent_ns, now);
+    slot->busy = false;
+    c->free_slots[c->nfree++] = (uint32_t)(slot - c->slots);
+    lp->outstanding--;
+  }
+  return 0;
+}
+
+/* Frees every slot older than the timeout (or every slot, when all is true), counting
+ * each as a TIMEOUT. */
+static void anna__expire(anna__loop_t *lp, uint64_t now, bool all) {
+  for (int i = 0; i < lp->n; i++) {
+    anna__client_t *c = &lp->clients[i];
+    for (uint32_t s = 0; s < lp->depth; s++) {
+      anna__slot_t *slot = &c->slots[s];
+      if (!slot->busy) continue;
+      if (!all && (now <= slot->sent_ns || now - slot->sent_ns <= lp->t->timeout_ns)) continue;
+      lp->t->errors[LOAD_ERR_TIMEOUT]++;
+      slot->busy = false;
+      c->free_slots[c->nfree++] = s;
+      lp->outstanding--;
+    }
+  }
+}
+
+/* Makes client i's sockets and slots. */
+static int anna__client_open(anna__loop_t *lp, int i) {
+  anna__client_t *c = &lp->clients[i];
+  c->id = (uint32_t)(lp->t->client_lo + i);
+  c->push = calloc((size_t)lp->tb->nendpoints + 1, sizeof(void *));
+  c->slots = calloc(lp->depth, sizeof(*c->slots));
+  c->free_slots = calloc(lp->depth, sizeof(uint32_t));
+  if (!c->push || !c->slots || !c->free_slots) return -ENOMEM;
+  for (uint32_t s = 0; s < lp->depth; s++) c->free_slots[s] = lp->depth - 1 - s;
+  c->nfree = lp->depth;
+  int rc = anna__pull_ephemeral(lp->zctx, lp->t->opts->host, (int64_t)lp->max_reply,
+                                &c->pull, c->addr, sizeof(c->addr));
+  if (rc != 0) return rc;
+  lp->items[i] = (zmq_pollitem_t){.socket = c->pull, .events = ZMQ_POLLIN};
+  return 0;
+}
+
+static void anna__client_close(anna__loop_t *lp, anna__client_t *c) {
+  if (c->pull) zmq_close(c->pull);
+  for (int e = 0; c->push && e < lp->tb->nendpoints; e++)
+    if (c->push[e]) zmq_close(c->push[e]);
+  free(c->push);
+  free(c->slots);
+  free(c->free_slots);
+}
+
+/* The event loop: issue until the phase ends, then drain for LOAD_DRAIN_NS. */
+static int anna__loop(anna__loop_t *lp) {
+  uint64_t now = load_now_ns(), last_check = now, drain_end = 0;
+  int rc = 0;
+  for (int i = 0; i < lp->n; i++) anna__fill(lp, &lp->clients[i], now);
+  for (;;) {
+    now = load_now_ns();
+    if (!load_issuing(lp->t, now)) {
+      if (lp->outstanding == 0) break;
+      if (drain_end == 0) drain_end = now + LOAD_DRAIN_NS;
+      if (now > drain_end) break;
+    }
+    int n = zmq_poll(lp->items, lp->n, 10);
+    if (n < 0 && zmq_errno() != EINTR) return -zmq_errno();
+    for (int i = 0; n > 0 && i < lp->n; i++) {
+      if (!(lp->items[i].revents & ZMQ_POLLIN)) continue;
+      rc = anna__drain(lp, &lp->clients[i]);
+      if (rc != 0) return rc;
+      anna__fill(lp, &lp->clients[i], load_now_ns());
+    }
+    now = load_now_ns();
+    if (now - last_check > 10000000ull) {
+      anna__expire(lp, now, false);
+      last_check = now;
+      for (int i = 0; i < lp->n; i++) anna__fill(lp, &lp->clients[i], now);
+    }
+  }
+  anna__expire(lp, now, true);
+  return 0;
+}
+
+int load_anna_run(load_thread_t *t, void *zctx) {
+  anna__loop_t lp = {.t = t, .zctx = zctx, .tb = t->shared,
+                     .n = t->client_hi - t->client_lo, .depth = (uint32_t)t->opts->depth,
+                     .max_reply = t->opts->value_size + ANNA__REPLY_SLACK};
+  int rc = -ENOMEM;
+  sq_arena_init(&lp.arena, 64 * 1024);
+  lp.clients = calloc((size_t)(lp.n > 0 ? lp.n : 1), sizeof(*lp.clients));
+  lp.items = calloc((size_t)(lp.n > 0 ? lp.n : 1), sizeof(*lp.items));
+  lp.value = malloc(t->opts->value_size ? t->opts->value_size : 1);
+  if (!lp.clients || !lp.items || !lp.value) goto out;
+  for (uint64_t i = 0; i < t->opts->value_size; i++) lp.value[i] = (uint8_t)('a' + i % 26);
+  for (int i = 0; i < lp.n; i++) {
+    rc = anna__client_open(&lp, i);
+    if (rc != 0) {
+      snprintf(t->fatal_msg, sizeof(t->fatal_msg), "client sockets: %s", sq_strerror(rc));
+      goto out;
+    }
+  }
+  rc = anna__loop(&lp);
+  if (rc != 0)
+    snprintf(t->fatal_msg, sizeof(t->fatal_msg), "event loop: %s", sq_strerror(rc));
+out:
+  for (int i = 0; lp.clients && i < lp.n; i++) anna__client_close(&lp, &lp.clients[i]);
+  free(lp.clients);
+  free(lp.items);
+  free(lp.value);
+  sq_buf_free(&lp.payload);
+  sq_arena_destroy(&lp.arena);
+  t->fatal = rc;
+  return rc;
+}
