@@ -1,0 +1,110 @@
+"""Values as Cloudburst serialises them (PROTOCOL.md §3.2), without a protobuf library.
+
+``dump(x)`` gives ``(type, body)``: ``bytes`` -> DEFAULT raw, ``str`` -> STRING UTF-8,
+anything else (NumPy arrays included: pyarrow's legacy format is gone) -> DEFAULT
+cloudpickle. ``load(type, body)`` inverts it; a DEFAULT body that does not unpickle is
+returned as raw bytes (Cloudburst's rule, ambiguous by design: a bytes payload that is
+a valid pickle is unpickled). ``encode_value``/``decode_value`` read and write the
+serialized ``Value`` message (field 1 body, field 2 type) that the KVS stores.
+
+Example:
+
+    >>> t, b = dump("hi")
+    >>> load(t, b)
+    'hi'
+    >>> decode_value(encode_value(t, b)) == (t, b)
+    True
+"""
+from __future__ import annotations
+
+from typing import Any, Tuple
+
+import cloudpickle
+
+DEFAULT, NUMPY, STRING = 0, 1, 2
+MAX_VALUE_BYTES = 1 << 31
+
+
+def dump(x: Any) -> Tuple[int, bytes]:
+    """Serialises x the Cloudburst way; returns (SerializerType, body)."""
+    if isinstance(x, (bytes, bytearray, memoryview)):
+        return DEFAULT, bytes(x)
+    if isinstance(x, str):
+        return STRING, x.encode("utf-8")
+    return DEFAULT, cloudpickle.dumps(x)
+
+
+def load(kind: int, body: bytes) -> Any:
+    """Inverse of dump. NUMPY (pyarrow legacy) bodies are refused with ValueError."""
+    if kind == STRING:
+        return bytes(body).decode("utf-8")
+    if kind == NUMPY:
+        raise ValueError("Value type NUMPY (pyarrow's removed legacy format) is not "
+                         "supported; send arrays as DEFAULT (cloudpickle)")
+    try:
+        return cloudpickle.loads(body)
+    except Exception:
+        return bytes(body)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def encode_value(kind: int, body: bytes) -> bytes:
+    """The serialized protobuf ``Value{body, type}``."""
+    out = b"\x0a" + _varint(len(body)) + bytes(body)
+    return out + (b"\x10" + _varint(kind) if kind else b"")
+
+
+def _read_varint(buf: memoryview, i: int) -> Tuple[int, int]:
+    n = shift = 0
+    while True:
+        if i >= len(buf) or shift > 63:
+            raise ValueError("truncated or oversized varint in a Value")
+        b = buf[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return n, i
+
+
+def decode_value(data: bytes) -> Tuple[int, bytes]:
+    """Parses a serialized ``Value``; unknown fields are skipped. ValueError if malformed."""
+    buf = memoryview(data)
+    i, kind, body = 0, DEFAULT, b""
+    while i < len(buf):
+        tag, i = _read_varint(buf, i)
+        field, wire = tag >> 3, tag & 7
+        if wire == 0:
+            v, i = _read_varint(buf, i)
+            if field == 2:
+                kind = v
+        elif wire == 2:
+            n, i = _read_varint(buf, i)
+            if n > len(buf) - i:
+                raise ValueError("a Value field runs past the end of the data")
+            if field == 1:
+                body = bytes(buf[i:i + n])
+            i += n
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        else:
+            raise ValueError(f"unsupported wire type {wire} in a Value")
+    if i != len(buf):
+        raise ValueError("a Value field runs past the end of the data")
+    return kind, body
+
+
+def load_value(data: bytes) -> Any:
+    """decode_value then load."""
+    return load(*decode_value(data))

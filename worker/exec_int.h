@@ -1,0 +1,130 @@
+/* exec_int.h: internals shared by the executor's files (not a public API).
+ *
+ * One executor process (see exec_main.c for the supervisor that starts them):
+ *
+ *   I/O thread (exec_io.c)                 executor thread = main thread (exec_run.c)
+ *   ---------------------------------      -------------------------------------------
+ *   PULL 4000..4050+off+tid, inbox 5500    waits on `jobs` with the GIL released,
+ *   DagSchedule/DagTrigger state (dag)     runs one job at a time in Python (exec_py.c),
+ *   PUSH cache: triggers, results, status  talks to the KVS synchronously (py_kvs)
+ *   KVS puts (io_kvs, asynchronous)        for function bodies, references, user get/put
+ *          |  jobs (inproc, job pointers) ->  |
+ *          |  <- outbox (inproc, exec_out_t pointers: PUSH, PUT, DONE, STATUS)
+ *
+ * Ownership: every pointer sent over an inproc socket passes to the receiving thread.
+ * Shared under `mu`: the inbox of user messages and the pinned function list; `stop`
+ * and `busy_ms` are atomics. Everything else belongs to exactly one thread.
+ */
+#ifndef EXEC_INT_H
+#define EXEC_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "exec_config.h"
+#include "exec_dag.h"
+#include "exec_job.h"
+#include "exec_slot.h"
+#include "client.h"
+#include "sq_log.h"
+#include "sq_zmq.h"
+
+enum { EXEC_PORT_PIN = 4000, EXEC_PORT_UNPIN = 4010, EXEC_PORT_CALL = 4020,
+       EXEC_PORT_SCHEDULE = 4030, EXEC_PORT_TRIGGER = 4040, EXEC_PORT_DEPART = 4050,
+       EXEC_PORT_INBOX = 5500, EXEC_PORT_SCHED_STATUS = 5007,
+       EXEC_PORT_SCHED_PIN = 5010, EXEC_PORT_SCHED_CONT = 5011 };
+
+#define EXEC_NPULL 7
+#define EXEC_INBOX_MAX_MSGS 10000
+#define EXEC_INBOX_MAX_BYTES (256u << 20)
+#define EXEC_EXIT_DEPARTED 3 /* exit code: left on purpose, do not restart */
+
+typedef enum { EXEC_OUT_PUSH = 1, EXEC_OUT_PUT = 2, EXEC_OUT_DONE = 3, EXEC_OUT_STATUS = 4 } exec_out_kind_t;
+
+/* A request from the executor thread to the I/O thread. */
+typedef struct {
+  exec_out_kind_t kind;
+  char *target;        /* PUSH: endpoint; PUT: key (owned) */
+  uint8_t *data;       /* PUSH: frame; PUT: LWW payload (owned) */
+  size_t len;
+  exec_job_t *job;     /* DONE */
+} exec_out_t;
+
+typedef struct {
+  uint8_t *data;
+  size_t len;
+} exec_msg_t;
+
+typedef struct exec_ctx {
+  const exec_config_t *cfg;
+  sq_log_t *log;
+  void *zctx;
+  int tid;
+  int offset;
+  char ip[256];             /* public ip peers are told */
+  char ident[300];          /* "ip:tid" */
+  char **schedulers;        /* hosts */
+  size_t nschedulers;
+  exec_slot_t *slot;        /* shared with the supervisor; NULL when run alone */
+
+  /* I/O thread */
+  void *pull[EXEC_NPULL];
+  void *jobs_push, *out_pull;
+  kvs_client_t *io_kvs;
+  sq_zmq_cache_t *push;
+  exec_dag_t *dag;
+  int sigfd;
+  pthread_t io_thread;
+  bool io_started;
+
+  /* executor thread */
+  void *jobs_pull, *out_push;
+  kvs_client_t *py_kvs;
+  uint64_t lww_last;
+  void *py_executor;        /* PyObject*: squall._executor.Executor */
+  void *py_tstate;          /* PyThreadState* while the GIL is released */
+
+  /* shared */
+  pthread_mutex_t mu;
+  exec_msg_t *inbox;        /* FIFO ring of user messages */
+  size_t inbox_n, inbox_head, inbox_bytes;
+  char **functions;         /* pinned names */
+  size_t nfunctions;
+  int stop;                 /* atomic: 1 = leaving */
+  int departing;            /* atomic: 1 = self-depart or SIGTERM */
+  int exec_done;            /* atomic: 1 = the executor thread left its loop */
+  int64_t busy_ms;          /* atomic */
+} exec_ctx_t;
+
+/* exec_io.c */
+int exec_io_open(exec_ctx_t *x);   /* binds sockets, makes clients (main thread) */
+int exec_io_start(exec_ctx_t *x);  /* starts the I/O thread */
+void exec_io_close(exec_ctx_t *x); /* joins the thread, closes everything */
+int exec_io_out(exec_ctx_t *x, exec_out_kind_t kind, const char *target, const void *data,
+                size_t len, exec_job_t *job); /* executor thread -> I/O thread */
+int exec_io_inbox_drain(exec_ctx_t *x, exec_msg_t **msgs, size_t *n);
+int exec_io_pin_set(exec_ctx_t *x, const char *fn, bool pinned);
+void exec_io_endpoint(const exec_ctx_t *x, char *buf, size_t len, const char *host, int base,
+                      int tid);
+
+/* exec_py.c */
+int exec_py_init(exec_ctx_t *x);
+void exec_py_fini(exec_ctx_t *x);
+typedef struct {
+  bool ok;
+  Value whole;              /* the result (or error tuple) as one Value; body malloc'd */
+  Value *parts;             /* a tuple result split per element (else one copy of whole);
+                               bodies malloc'd */
+  size_t nparts;
+} exec_result_t;
+int exec_py_run(exec_ctx_t *x, const exec_job_t *job, exec_result_t *res);
+int exec_py_pin(exec_ctx_t *x, const char *fn, char *err, size_t errlen);
+void exec_py_result_clear(exec_result_t *res);
+
+/* exec_run.c */
+int exec_run_loop(exec_ctx_t *x);
+int exec_run_lww(exec_ctx_t *x, const uint8_t *value, size_t len, uint8_t **payload, size_t *plen);
+
+#endif

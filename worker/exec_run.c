@@ -1,0 +1,268 @@
+/* exec_run: the executor thread -- takes jobs from the I/O thread, runs them in Python
+ * (exec_py.c) and routes the results (exec_int.h has the thread picture).
+ *
+ *   CALL  -> result (or error tuple) PUT as LWW(serialized Value) at response_key
+ *   DAG   -> MULTIEXEC invalid result: nothing sent, schedule waits again
+ *            error: straight to the DAG's destination (no downstream triggers)
+ *            else: one DagTrigger per outgoing connection, to locations[sink]:4040+tid
+ *                  (a tuple result split into one Value per element); a sink sends its
+ *                  result to the continuation's scheduler, the response address, or the
+ *                  KVS (output_key, else the schedule id)
+ *   PIN   -> load the function, answer GenericResponse to <scheduler>:5010
+ *
+ * Before each call the shared slot names what runs and its deadline, so the supervisor
+ * can report a timeout or a crash to the right caller; it is cleared after the result
+ * was handed to the I/O thread. This thread holds the GIL only inside exec_py_*.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "exec_errval.h"
+#include "exec_int.h"
+#include "internal.pb-c.h"
+#include "sq_error.h"
+
+int exec_run_lww(exec_ctx_t *x, const uint8_t *value, size_t len, uint8_t **payload,
+                 size_t *plen) {
+  sq_lattice_t l = {.type = SQ_LATTICE_LWW};
+  l.u.lww.timestamp = sq_lww_timestamp((uint32_t)x->tid, &x->lww_last);
+  l.u.lww.value.data = (uint8_t *)value;
+  l.u.lww.value.len = len;
+  sq_buf_t buf = {0};
+  int rc = sq_lattice_encode(&l, &buf);
+  if (rc) {
+    sq_buf_free(&buf);
+    return rc;
+  }
+  *payload = sq_buf_take(&buf, plen);
+  return 0;
+}
+
+static int exec__pack(const Value *v, sq_buf_t *out) {
+  size_t n = value__get_packed_size(v);
+  int rc = sq_buf_reserve(out, n);
+  if (rc) return rc;
+  value__pack(v, out->data + out->len);
+  out->len += n;
+  return 0;
+}
+
+static int exec__put(exec_ctx_t *x, const char *key, const uint8_t *value, size_t len) {
+  uint8_t *payload = NULL;
+  size_t plen = 0;
+  if (!key || !*key) return SQ_EEMPTYKEY;
+  int rc = exec_run_lww(x, value, len, &payload, &plen);
+  if (!rc) rc = exec_io_out(x, EXEC_OUT_PUT, key, payload, plen, NULL);
+  free(payload);
+  return rc;
+}
+
+static int64_t exec__deadline(const exec_ctx_t *x, uint32_t timeout_ms) {
+  int64_t t = timeout_ms ? (int64_t)timeout_ms : (int64_t)(x->cfg->call_timeout * 1000.0);
+  return t > 0 ? exec_slot_now_ms() + t : 0;
+}
+
+/* Runs job in Python; if the Python half itself failed, res becomes an error result. */
+static void exec__py(exec_ctx_t *x, const exec_job_t *job, exec_result_t *res) {
+  if (exec_py_run(x, job, res) == 0) return;
+  sq_buf_t pick = {0}, resp = {0};
+  exec_errval_t e = {.code = CLOUDBURST_ERROR__EXECUTION_ERROR, .type = "squall.InternalError",
+                     .message = "the executor could not run the call (see its log)",
+                     .executor = x->ident};
+  if (!exec_errval_response(&e, &resp) &&
+      !exec_errval_pickle("ERROR: the executor could not run the call", resp.data, resp.len,
+                          &pick)) {
+    res->ok = false;
+    res->whole.type = SERIALIZER_TYPE__DEFAULT;
+    res->whole.body.data = sq_buf_take(&pick, &res->whole.body.len);
+  }
+  sq_buf_free(&pick);
+  sq_buf_free(&resp);
+}
+
+static void exec__run_call(exec_ctx_t *x, exec_job_t *job) {
+  FunctionCall *c = (FunctionCall *)job->msg;
+  exec_result_t res;
+  sq_buf_t packed = {0};
+  exec_slot_call_t sc = {EXEC_SLOT_CALL, job->fn, c->response_key, NULL,
+                         exec__deadline(x, c->timeout_ms)};
+  if (x->slot) exec_slot_begin(x->slot, &sc);
+  exec__py(x, job, &res);
+  int rc = exec__pack(&res.whole, &packed);
+  if (!rc) rc = exec__put(x, c->response_key, packed.data, packed.len);
+  if (rc) sq_log_warn(x->log, "result of %s not stored at '%s': %s", job->fn, c->response_key,
+                      sq_strerror(rc));
+  if (x->slot) exec_slot_end(x->slot);
+  exec_io_out(x, EXEC_OUT_STATUS, NULL, NULL, 0, NULL);
+  sq_buf_free(&packed);
+  exec_py_result_clear(&res);
+  exec_job_free(job);
+}
+
+/* The DAG's final result (or error) to wherever the caller waits for it. */
+static int exec__deliver(exec_ctx_t *x, const DagSchedule *s, const sq_buf_t *packed) {
+  char ep[300];
+  if (s->continuation && s->continuation->name && *s->continuation->name) {
+    if (!x->nschedulers) return SQ_ECONFIG;
+    Continuation c = CONTINUATION__INIT;
+    c.name = s->continuation->name;
+    c.id = s->id;
+    c.result.data = packed->data;
+    c.result.len = packed->len;
+    c.call = s->continuation->call;
+    sq_buf_t buf = {0};
+    size_t n = continuation__get_packed_size(&c);
+    int rc = sq_buf_reserve(&buf, n);
+    if (!rc) {
+      continuation__pack(&c, buf.data);
+      exec_io_endpoint(x, ep, sizeof(ep), x->schedulers[0], EXEC_PORT_SCHED_CONT, 0);
+      rc = exec_io_out(x, EXEC_OUT_PUSH, ep, buf.data, n, NULL);
+    }
+    sq_buf_free(&buf);
+    return rc;
+  }
+  if (s->response_address && *s->response_address)
+    return exec_io_out(x, EXEC_OUT_PUSH, s->response_address, packed->data, packed->len, NULL);
+  return exec__put(x, s->output_key && *s->output_key ? s->output_key : s->id, packed->data,
+                   packed->len);
+}
+
+/* Finds locations[fn] = "ip:tid" and makes the endpoint of its trigger port. */
+static int exec__location(exec_ctx_t *x, const DagSchedule *s, const char *fn, char *ep,
+                          size_t len) {
+  for (size_t i = 0; i < s->n_locations; i++) {
+    const char *loc = s->locations[i]->value;
+    if (!s->locations[i]->key || strcmp(s->locations[i]->key, fn) || !loc) continue;
+    const char *colon = strrchr(loc, ':');
+    char host[256];
+    char *end = NULL;
+    if (!colon || (size_t)(colon - loc) >= sizeof(host)) return SQ_EINVAL;
+    long tid = strtol(colon + 1, &end, 10);
+    if (end == colon + 1 || *end || tid < 0 || tid > 1000) return SQ_EINVAL;
+    memcpy(host, loc, (size_t)(colon - loc));
+    host[colon - loc] = 0;
+    exec_io_endpoint(x, ep, len, host, EXEC_PORT_TRIGGER, (int)tid);
+    return ep[0] ? 0 : SQ_EINVAL;
+  }
+  return SQ_ENOTFOUND;
+}
+
+/* Sends one trigger per outgoing connection. *sent = how many connections exist. */
+static int exec__trigger_all(exec_ctx_t *x, const DagSchedule *s, const char *fn,
+                             exec_result_t *res, size_t *nout) {
+  int rc = 0;
+  Value *pv[res->nparts ? res->nparts : 1];
+  for (size_t i = 0; i < res->nparts; i++) pv[i] = &res->parts[i];
+  Arguments a = ARGUMENTS__INIT;
+  a.values = pv;
+  a.n_values = res->nparts;
+  DagTrigger t = DAG_TRIGGER__INIT;
+  t.id = s->id;
+  t.source = (char *)fn;
+  t.arguments = &a;
+  *nout = 0;
+  for (size_t i = 0; s->dag && i < s->dag->n_connections && !rc; i++) {
+    const Dag__Link *l = s->dag->connections[i];
+    if (!l->source || strcmp(l->source, fn) || !l->sink) continue;
+    (*nout)++;
+    char ep[300];
+    if ((rc = exec__location(x, s, l->sink, ep, sizeof(ep)))) {
+      sq_log_warn(x->log, "DAG %s: no usable location for %s", s->id, l->sink);
+      break;
+    }
+    t.target_function = l->sink;
+    sq_buf_t buf = {0};
+    size_t n = dag_trigger__get_packed_size(&t);
+    if (!(rc = sq_buf_reserve(&buf, n))) {
+      dag_trigger__pack(&t, buf.data);
+      rc = exec_io_out(x, EXEC_OUT_PUSH, ep, buf.data, n, NULL);
+    }
+    sq_buf_free(&buf);
+  }
+  return rc;
+}
+
+static bool exec__invalid(const DagSchedule *s, const char *fn, const sq_buf_t *packed) {
+  for (size_t i = 0; s->dag && i < s->dag->n_functions; i++) {
+    const Dag__FunctionReference *f = s->dag->functions[i];
+    if (!f->name || strcmp(f->name, fn) || f->type != EXECUTION_TYPE__MULTIEXEC) continue;
+    for (size_t j = 0; j < f->n_invalid_results; j++)
+      if (f->invalid_results[j].len == packed->len &&
+          !memcmp(f->invalid_results[j].data, packed->data, packed->len))
+        return true;
+  }
+  return false;
+}
+
+static void exec__run_dag(exec_ctx_t *x, exec_job_t *job) {
+  const DagSchedule *s = (const DagSchedule *)job->msg;
+  exec_result_t res;
+  sq_buf_t packed = {0};
+  size_t nout = 0;
+  const char *key = s->output_key && *s->output_key ? s->output_key : s->id;
+  exec_slot_call_t sc = {EXEC_SLOT_DAG, job->fn, key, s->response_address,
+                         exec__deadline(x, s->timeout_ms)};
+  if (x->slot) exec_slot_begin(x->slot, &sc);
+  exec__py(x, job, &res);
+  int rc = exec__pack(&res.whole, &packed);
+  if (rc) goto out;
+  if (res.ok && exec__invalid(s, job->fn, &packed)) {
+    job->valid = false;
+    goto out;
+  }
+  if (res.ok) rc = exec__trigger_all(x, s, job->fn, &res, &nout);
+  if (!res.ok || nout == 0) rc = exec__deliver(x, s, &packed); /* sink, or an error */
+out:
+  if (rc) sq_log_warn(x->log, "DAG %s at %s: result not delivered: %s", s->id, job->fn,
+                      sq_strerror(rc));
+  if (x->slot) exec_slot_end(x->slot);
+  sq_buf_free(&packed);
+  exec_py_result_clear(&res);
+  exec_io_out(x, EXEC_OUT_DONE, NULL, NULL, 0, job);
+}
+
+static void exec__run_pin(exec_ctx_t *x, exec_job_t *job) {
+  PinFunction *p = (PinFunction *)job->msg;
+  char err[512], ep[300];
+  int rc = exec_py_pin(x, job->fn, err, sizeof(err));
+  if (!rc) rc = exec_io_pin_set(x, job->fn, true);
+  GenericResponse r = GENERIC_RESPONSE__INIT;
+  r.success = rc == 0;
+  r.error = rc ? CLOUDBURST_ERROR__FUNC_NOT_FOUND : CLOUDBURST_ERROR__NO_CLOUDBURST_ERROR;
+  r.error_message = err;
+  r.executor = x->ident;
+  r.response_id = job->fn;
+  if (p->response_address && *p->response_address) {
+    exec_io_endpoint(x, ep, sizeof(ep), p->response_address, EXEC_PORT_SCHED_PIN, 0);
+    uint8_t buf[2048];
+    size_t n = generic_response__get_packed_size(&r);
+    if (ep[0] && n <= sizeof(buf)) {
+      generic_response__pack(&r, buf);
+      exec_io_out(x, EXEC_OUT_PUSH, ep, buf, n, NULL);
+    }
+  }
+  exec_io_out(x, EXEC_OUT_STATUS, NULL, NULL, 0, NULL);
+  exec_job_free(job);
+}
+
+int exec_run_loop(exec_ctx_t *x) {
+  int timeout = 500;
+  zmq_setsockopt(x->jobs_pull, ZMQ_RCVTIMEO, &timeout, sizeof(timeout));
+  while (!__atomic_load_n(&x->stop, __ATOMIC_ACQUIRE)) {
+    exec_job_t *job = NULL;
+    if (zmq_recv(x->jobs_pull, &job, sizeof(job), 0) != sizeof(job) || !job) continue;
+    int64_t t0 = exec_slot_now_ms();
+    switch (job->kind) {
+    case EXEC_JOB_CALL: exec__run_call(x, job); break;
+    case EXEC_JOB_DAG: exec__run_dag(x, job); break;
+    case EXEC_JOB_PIN: exec__run_pin(x, job); break;
+    default: exec_job_free(job); break;
+    }
+    __atomic_add_fetch(&x->busy_ms, exec_slot_now_ms() - t0, __ATOMIC_ACQ_REL);
+  }
+  __atomic_store_n(&x->exec_done, 1, __ATOMIC_RELEASE);
+  return 0;
+}
