@@ -195,6 +195,11 @@ void sched__on_dag_call(sched_t *s, const uint8_t *b, size_t n) {
                        "malformed DagCall message: %s", sq_strerror(rc));
     return;
   }
+  if (!sched__utf8_valid(call->output_key)) {
+    sched__reply_error(s, P, CLOUDBURST_ERROR__EXECUTION_ERROR, "output_key must be UTF-8");
+    dag_call__free_unpacked(call, NULL);
+    return;
+  }
   rc = sched__dag_run(s, call, NULL, id, &code, err, sizeof err);
   if (rc) sched__reply_error(s, P, code, "%s", err);
   else sched__reply_ok(s, P, call->output_key[0] ? call->output_key : id);

@@ -140,7 +140,10 @@ int sched__dag_pin(sched_t *s, const Dag *dag, char *err, size_t errlen) {
     sched_exec_id_t ex;
     bool fresh = false;
     rc = sched__pin_one(s, dag, dag->functions[i], &ex, &fresh);
-    if (rc) {
+    if (rc && sched_policy_count(s->policy) == 0) {
+      snprintf(err, errlen, "function '%s' of DAG '%s' could not be pinned: no executor "
+               "has reported status to this scheduler", dag->functions[i]->name, dag->name);
+    } else if (rc) {
       snprintf(err, errlen, "function '%s' of DAG '%s' could not be pinned: %zu live "
                "executor(s), none accepted within %ld ms x %ld tries",
                dag->functions[i]->name, dag->name, sched_policy_count(s->policy),
@@ -179,6 +182,16 @@ static int sched__dag_absent(sched_t *s, const char *name) {
   return -1;
 }
 
+static bool sched__dag_text_ok(const Dag *dag) {
+  bool ok = sched__utf8_valid(dag->name);
+  for (size_t i = 0; ok && i < dag->n_functions; i++) ok = sched__utf8_valid(dag->functions[i]->name);
+  for (size_t i = 0; ok && i < dag->n_connections; i++)
+    ok = sched__utf8_valid(dag->connections[i]->source) &&
+         sched__utf8_valid(dag->connections[i]->sink);
+  for (size_t i = 0; ok && i < dag->n_colocated; i++) ok = sched__utf8_valid(dag->colocated[i]);
+  return ok;
+}
+
 void sched__on_dag_create(sched_t *s, const uint8_t *b, size_t n) {
   const int P = SCHED_P_DCREATE;
   Dag *dag = NULL;
@@ -189,6 +202,11 @@ void sched__on_dag_create(sched_t *s, const uint8_t *b, size_t n) {
   if (rc) {
     sched__reply_error(s, P, CLOUDBURST_ERROR__EXECUTION_ERROR, "malformed Dag message: %s",
                        sq_strerror(rc));
+    goto out;
+  }
+  if (!sched__dag_text_ok(dag)) {
+    sched__reply_error(s, P, CLOUDBURST_ERROR__EXECUTION_ERROR,
+                       "DAG and function names must be UTF-8 text");
     goto out;
   }
   if (dag->name[0] && sched__dag_find(s, dag->name)) {

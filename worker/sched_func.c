@@ -55,7 +55,7 @@ void sched__on_connect(sched_t *s, const uint8_t *b, size_t n) {
 
 static bool sched__name_ok(const char *name) {
   size_t len = strlen(name);
-  return len > 0 && len < SCHED_FNAME_MAX - 8;
+  return len > 0 && len < SCHED_FNAME_MAX - 8 && sched__utf8_valid(name);
 }
 
 void sched__on_func_create(sched_t *s, const uint8_t *b, size_t n) {
@@ -72,7 +72,8 @@ void sched__on_func_create(sched_t *s, const uint8_t *b, size_t n) {
   }
   if (!sched__name_ok(f->name)) {
     sched__reply_error(s, P, CLOUDBURST_ERROR__EXECUTION_ERROR,
-                       "a function needs a name of 1 to %d bytes", SCHED_FNAME_MAX - 9);
+                       "a function needs a UTF-8 name of 1 to %d bytes",
+                       SCHED_FNAME_MAX - 9);
     goto out;
   }
   if (f->body.len == 0 || sq_proto_unpack(&value__descriptor, NULL, f->body.data, f->body.len,
@@ -132,6 +133,11 @@ void sched__on_func_call(sched_t *s, const uint8_t *b, size_t n) {
   if (!sched__name_ok(fc->name) || !sched__func_known(s, fc->name)) {
     sched__reply_error(s, P, CLOUDBURST_ERROR__FUNC_NOT_FOUND,
                        "function '%.200s' is not registered", fc->name);
+    goto out;
+  }
+  if (!sched__utf8_valid(fc->response_key)) {
+    sched__reply_error(s, P, CLOUDBURST_ERROR__EXECUTION_ERROR,
+                       "response_key must be UTF-8 text");
     goto out;
   }
   char *orig_key = fc->response_key;

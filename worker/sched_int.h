@@ -111,6 +111,8 @@ void sched__reply_bytes(sched_t *s, int port, const void *data, size_t len);
 void sched__reply_error(sched_t *s, int port, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void sched__reply_ok(sched_t *s, int port, const char *response_id);
+/* True when text is valid UTF-8 (names from the network must be, to be echoed). */
+bool sched__utf8_valid(const char *text);
 /* PUSHes msg to tcp://<ip>:<base + offset + tid>. 0 or the sq_zmq error. */
 int sched__push(sched_t *s, const sched_exec_id_t *ex, int base, const ProtobufCMessage *msg);
 int sched__push_bytes(sched_t *s, const sched_exec_id_t *ex, int base, const void *d,

@@ -76,12 +76,45 @@ void sched__reply_pb(sched_t *s, int port, const ProtobufCMessage *msg) {
   free(buf);
 }
 
+/* Length of the valid UTF-8 sequence at p (1-4), or 0. */
+static size_t sched__utf8_seq(const unsigned char *p) {
+  size_t n = p[0] < 0x80 ? 1 : (p[0] & 0xe0) == 0xc0 ? 2 : (p[0] & 0xf0) == 0xe0 ? 3
+           : (p[0] & 0xf8) == 0xf0 ? 4 : 0;
+  if (n == 2 && p[0] < 0xc2) return 0; /* overlong */
+  for (size_t i = 1; i < n; i++)
+    if ((p[i] & 0xc0) != 0x80) return 0;
+  if (n == 3 && ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] >= 0xa0))) return 0;
+  if (n == 4 && ((p[0] == 0xf0 && p[1] < 0x90) || p[0] > 0xf4 || (p[0] == 0xf4 && p[1] >= 0x90)))
+    return 0;
+  return n;
+}
+
+bool sched__utf8_valid(const char *text) {
+  for (const unsigned char *p = (const unsigned char *)text; *p;) {
+    size_t n = sched__utf8_seq(p);
+    if (!n) return false;
+    p += n;
+  }
+  return true;
+}
+
+/* Replaces every byte that is not part of valid UTF-8 with '?', in place (network
+ * names end up in error sentences, and protobuf strings must be UTF-8). */
+static void sched__utf8_scrub(char *text) {
+  for (unsigned char *p = (unsigned char *)text; *p;) {
+    size_t n = sched__utf8_seq(p);
+    if (n) p += n;
+    else *p++ = '?';
+  }
+}
+
 void sched__reply_error(sched_t *s, int port, int code, const char *fmt, ...) {
   char text[SCHED_ERRMSG_MAX];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(text, sizeof text, fmt, ap);
   va_end(ap);
+  sched__utf8_scrub(text);
   GenericResponse r = GENERIC_RESPONSE__INIT;
   r.success = false;
   r.error = (CloudburstError)code;

@@ -1,0 +1,365 @@
+"""End-to-end tests of squall-scheduler against a real squall-kvs, with fake executors
+written in Python (cb_harness.FakeExecutor), through Cloudburst's wire protocol."""
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+import zmq
+
+from cb_harness import (Cluster, CloudburstClient, Scheduler, SchedulerError, cb, dump,
+                        internal, reference_class, shared, worker_binary)
+from kvs_harness import wire
+
+pb = wire()
+
+FAST = ["--executor-deadline-ms", "800", "--refresh-ms", "200", "--pin-timeout-ms", "500",
+        "--kvs-timeout-ms", "500"]
+
+
+def square(lib, x):
+    return x * x
+
+
+def increment(lib, x):
+    return x + 1
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(tmp_path, sched_extra=FAST).start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def client(cluster):
+    with cluster.client() as c:
+        yield c
+
+
+def wait_until(pred, timeout=10.0, step=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return False
+
+
+def test_connect_replies_the_kvs_routing_host(client):
+    assert client.connect() == "127.0.0.1"
+
+
+def test_registration_is_stored_in_the_kvs_and_listed(cluster, client):
+    r = client.register(square, "square")
+    assert r.success
+    client.register(increment, "increment")
+    with cluster.anna() as anna:
+        ts, body = anna.get_lww("funcs/square")
+        v = cb.Value()
+        v.ParseFromString(body)
+        import cloudpickle
+        assert cloudpickle.loads(v.body)(None, 7) == 49
+        t = anna.get("funcs/index-allfuncs")
+        assert t.lattice_type == pb.SET
+        s = pb.SetValue()
+        s.ParseFromString(t.payload)
+        assert sorted(s.values) == [b"funcs/increment", b"funcs/square"]
+    assert client.list() == ["increment", "square"]
+    assert client.list("sq") == ["square"]
+    assert client.list("zzz") == []
+
+
+def test_bad_registrations_are_rejected_with_clear_errors(client):
+    with pytest.raises(SchedulerError, match="body must be a serialized Value"):
+        client.register(b"\xff\xff\xff\xff", "broken")
+    with pytest.raises(SchedulerError, match="needs a UTF-8 name"):
+        client.register(square, "")
+    r = cb.GenericResponse()
+    r.ParseFromString(client.raw(5001, b"\x0a\xff\xff\xff\xff\x0f"))
+    assert not r.success and "malformed Function" in r.error_message
+    fn = cb.Function(name="ok", body=dump(square).SerializeToString()).SerializeToString()
+    bad_name = fn.replace(b"\x0a\x02ok", b"\x0a\x02\xff\xfe")  # invalid UTF-8 name
+    r.ParseFromString(client.raw(5001, bad_name))
+    assert not r.success and "UTF-8" in r.error_message
+    assert client.list() == []
+
+
+def test_registration_reports_a_failed_kvs_write(cluster, client):
+    cluster.kvs.stop()
+    with pytest.raises(SchedulerError, match="KVS write failed"):
+        client.register(square, "square")
+    assert client.connect() == "127.0.0.1"  # still serving
+
+
+def test_one_shot_call_goes_to_a_live_executor_with_a_uuid_key(cluster, client):
+    ex = cluster.fake(0)
+    client.register(square, "square")
+    time.sleep(0.3)
+    r = client.call("square", [7])
+    uuid.UUID(r.response_id)  # a UUID4 was filled in
+    calls = ex.wait_for("call")
+    assert len(calls) == 1
+    assert calls[0].name == "square" and calls[0].response_key == r.response_id
+    assert [v.body for v in calls[0].arguments.values] == [dump(7).body]
+    r2 = client.call("square", [1], response_key="mine")
+    assert r2.response_id == "mine"
+    assert ex.wait_for("call", 2)[1].response_key == "mine"
+
+
+def test_calls_of_unknown_functions_or_without_executors_fail_clearly(cluster, client):
+    with pytest.raises(SchedulerError) as e:
+        client.call("nope", [1])
+    assert e.value.error == cb.FUNC_NOT_FOUND and "not registered" in e.value.message
+    client.register(square, "square")
+    with pytest.raises(SchedulerError) as e:
+        client.call("square", [1])
+    assert e.value.error == cb.NO_RESOURCES and "no live executor" in e.value.message
+
+
+def test_dead_or_departed_executor_is_no_longer_chosen(cluster, client):
+    a, b = cluster.fake(0), cluster.fake(1)
+    client.register(square, "square")
+    time.sleep(0.4)
+    for i in range(6):
+        client.call("square", [i])
+    assert wait_until(lambda: len(a.received["call"]) + len(b.received["call"]) == 6)
+    assert a.received["call"] and b.received["call"]  # load is spread
+    a.silence()
+    time.sleep(1.5)  # > executor deadline (800 ms)
+    before = len(a.received["call"])
+    for i in range(6):
+        client.call("square", [i])
+    assert wait_until(lambda: len(b.received["call"]) >= 6 + 6 - before - 0)
+    assert len(a.received["call"]) == before
+    b.depart()  # running = false: dropped at once
+    time.sleep(0.3)
+    with pytest.raises(SchedulerError) as e:
+        client.call("square", [1])
+    assert e.value.error == cb.NO_RESOURCES
+
+
+def test_bad_dags_are_rejected_with_clear_errors(cluster, client):
+    cluster.fake(0)
+    for f in ("a", "b", "c"):
+        client.register(square, f)
+    cases = [
+        (["a", "b"], [("a", "b"), ("b", "a")], cb.EXECUTION_ERROR, "cycle"),
+        (["a", "ghost"], [("a", "ghost")], cb.FUNC_NOT_FOUND, "'ghost' of DAG 'd' is not registered"),
+        (["a", "b", "c"], [("a", "b"), ("a", "c")], cb.EXECUTION_ERROR, "exactly one sink"),
+        (["a", "b"], [], cb.EXECUTION_ERROR, "not connected"),
+    ]
+    for fns, links, code, text in cases:
+        with pytest.raises(SchedulerError) as e:
+            client.register_dag("d", fns, links)
+        assert e.value.error == code and text in e.value.message, e.value.message
+    r = cb.GenericResponse()
+    r.ParseFromString(client.raw(5004, b"\xff\x01garbage"))
+    assert not r.success and "malformed Dag" in r.error_message
+    client.register_dag("d", ["a", "b"], [("a", "b")])
+    with pytest.raises(SchedulerError) as e:
+        client.register_dag("d", ["a", "b"], [("a", "b")])
+    assert e.value.error == cb.DAG_ALREADY_EXISTS
+
+
+def test_dag_call_sends_schedules_and_begin_triggers(cluster, client):
+    x, y = cluster.fake(0), cluster.fake(1)
+    client.register(square, "square")
+    client.register(increment, "increment")
+    time.sleep(0.4)
+    client.register_dag("pipe", ["square", "increment"], [("square", "increment")])
+    pins = sorted(p.name for f in (x, y) for p in f.received["pin"])
+    assert pins == ["increment", "square"]  # one each: fewest pins first
+    sq_ex = x if x.received["pin"][0].name == "square" else y
+    inc_ex = y if sq_ex is x else x
+    time.sleep(0.3)
+    r = client.call_dag("pipe", {"square": [3]}, output_key="out-1")
+    assert r.response_id == "out-1"
+    (s1,) = sq_ex.wait_for("schedule")
+    (s2,) = inc_ex.wait_for("schedule")
+    assert s1.target_function == "square" and list(s1.triggers) == ["BEGIN"]
+    assert s2.target_function == "increment" and list(s2.triggers) == ["square"]
+    assert s1.id == s2.id and s1.output_key == "out-1"
+    assert dict(s1.locations) == {"square": sq_ex.id, "increment": inc_ex.id}
+    assert [v.body for v in s1.arguments["square"].values] == [dump(3).body]
+    (t,) = sq_ex.wait_for("trigger")
+    assert t.source == "BEGIN" and t.target_function == "square" and t.id == s1.id
+    assert inc_ex.received["trigger"] == []
+    r2 = client.call_dag("pipe", {"square": [4]}, direct=True)
+    uuid.UUID(r2.response_id)
+    assert sq_ex.wait_for("schedule", 2)[1].response_address == client.response_address
+
+
+def test_dag_call_of_unknown_dag_is_no_such_dag(client):
+    with pytest.raises(SchedulerError) as e:
+        client.call_dag("missing")
+    assert e.value.error == cb.NO_SUCH_DAG
+
+
+def test_deleted_dag_is_unpinned_tombstoned_and_stays_deleted(cluster, client):
+    x = cluster.fake(0)
+    client.register(square, "square")
+    time.sleep(0.3)
+    client.register_dag("solo", ["square"], [])
+    with cluster.anna() as anna:
+        assert anna.get_lww("solo") is not None
+        client.delete_dag("solo")
+        assert x.wait_for("unpin") == ["square"]
+        assert anna.get_lww("solo") is None  # tombstone reads as KEY_DNE
+    with pytest.raises(SchedulerError) as e:
+        client.call_dag("solo")
+    assert e.value.error == cb.NO_SUCH_DAG
+    with pytest.raises(SchedulerError) as e:
+        client.delete_dag("solo")
+    assert e.value.error == cb.NO_SUCH_DAG
+    client.register_dag("solo", ["square"], [])  # the name can be used again
+    client.call_dag("solo", {"square": [2]})
+
+
+def test_peer_scheduler_takes_calls_and_sees_deletions(cluster, client):
+    x = cluster.fake(0)
+    peer = Scheduler(cluster.tmp, cluster.kvs.routing, cluster.offset + 20000, FAST).start()
+    try:
+        client.register(square, "square")
+        time.sleep(0.3)
+        client.register_dag("shared", ["square"], [])
+        # the peer has no executors of its own offset: it must fetch the DAG, then
+        # refuse for lack of executors (not for an unknown DAG)
+        with CloudburstClient(offset=peer.offset) as pc:
+            with pytest.raises(SchedulerError) as e:
+                pc.call_dag("shared")
+            assert e.value.error == cb.NO_RESOURCES
+            client.delete_dag("shared")
+            time.sleep(0.6)  # the peer checks its DAGs against the KVS every 200 ms
+            with pytest.raises(SchedulerError) as e:
+                pc.call_dag("shared")
+            assert e.value.error == cb.NO_SUCH_DAG
+            assert "forgotten" in peer.log_text()
+    finally:
+        assert peer.stop() == 0, peer.log_text()[-4000:]
+
+
+def test_malformed_requests_get_errors_and_the_scheduler_keeps_serving(cluster, client):
+    ex = cluster.fake(0)
+    client.register(square, "square")
+    deep = b""
+    for _ in range(2000):  # DagCall.continuation -> Continuation.call -> DagCall ...
+        inner = b"\x22" + _varint(len(deep)) + deep  # Continuation.call
+        deep = b"\x3a" + _varint(len(inner)) + inner  # DagCall.continuation
+    for port, data in [(5001, b"\xff" * 10), (5002, b"\x12\xff"), (5004, b"\x1a\x05abc"),
+                       (5005, deep), (5005, b"\x0a\x03\xff\xfe\xfd"), (5006, b""),
+                       (5002, b"")]:
+        r = cb.GenericResponse()
+        r.ParseFromString(client.raw(port, data))
+        assert not r.success and r.error_message, (port, data[:10])
+    assert client.list("\xff") == []
+    # PULL ports eat garbage silently
+    ctx = zmq.Context()
+    for port in (5007, 5008, 5010, 5011):
+        s = ctx.socket(zmq.PUSH)
+        s.setsockopt(zmq.LINGER, 500)
+        s.connect(f"tcp://127.0.0.1:{port + cluster.offset}")
+        s.send(b"\xff\x00garbage")
+        s.close()
+    ctx.term()
+    time.sleep(0.3)
+    assert cluster.sched.alive()
+    assert client.connect() == "127.0.0.1"
+    client.call("square", [2])
+    assert ex.wait_for("call")
+
+
+def _varint(n: int) -> bytes:
+    out = b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out += bytes([b | (0x80 if n else 0)])
+        if not n:
+            return out
+
+
+def test_one_shot_call_is_resent_when_its_executor_departs(cluster, client):
+    a = cluster.fake(0)
+    client.register(square, "square")
+    time.sleep(0.3)
+    r = client.call("square", [5])
+    assert a.wait_for("call")
+    b = cluster.fake(1)
+    time.sleep(0.3)
+    a.depart()
+    calls = b.wait_for("call")
+    assert len(calls) == 1 and calls[0].response_key == r.response_id
+
+
+def test_dag_is_rerun_elsewhere_when_an_executor_dies(cluster, client):
+    a = cluster.fake(0)
+    client.register(square, "square")
+    time.sleep(0.3)
+    client.register_dag("one", ["square"], [])
+    r = client.call_dag("one", {"square": [2]}, output_key="k1")
+    assert a.wait_for("schedule")
+    b = cluster.fake(1)
+    time.sleep(0.3)
+    a.silence()  # dies without a word: dropped after the deadline
+    assert b.wait_for("pin")[0].name == "square"  # re-pinned
+    (s,) = b.wait_for("schedule")
+    assert s.output_key == "k1" and s.id == a.received["schedule"][0].id
+    assert b.wait_for("trigger")[0].source == "BEGIN"
+    assert r.response_id == "k1"
+
+
+def test_references_steer_calls_to_the_node_caching_the_key(tmp_path):
+    c = Cluster(tmp_path, sched_extra=FAST).start()
+    try:
+        near = c.fake(0, ip="127.0.0.3")
+        far = c.fake(1, ip="127.0.0.2")
+        Ref = reference_class()
+        with c.client() as client, c.anna() as anna:
+            client.register(square, "square")
+            keys = shared.StringSet(keys=["hot-key", "other"]).SerializeToString()
+            anna.put_lww("ANNA_METADATA|cache_ip|127.0.0.3", keys, int(time.time() * 1e6))
+            time.sleep(0.8)  # a few locality refreshes (200 ms)
+            for _ in range(6):
+                client.call("square", [Ref("hot-key", True)])
+            assert len(near.wait_for("call", 6)) == 6
+            assert far.received["call"] == []
+    finally:
+        c.stop()
+
+
+def _worker():
+    try:
+        return worker_binary()
+    except FileNotFoundError:
+        return None
+
+
+@pytest.mark.skipif(_worker() is None, reason="squall-worker is not built yet")
+def test_real_worker_runs_a_registered_function(tmp_path):
+    c = Cluster(tmp_path, worker=True, executors=1, sched_extra=FAST).start()
+    try:
+        with c.client() as client, c.anna() as anna:
+            client.register(square, "square")
+            r = None
+            deadline = time.monotonic() + 30
+            while r is None and time.monotonic() < deadline:
+                try:
+                    r = client.call("square", [7])
+                except SchedulerError as e:
+                    assert e.error == cb.NO_RESOURCES  # executors still starting
+                    time.sleep(0.2)
+            assert r is not None, "no executor reported status within 30 s"
+            got = None
+            while got is None and time.monotonic() < deadline:
+                got = anna.get_lww(r.response_id)
+                time.sleep(0.05)
+            assert got is not None
+            v = cb.Value()
+            v.ParseFromString(got[1])
+            from cb_harness import load
+            assert load(v) == 49
+    finally:
+        c.stop()
