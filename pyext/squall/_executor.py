@@ -218,6 +218,10 @@ class Executor:
         return True, whole, parts
 
     def _failure(self, e: BaseException, prefix: str) -> Pair:
-        tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+        frames = e.__traceback__
+        while frames is not None and frames.tb_next is not None and \
+                frames.tb_frame.f_code.co_filename == __file__:
+            frames = frames.tb_next  # the user's frames first: ours are noise to them
+        tb = "".join(traceback.format_exception(type(e), e, frames))
         message = prefix + (str(e) or type(e).__name__)
         return error_result(EXECUTION_ERROR, _type_name(e), message, tb)
