@@ -1,0 +1,445 @@
+/* daemon_requests: what squall-cache does with each message (contract in daemon.h).
+ *
+ * GET state machine of one request (cache__get_t), per key slot:
+ *   cached -> answered at once;  missing -> waiting on a fetch (daemon_fetch.h)
+ *   -> answered when the fetch completes (stored, KEY_DNE, or the KVS error).
+ * The reply goes out when `outstanding` reaches 0, then the request is freed.
+ * PUT: validated, sent to the KVS as one async call; kept in d->puts until the call
+ * completes; on each key's ack the payload is merged into the cache if cached.
+ * Everything received is untrusted: sizes, counts, key lengths, lattice types and
+ * payloads are checked before anything is stored or sent on.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon_int.h"
+#include "daemon_value.h"
+#include "sq_error.h"
+
+#define CACHE_KEY_MAX 511 /* LMDB's default maximum key size */
+
+static int cache__anna_error(int err) {
+  switch (err) {
+    case 0: return ANNA_ERROR__NO_ERROR;
+    case SQ_EKEYDNE: return ANNA_ERROR__KEY_DNE;
+    case SQ_EWRONGTHREAD: return ANNA_ERROR__WRONG_THREAD;
+    case SQ_ETIMEOUT: return ANNA_ERROR__TIMEOUT;
+    case SQ_ENOSERVERS: return ANNA_ERROR__NO_SERVERS;
+    default: return ANNA_ERROR__LATTICE;
+  }
+}
+
+static void cache__send(cache__daemon_t *d, const char *addr, KeyResponse *resp) {
+  int rc = sq_zmq_cache_send_pb(d->replies, addr, &resp->base);
+  if (rc) {
+    d->c.reply_drops++;
+    sq_log_debug(d->log, "reply to %s dropped: %s", addr, sq_strerror(rc));
+  }
+}
+
+/* Answers a request we refuse as a whole (error LATTICE + sentence), if it can be. */
+static void cache__refuse(cache__daemon_t *d, const KeyRequest *req, const char *why) {
+  d->c.bad_requests++;
+  sq_log_warn(d->log, "refused request %s: %s",
+              req->request_id ? req->request_id : "", why);
+  if (!req->response_address || !req->response_address[0]) return;
+  KeyResponse resp = KEY_RESPONSE__INIT;
+  resp.type = req->type;
+  resp.response_id = req->request_id ? req->request_id : "";
+  resp.error = ANNA_ERROR__LATTICE;
+  resp.error_message = (char *)why;
+  cache__send(d, req->response_address, &resp);
+}
+
+/* Checks counts and keys (and for PUT types and payloads). NULL or the complaint,
+ * written into why. */
+static const char *cache__check(const KeyRequest *req, RequestType want, char *why,
+                                size_t cap) {
+  if (req->type != want) return want == REQUEST_TYPE__GET ? "this socket takes GET requests"
+                                                           : "this socket takes PUT requests";
+  if (req->n_tuples == 0) return "request has no keys";
+  if (req->n_tuples > CACHE_DAEMON_MAX_KEYS) return "request has too many keys (max 10000)";
+  for (size_t i = 0; i < req->n_tuples; i++) {
+    const KeyTuple *t = req->tuples[i];
+    size_t klen = t->key ? strlen(t->key) : 0;
+    if (klen == 0) return "empty key";
+    if (klen > CACHE_KEY_MAX) return "key longer than 511 bytes";
+    if (want != REQUEST_TYPE__PUT) continue;
+    int rc = sq_lattice_type_valid((int)t->lattice_type)
+                 ? sq_lattice_validate((sq_lattice_type_t)t->lattice_type,
+                                       t->payload.data, t->payload.len)
+                 : SQ_EUNKNOWNTYPE;
+    if (rc) {
+      snprintf(why, cap, "key %.64s: %s", t->key, sq_strerror(rc));
+      return why;
+    }
+  }
+  return NULL;
+}
+
+static void cache__get_free(cache__daemon_t *d, cache__get_t *g) {
+  if (!g) return;
+  if (g->prev) g->prev->next = g->next;
+  else if (d->gets == g) d->gets = g->next;
+  if (g->next) g->next->prev = g->prev;
+  for (size_t i = 0; g->slots && i < g->n; i++) {
+    free(g->slots[i].key);
+    free(g->slots[i].message);
+  }
+  free(g->slots);
+  free(g->reply);
+  free(g->request_id);
+  free(g);
+}
+
+/* Sends the reply of a finished GET and frees it. */
+static void cache__get_answer(cache__daemon_t *d, cache__get_t *g) {
+  KeyTuple *tuples = calloc(g->n, sizeof(*tuples));
+  KeyTuple **ptrs = calloc(g->n, sizeof(*ptrs));
+  if (tuples && ptrs) {
+    KeyResponse resp = KEY_RESPONSE__INIT;
+    resp.type = REQUEST_TYPE__GET;
+    resp.response_id = g->request_id;
+    resp.n_tuples = g->n;
+    resp.tuples = ptrs;
+    for (size_t i = 0; i < g->n; i++) {
+      key_tuple__init(&tuples[i]);
+      tuples[i].key = g->slots[i].key;
+      tuples[i].lattice_type = (LatticeType)g->slots[i].type;
+      tuples[i].error = (AnnaError)cache__anna_error(g->slots[i].err);
+      if (g->slots[i].message) tuples[i].error_message = g->slots[i].message;
+      ptrs[i] = &tuples[i];
+    }
+    cache__send(d, g->reply, &resp);
+  } else {
+    d->c.reply_drops++;
+  }
+  free(tuples);
+  free(ptrs);
+  cache__get_free(d, g);
+}
+
+static void cache__slot_done(cache__daemon_t *d, cache__get_t *g, uint32_t i, int err,
+                             sq_lattice_type_t type, const char *msg) {
+  g->slots[i].err = err;
+  g->slots[i].type = type;
+  if (err && msg && msg[0] && !g->slots[i].message) g->slots[i].message = strdup(msg);
+  if (--g->outstanding == 0) cache__get_answer(d, g);
+}
+
+/* Joins (or opens) the fetch of key for waiter w. 0 or an error (w not added). */
+static int cache__fetch(cache__daemon_t *d, const char *key, cache_waiter_t w) {
+  bool first = false;
+  size_t klen = strlen(key);
+  int rc = cache_fetch_join(d->fetches, key, klen, w, &first);
+  if (rc) return rc;
+  if (!first) {
+    d->c.coalesced++;
+    return 0;
+  }
+  uint64_t id = 0;
+  rc = kvs_client_get_async(d->kvs, &key, 1, NULL, &id);
+  if (rc == 0) {
+    d->c.fetches++;
+    cache_fetch_set_call(d->fetches, key, klen, id);
+    return 0;
+  }
+  cache_waiter_t *ws = NULL;
+  size_t n = 0;
+  cache_fetch_finish(d->fetches, key, klen, 0, &ws, &n);
+  free(ws);
+  return rc;
+}
+
+/* Looks one key up for a GET: answers it from the store or parks it on a fetch. */
+static void cache__get_key(cache__daemon_t *d, cache__get_t *g, uint32_t i) {
+  const char *key = g->slots[i].key;
+  sq_buf_t meta = {0};
+  sq_lattice_type_t type = SQ_LATTICE_NONE;
+  int rc = cache_store_get_meta(d->store, key, strlen(key), &type, &meta);
+  sq_buf_free(&meta);
+  if (rc == 0) {
+    d->c.hits++;
+    cache_store_touch(d->store, key, strlen(key));
+    cache__slot_done(d, g, i, 0, type, NULL);
+    return;
+  }
+  if (rc == SQ_ENOTFOUND) {
+    d->c.misses++;
+    rc = cache__fetch(d, key, (cache_waiter_t){.req = g, .slot = i});
+    if (rc == 0) return;
+  }
+  cache__slot_done(d, g, i, rc, SQ_LATTICE_NONE, sq_strerror(rc));
+}
+
+void cache__handle_get(cache__daemon_t *d, KeyRequest *req) {
+  char why[160];
+  const char *bad = cache__check(req, REQUEST_TYPE__GET, why, sizeof(why));
+  if (bad) {
+    cache__refuse(d, req, bad);
+    return;
+  }
+  if (!req->response_address || !req->response_address[0]) { /* hit report */
+    for (size_t i = 0; i < req->n_tuples; i++)
+      if (cache_store_touch(d->store, req->tuples[i]->key, strlen(req->tuples[i]->key)) == 0)
+        d->c.touches++;
+    return;
+  }
+  cache__get_t *g = calloc(1, sizeof(*g));
+  if (g) {
+    g->n = g->outstanding = req->n_tuples;
+    g->slots = calloc(g->n, sizeof(*g->slots));
+    g->reply = strdup(req->response_address);
+    g->request_id = strdup(req->request_id ? req->request_id : "");
+  }
+  bool ok = g && g->slots && g->reply && g->request_id;
+  for (size_t i = 0; ok && i < g->n; i++)
+    ok = (g->slots[i].key = strdup(req->tuples[i]->key)) != NULL;
+  if (!ok) {
+    cache__get_free(d, g);
+    cache__refuse(d, req, "out of memory");
+    return;
+  }
+  g->next = d->gets;
+  if (d->gets) d->gets->prev = g;
+  d->gets = g;
+  /* The last slot to finish frees g: count every slot first, then resolve them. */
+  size_t n = g->n;
+  for (uint32_t i = 0; i < n; i++) cache__get_key(d, g, i);
+}
+
+/* Merges an LWW OBJECT update by timestamp alone when it can (no copy of a large
+ * value): 0 done (*decided true), or *decided false when the full merge is needed. */
+static int cache__merge_fast(cache__daemon_t *d, const char *key, const uint8_t *payload,
+                             size_t len, const sq_buf_t *meta, bool *decided) {
+  *decided = false;
+  if (cache_value_kind(meta->data, meta->len) != CACHE_META_OBJECT) return 0;
+  sq_lattice_t in = {0};
+  int rc = sq_lattice_decode(SQ_LATTICE_LWW, payload, len, &in);
+  if (rc) return rc;
+  uint64_t stored_ts = 0;
+  for (int b = 7; b >= 0; b--) stored_ts = (stored_ts << 8) | meta->data[8 + b];
+  if (in.u.lww.timestamp < stored_ts) {
+    *decided = true;
+  } else if (in.u.lww.timestamp > stored_ts) {
+    *decided = true;
+    rc = cache_value_store(d->store, key, strlen(key), SQ_LATTICE_LWW, payload, len, NULL);
+  }
+  sq_lattice_free(&in);
+  return rc;
+}
+
+/* Merges payload into key's cached value. 0 (merged or already contained),
+ * SQ_ENOTFOUND (not cached: nothing done), SQ_ELATTICE (other type), or an error. */
+static int cache__merge_into(cache__daemon_t *d, const char *key, sq_lattice_type_t type,
+                             const uint8_t *payload, size_t len) {
+  sq_buf_t meta = {0}, blob = {0}, stored = {0}, merged = {0};
+  sq_lattice_type_t have = SQ_LATTICE_NONE;
+  bool decided = false, changed = false;
+  size_t klen = strlen(key);
+  int rc = cache_store_get_meta(d->store, key, klen, &have, &meta);
+  if (rc) goto out;
+  rc = SQ_ELATTICE;
+  if (have != type) goto out;
+  if (type == SQ_LATTICE_LWW) {
+    rc = cache__merge_fast(d, key, payload, len, &meta, &decided);
+    if (rc || decided) goto out;
+  }
+  cache_blob_t b;
+  if ((rc = cache_store_get(d->store, key, klen, &blob)) != 0) goto out;
+  if ((rc = cache_blob_parse(blob.data, blob.len, &b)) != 0) goto out;
+  if ((rc = cache_value_payload(&b, &stored)) != 0) goto out;
+  rc = sq_lattice_merge_payloads(type, stored.data, stored.len, payload, len, &merged,
+                                 &changed);
+  if (rc == 0 && changed)
+    rc = cache_value_store(d->store, key, klen, type, merged.data, merged.len, NULL);
+out:
+  sq_buf_free(&meta);
+  sq_buf_free(&blob);
+  sq_buf_free(&stored);
+  sq_buf_free(&merged);
+  if (rc == 0) cache__note_store(d);
+  return rc;
+}
+
+void cache__handle_put(cache__daemon_t *d, KeyRequest *req) {
+  char why[160];
+  const char *bad = cache__check(req, REQUEST_TYPE__PUT, why, sizeof(why));
+  kvs_client_kv_t *kvs = NULL;
+  cache__put_t *p = NULL;
+  for (size_t i = 0; !bad && i < req->n_tuples; i++) {
+    const KeyTuple *t = req->tuples[i];
+    sq_buf_t meta = {0};
+    sq_lattice_type_t have = SQ_LATTICE_NONE;
+    if (cache_store_get_meta(d->store, t->key, strlen(t->key), &have, &meta) == 0 &&
+        have != (sq_lattice_type_t)t->lattice_type) {
+      snprintf(why, sizeof(why), "key %.64s is cached as %s, the PUT says %s", t->key,
+               sq_lattice_type_name(have), sq_lattice_type_name(t->lattice_type));
+      bad = why;
+    }
+    sq_buf_free(&meta);
+  }
+  if (bad) goto out;
+  kvs = calloc(req->n_tuples, sizeof(*kvs));
+  p = calloc(1, sizeof(*p));
+  bad = "out of memory";
+  if (!kvs || !p) goto out;
+  for (size_t i = 0; i < req->n_tuples; i++)
+    kvs[i] = (kvs_client_kv_t){.key = req->tuples[i]->key,
+                               .type = (sq_lattice_type_t)req->tuples[i]->lattice_type,
+                               .payload = req->tuples[i]->payload.data,
+                               .len = req->tuples[i]->payload.len};
+  int rc = kvs_client_put_async(d->kvs, kvs, req->n_tuples, NULL, &p->call_id);
+  bad = rc ? sq_strerror(rc) : NULL;
+  if (rc) goto out;
+  p->req = req;
+  p->next = d->puts;
+  d->puts = p;
+  req = NULL;
+  p = NULL;
+out:
+  if (bad) cache__refuse(d, req, bad);
+  if (req) key_request__free_unpacked(req, NULL);
+  free(p);
+  free(kvs);
+}
+
+/* A write-through completed: merge acked keys into the cache and answer. */
+static void cache__put_done(cache__daemon_t *d, cache__put_t *p,
+                            const kvs_client_completion_t *done) {
+  KeyRequest *req = p->req;
+  KeyTuple *tuples = calloc(done->n, sizeof(*tuples));
+  KeyTuple **ptrs = calloc(done->n, sizeof(*ptrs));
+  for (size_t i = 0; i < done->n && i < req->n_tuples; i++) {
+    const KeyTuple *t = req->tuples[i];
+    const kvs_client_result_t *r = &done->results[i];
+    if (r->err == 0) {
+      d->c.puts++;
+      int rc = cache__merge_into(d, t->key, (sq_lattice_type_t)t->lattice_type,
+                                 t->payload.data, t->payload.len);
+      if (rc && rc != SQ_ENOTFOUND)
+        sq_log_warn(d->log, "acked PUT of %s not merged into the cache: %s", t->key,
+                    sq_strerror(rc));
+    } else {
+      d->c.put_errors++;
+    }
+    if (!tuples || !ptrs) continue;
+    key_tuple__init(&tuples[i]);
+    tuples[i].key = t->key;
+    tuples[i].lattice_type = t->lattice_type;
+    tuples[i].error = (AnnaError)cache__anna_error(r->err);
+    if (r->err) tuples[i].error_message = (char *)(r->message[0] ? r->message
+                                                                 : sq_strerror(r->err));
+    ptrs[i] = &tuples[i];
+  }
+  if (tuples && ptrs && req->response_address && req->response_address[0]) {
+    KeyResponse resp = KEY_RESPONSE__INIT;
+    resp.type = REQUEST_TYPE__PUT;
+    resp.response_id = req->request_id ? req->request_id : "";
+    resp.n_tuples = done->n < req->n_tuples ? done->n : req->n_tuples;
+    resp.tuples = ptrs;
+    cache__send(d, req->response_address, &resp);
+  }
+  free(tuples);
+  free(ptrs);
+}
+
+/* A fetch completed: store the value (or learn it does not exist), answer waiters. */
+static void cache__fetch_done(cache__daemon_t *d, const kvs_client_completion_t *done) {
+  const char *key = done->keys[0];
+  const kvs_client_result_t *r = &done->results[0];
+  size_t klen = strlen(key);
+  int err = r->err;
+  const char *msg = r->message;
+  if (err == 0) {
+    err = cache_value_store(d->store, key, klen, r->type, r->payload, r->len, NULL);
+    msg = sq_strerror(err);
+    if (err) sq_log_warn(d->log, "cannot cache %s: %s", key, sq_strerror(err));
+    cache__note_store(d);
+  } else if (err == SQ_EKEYDNE && cache_store_delete(d->store, key, klen) == 0) {
+    cache__note_store(d);
+  }
+  cache_waiter_t *ws = NULL;
+  size_t n = 0;
+  if (cache_fetch_finish(d->fetches, key, klen, done->id, &ws, &n) != 0) return;
+  for (size_t i = 0; i < n; i++)
+    if (ws[i].req) cache__slot_done(d, ws[i].req, ws[i].slot, err, r->type, msg);
+  free(ws);
+}
+
+void cache__on_kvs_done(void *arg, const kvs_client_completion_t *done) {
+  cache__daemon_t *d = arg;
+  if (done->type == REQUEST_TYPE__GET && done->n == 1) {
+    cache__fetch_done(d, done);
+    return;
+  }
+  if (d->keyset_call && done->id == d->keyset_call) {
+    d->keyset_call = 0;
+    int err = done->n ? done->results[0].err : SQ_EPROTO;
+    if (err) sq_log_warn(d->log, "key-set report failed: %s", sq_strerror(err));
+    cache_keyset_done(&d->keyset, err);
+    return;
+  }
+  for (cache__put_t **link = &d->puts; *link; link = &(*link)->next) {
+    cache__put_t *p = *link;
+    if (p->call_id != done->id) continue;
+    *link = p->next;
+    cache__put_done(d, p, done);
+    key_request__free_unpacked(p->req, NULL);
+    free(p);
+    return;
+  }
+}
+
+void cache__handle_update(cache__daemon_t *d, const KeyRequest *req) {
+  for (size_t i = 0; i < req->n_tuples; i++) {
+    const KeyTuple *t = req->tuples[i];
+    int rc = (t->key && t->key[0] && sq_lattice_type_valid((int)t->lattice_type))
+                 ? sq_lattice_validate((sq_lattice_type_t)t->lattice_type, t->payload.data,
+                                       t->payload.len)
+                 : SQ_EINVAL;
+    if (rc == 0)
+      rc = cache__merge_into(d, t->key, (sq_lattice_type_t)t->lattice_type, t->payload.data,
+                             t->payload.len);
+    if (rc == 0) {
+      d->c.updates++;
+      continue;
+    }
+    d->c.updates_ignored++;
+    if (rc == SQ_ENOTFOUND)
+      sq_log_debug(d->log, "pushed update of %s ignored: not cached", t->key);
+    else
+      sq_log_warn(d->log, "pushed update of %.64s ignored: %s", t->key ? t->key : "",
+                  sq_strerror(rc));
+  }
+}
+
+static int cache__revalidate_one(void *arg, const void *key, size_t klen) {
+  cache__daemon_t *d = arg;
+  char buf[CACHE_KEY_MAX + 1];
+  if (klen > CACHE_KEY_MAX || memchr(key, '\0', klen)) return 0;
+  memcpy(buf, key, klen);
+  buf[klen] = '\0';
+  int rc = cache__fetch(d, buf, (cache_waiter_t){.req = NULL, .slot = 0});
+  if (rc == 0) d->c.revalidated++;
+  return rc == SQ_ETOOBIG ? rc : 0;
+}
+
+void cache__revalidate(cache__daemon_t *d) {
+  cache_store_foreach_key(d->store, cache__revalidate_one, d);
+  if (d->c.revalidated)
+    sq_log_info(d->log, "refetching %" PRIu64 " cached keys from the KVS", d->c.revalidated);
+}
+
+void cache__drop_pending(cache__daemon_t *d) {
+  while (d->puts) {
+    cache__put_t *p = d->puts;
+    d->puts = p->next;
+    key_request__free_unpacked(p->req, NULL);
+    free(p);
+  }
+  while (d->gets) cache__get_free(d, d->gets);
+}
