@@ -16,10 +16,12 @@ grpc_tools, independent of the C code).
 from __future__ import annotations
 
 import importlib
+import os
 import random
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -421,11 +423,16 @@ class Cluster:
         exe = worker_binary()
         if exe is None:
             raise FileNotFoundError("squall-worker is not built")
+        env = dict(os.environ)
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=0")  # embedded CPython
+        # executors use this interpreter's site-packages (the installed squall package,
+        # cloudpickle); PYTHONPATH, when set, is honoured by the executors too
         log = open(self.tmp / "worker.log", "ab")
         self.worker_proc = subprocess.Popen(
             [str(exe), "--port-offset", str(self.offset), "--kvs", self.kvs.routing,
-             "--scheduler", "127.0.0.1", "--executors", str(self.executors)],
-            stdout=log, stderr=subprocess.STDOUT)
+             "--scheduler", "127.0.0.1", "--executors", str(self.executors),
+             "--python", sys.executable],
+            stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
 
     def fake(self, tid: int, **kw) -> FakeExecutor:
