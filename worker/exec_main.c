@@ -7,10 +7,12 @@
 #include "exec.h"
 
 /* LeakSanitizer (sanitizer builds): the embedded interpreter is never finalised, by
- * design (exec_py_fini), so its allocations are not leaks of ours. */
+ * design (exec_py_fini), so its allocations -- and those of the extension modules user
+ * code imports (numpy, ...) -- are not leaks of ours. Our own code is still checked. */
 const char *__lsan_default_suppressions(void);
 const char *__lsan_default_suppressions(void) {
-  return "leak:libpython\nleak:_PyObject\nleak:PyObject_\nleak:_PyMem\nleak:PyMem_\n";
+  return "leak:libpython\nleak:_PyObject\nleak:PyObject_\nleak:_PyMem\nleak:PyMem_\n"
+         "leak:.cpython-\nleak:lib-dynload\n";
 }
 
 int main(int argc, char **argv) {
