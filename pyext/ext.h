@@ -10,6 +10,9 @@
  *   ext_lattice.c  lattice constants, merge/validate/lww_timestamp, LWW/SET/PRIORITY
  *                  encoders and decoders
  *   ext_causal.c   single- and multi-key causal payloads <-> Python structures
+ *   ext_blob.c     the squall object blob (pickle 5 + aligned out-of-band buffers)
+ *   ext_cache.c    CacheReader: zero-copy reads of the node cache
+ *   ext_cache_writer.c  _CacheWriter: cache_store for tests and benchmarks
  *   ext_kvs.c      KvsClient (kvs/client.h), KeyNotFoundError, SquallTimeoutError
  *
  * Conventions: functions returning PyObject * return a new reference or NULL with a
@@ -34,6 +37,7 @@ typedef struct {
   PyObject *key_not_found_error; /* squall.KeyNotFoundError(SquallError, KeyError) */
   PyObject *timeout_error; /* squall.SquallTimeoutError(SquallError, TimeoutError) */
   uint64_t lww_last;       /* last timestamp lww_timestamp() handed out */
+  PyObject *cache_view_type;   /* ext_cache.c: owner of one cache_view_t (heap type) */
 } ext_state_t;
 
 /* The state of `module` (a _squall module object). Never NULL for our module. */
@@ -48,6 +52,16 @@ int ext_lattice_exec(PyObject *module);
 
 /* Adds the causal encoders/decoders to `module`. 0 or -1. */
 int ext_causal_exec(PyObject *module);
+
+/* Adds blob_encode/blob_parse (the squall object blob, ext_blob.c). 0 or -1. */
+int ext_blob_exec(PyObject *module);
+
+/* Adds CacheReader and _CacheWriter (ext_cache.c, ext_cache_writer.c) and fills
+ * st->cache_view_type. 0 or -1. */
+int ext_cache_exec(PyObject *module, ext_state_t *st);
+
+/* Adds _CacheWriter (ext_cache_writer.c; called by ext_cache_exec). 0 or -1. */
+int ext_cache_writer_exec(PyObject *module);
 
 /* Creates KeyNotFoundError / SquallTimeoutError into `st` and adds them and the
  * KvsClient type to `module`; needs ext_errors_exec first. 0 or -1. */

@@ -28,6 +28,8 @@ static int ext__exec(PyObject *module) {
   if (ext_lattice_exec(module) < 0) return -1;
   if (ext_causal_exec(module) < 0) return -1;
   if (ext_kvs_exec(module, st) < 0) return -1;
+  if (ext_blob_exec(module) < 0) return -1;
+  if (ext_cache_exec(module, st) < 0) return -1;
   return 0;
 }
 
@@ -37,6 +39,7 @@ static int ext__traverse(PyObject *module, visitproc visit, void *arg) {
   Py_VISIT(st->lattice_error);
   Py_VISIT(st->key_not_found_error);
   Py_VISIT(st->timeout_error);
+  Py_VISIT(st->cache_view_type);
   return 0;
 }
 
@@ -46,6 +49,7 @@ static int ext__clear(PyObject *module) {
   Py_CLEAR(st->lattice_error);
   Py_CLEAR(st->key_not_found_error);
   Py_CLEAR(st->timeout_error);
+  Py_CLEAR(st->cache_view_type);
   return 0;
 }
 
