@@ -47,11 +47,12 @@ class WorkerNode:
     """One squall-worker process (supervisor + E executors)."""
 
     def __init__(self, kvs: KvsNode, log_dir: Path, executors: int = 2,
-                 extra: list[str] | None = None):
+                 extra: list[str] | None = None, env: dict | None = None):
         self.kvs = kvs
         self.executors = executors
         self.offset = free_worker_offset(executors)
         self.extra = extra or []
+        self.env = env or {}
         self.log_path = Path(log_dir) / f"worker-{self.offset}.log"
         self.proc: subprocess.Popen | None = None
         self.ctx = zmq.Context()
@@ -63,7 +64,7 @@ class WorkerNode:
                "--port-offset", str(self.offset), "--scheduler", "127.0.0.1",
                "--kvs", self.kvs.routing, *self.extra]
         env = dict(os.environ)
-        env.setdefault("ASAN_OPTIONS", "detect_leaks=0")
+        env.update(self.env)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()

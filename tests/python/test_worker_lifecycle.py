@@ -1,0 +1,96 @@
+"""squall-worker end to end: pinning, malformed input, $PYTHONPATH, self-departure and
+a clean SIGTERM stop."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import zmq
+
+from kvs_harness import KvsNode
+from worker_harness import ExecClient, WorkerNode, pb
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    d = tmp_path_factory.mktemp("worker-life")
+    lib = d / "lib"
+    lib.mkdir()
+    (lib / "squall_test_helper.py").write_text("def triple(x):\n    return 3 * x\n")
+    kvs = KvsNode(d / "kvs", threads=1, durability="none").start()
+    worker = WorkerNode(kvs, d, executors=2, env={"PYTHONPATH": str(lib)})
+    client = None
+    try:
+        worker.start()
+        client = ExecClient(worker)
+        yield client
+    finally:
+        if client:
+            client.close()
+        code = worker.stop()
+        kvs.stop()
+    assert code == 0, worker.log_text()[-3000:]  # SIGTERM: clean stop of every executor
+
+
+def test_pythonpath_is_honoured_by_executors(node):
+    def use_helper(lib, x):
+        import squall_test_helper
+        return squall_test_helper.triple(x)
+
+    node.register("use_helper", use_helper)
+    assert node.run("use_helper", 5) == 15
+
+
+def test_malformed_messages_are_dropped_and_executor_keeps_serving(node):
+    node.register("echo", lambda lib, x: x)
+    for base in (4000, 4020, 4030, 4040):
+        node.push(base, 0, b"\xff\xff\xff garbage")
+    assert node.run("echo", "still here") == "still here"
+
+
+def test_pin_answers_the_scheduler_and_reports_the_function(node):
+    node.register("pinme", lambda lib: 1)
+    ctx = zmq.Context()
+    ack = ctx.socket(zmq.PULL)
+    ack.bind(f"tcp://127.0.0.1:{5010 + node.w.offset}")
+    try:
+        internal = pb("internal_pb2")
+        node.w.statuses(0.1)
+        node.push(4000, 1, internal.PinFunction(name="pinme", response_address="127.0.0.1")
+                  .SerializeToString())
+        assert ack.poll(30000)
+        resp = node.cb.GenericResponse()
+        resp.ParseFromString(ack.recv())
+        assert resp.success
+        deadline, pinned = time.monotonic() + 10, False
+        while not pinned and time.monotonic() < deadline:
+            pinned = any(st.tid == 1 and "pinme" in st.functions for st in node.w.statuses(1))
+        assert pinned
+        node.push(4000, 1, internal.PinFunction(name="not-registered",
+                                                response_address="127.0.0.1")
+                  .SerializeToString())
+        assert ack.poll(30000)
+        resp.ParseFromString(ack.recv())
+        assert not resp.success and "not-registered" in resp.error_message
+        node.push(4010, 1, b"pinme")  # unpin
+        deadline, unpinned = time.monotonic() + 10, False
+        while not unpinned and time.monotonic() < deadline:
+            unpinned = any(st.tid == 1 and st.running and "pinme" not in st.functions
+                           for st in node.w.statuses(1))
+        assert unpinned
+    finally:
+        ack.close(0)
+        ctx.term()
+
+
+def test_self_depart_reports_not_running_and_is_not_restarted(node):
+    node.w.statuses(0.1)
+    node.push(4050, 1, b"")
+    deadline, down = time.monotonic() + 30, False
+    while not down and time.monotonic() < deadline:
+        down = any(st.tid == 1 and not st.running for st in node.w.statuses(1.0))
+    assert down
+    time.sleep(1.0)
+    assert 1 not in node.w.executor_pids()
+    assert "exited with code 3" in node.w.log_text()
+    assert node.run("echo", "tid 0 serves", tid=0) == "tid 0 serves"
