@@ -54,8 +54,12 @@ void sched__dag_remove(sched_t *s, const char *name) {
   *d = s->dags[--s->ndags];
 }
 
-/* Waits for one pin ack. 1 = accepted, 0 = refused or silent. */
-static int sched__pin_wait(sched_t *s, const char *fname) {
+/* Waits for one pin ack of fname from ex (acks name the function in response_id and
+ * squall executors name themselves in `executor`; stale acks of earlier, timed-out pins
+ * are skipped). 1 = accepted, 0 = refused or silent. */
+static int sched__pin_wait(sched_t *s, const char *fname, const sched_exec_id_t *ex) {
+  char who[SCHED_IP_MAX + 12];
+  sched_exec_id_format(ex, who, sizeof who);
   uint64_t deadline = sched__now_ms() + (uint64_t)s->cfg->pin_timeout_ms;
   for (;;) {
     uint64_t now = sched__now_ms();
@@ -68,7 +72,8 @@ static int sched__pin_wait(sched_t *s, const char *fname) {
     if (sq_zmq_recv_pb(s->pin_pull, &generic_response__descriptor, 65536, NULL, ZMQ_DONTWAIT,
                        (ProtobufCMessage **)&r) != 0)
       continue;
-    bool mine = !r->response_id[0] || strcmp(r->response_id, fname) == 0;
+    bool mine = (!r->response_id[0] || strcmp(r->response_id, fname) == 0) &&
+                (!r->executor[0] || strcmp(r->executor, who) == 0);
     int ok = r->success ? 1 : 0;
     generic_response__free_unpacked(r, NULL);
     if (mine) return ok;
@@ -116,7 +121,7 @@ static int sched__pin_one(sched_t *s, const Dag *dag, const Dag__FunctionReferen
     pf.batching = fr->batching;
     sched__pin_drain(s);
     if (sched__push(s, &ex, SCHED_EXEC_PIN, &pf.base) != 0) continue;
-    if (sched__pin_wait(s, fr->name) && sched_policy_pin_add(s->policy, &ex, fr->name) == 0) {
+    if (sched__pin_wait(s, fr->name, &ex) && sched_policy_pin_add(s->policy, &ex, fr->name) == 0) {
       *out = ex;
       *fresh = true;
       return 0;

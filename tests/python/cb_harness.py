@@ -170,6 +170,13 @@ class CloudburstClient:
         return self.raw(5000, b"").decode()
 
     def register(self, fn, name: str, check: bool = True):
+        if callable(fn):
+            # test modules are not importable on executors: ship the code by value
+            import sys
+            import cloudpickle
+            mod = sys.modules.get(getattr(fn, "__module__", ""))
+            if mod is not None and mod.__name__ != "__main__":
+                cloudpickle.register_pickle_by_value(mod)
         body = fn if isinstance(fn, bytes) else dump(fn).SerializeToString()
         return self._generic(5001, cb.Function(name=name, body=body).SerializeToString(), check)
 

@@ -363,3 +363,35 @@ def test_real_worker_runs_a_registered_function(tmp_path):
             assert load(v) == 49
     finally:
         c.stop()
+
+
+@pytest.mark.skipif(_worker() is None, reason="squall-worker is not built yet")
+def test_real_worker_runs_a_dag_with_direct_and_kvs_results(tmp_path):
+    c = Cluster(tmp_path, worker=True, executors=2, sched_extra=FAST).start()
+    try:
+        with c.client() as client, c.anna() as anna:
+            client.register(square, "square")
+            client.register(increment, "increment")
+            deadline = time.monotonic() + 30
+            while True:  # until both executors reported and took the pins
+                try:
+                    client.register_dag("pipe", ["square", "increment"],
+                                        [("square", "increment")])
+                    break
+                except SchedulerError as e:
+                    assert e.error == cb.NO_RESOURCES and time.monotonic() < deadline
+                    time.sleep(0.3)
+            client.call_dag("pipe", {"square": [7]}, direct=True)
+            assert client.direct_result(timeout=20) == 50
+            r = client.call_dag("pipe", {"square": [3]}, output_key="pipe-out")
+            assert r.response_id == "pipe-out"
+            got = None
+            while got is None and time.monotonic() < deadline + 20:
+                got = anna.get_lww("pipe-out")
+                time.sleep(0.05)
+            v = cb.Value()
+            v.ParseFromString(got[1])
+            from cb_harness import load
+            assert load(v) == 10
+    finally:
+        c.stop()
