@@ -5,6 +5,8 @@
  *     .get_many(keys, timeout=None) -> [(type, payload) | None]
  *     .put_many([(key, type, payload), ...], timeout=None)
  *     .close()  .response_address  .client_id  .stats()  context manager
+ *   request(endpoint, payload, timeout=1.0) -> bytes   one REQ/REP exchange (the
+ *     scheduler's text and protobuf ports: health checks, function lists)
  *
  * Payloads are encoded lattices (build them with encode_lww & co.), passed through
  * untouched. Keys are str (UTF-8 on the wire, no NUL characters).
@@ -36,6 +38,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <zmq.h>
 
 #include "client.h" /* kvs/client.h (squall_kvs_client) */
 #include "sq_error.h"
@@ -501,6 +505,77 @@ static PyType_Spec ext_kvs__spec = {
     .slots = ext_kvs__slots,
 };
 
+#define EXT_REQ_MAX_REPLY (64 << 20) /* request(): larger replies are refused */
+
+/* One REQ/REP exchange on a fresh context; runs without the GIL. On 0, *reply is a
+ * malloc'd copy of the reply (caller frees). SQ_ETIMEOUT, SQ_ETOOBIG, -errno. */
+static int ext__req(const char *endpoint, const void *msg, size_t len, int timeout_ms,
+                    void **reply, size_t *rlen) {
+  void *ctx = zmq_ctx_new(), *sock = NULL;
+  int64_t maxsz = EXT_REQ_MAX_REPLY;
+  int zero = 0, rc = -ENOMEM, n;
+  zmq_msg_t m;
+  zmq_msg_init(&m);
+  if (!ctx) goto out;
+  if (!(sock = zmq_socket(ctx, ZMQ_REQ))) goto err;
+  if (zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero) ||
+      zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &maxsz, sizeof maxsz) ||
+      zmq_setsockopt(sock, ZMQ_SNDTIMEO, &timeout_ms, sizeof timeout_ms) ||
+      zmq_setsockopt(sock, ZMQ_RCVTIMEO, &timeout_ms, sizeof timeout_ms) ||
+      zmq_connect(sock, endpoint) || zmq_send(sock, msg, len, 0) < 0)
+    goto err;
+  if ((n = zmq_msg_recv(&m, sock, 0)) < 0) goto err;
+  if (zmq_msg_more(&m)) {
+    rc = SQ_ETOOBIG;
+    goto out;
+  }
+  if (!(*reply = malloc((size_t)n ? (size_t)n : 1))) goto out;
+  memcpy(*reply, zmq_msg_data(&m), (size_t)n);
+  *rlen = (size_t)n;
+  rc = 0;
+  goto out;
+err:
+  rc = zmq_errno() == EAGAIN ? SQ_ETIMEOUT : -zmq_errno();
+out:
+  zmq_msg_close(&m);
+  if (sock) zmq_close(sock);
+  if (ctx) zmq_ctx_term(ctx);
+  return rc;
+}
+
+PyDoc_STRVAR(ext__request_doc,
+             "request(endpoint, payload, timeout=1.0)\n--\n\n"
+             "Send `payload` on a REQ socket to `endpoint` and return the reply (bytes).\n"
+             "Raises SquallTimeoutError when no reply comes within `timeout` seconds.");
+
+static PyObject *ext__request(PyObject *module, PyObject *args, PyObject *kw) {
+  static char *kwlist[] = {"endpoint", "payload", "timeout", NULL};
+  const char *endpoint;
+  PyObject *timeout = NULL, *res = NULL;
+  Py_buffer view;
+  void *reply = NULL;
+  size_t rlen = 0;
+  int ms = 1000, rc;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "sy*|O:request", kwlist, &endpoint, &view, &timeout))
+    return NULL;
+  if (ext_kvs__timeout_arg(timeout, &ms) < 0) goto out;
+  Py_BEGIN_ALLOW_THREADS
+  rc = ext__req(endpoint, view.buf, (size_t)view.len, ms, &reply, &rlen);
+  Py_END_ALLOW_THREADS
+  if (rc != 0) ext_kvs__raise(ext_state(module), rc, endpoint, NULL);
+  else res = PyBytes_FromStringAndSize(reply, (Py_ssize_t)rlen);
+out:
+  free(reply);
+  PyBuffer_Release(&view);
+  return res;
+}
+
+static PyMethodDef ext_kvs__module_methods[] = {
+    {"request", (PyCFunction)(void (*)(void))ext__request, METH_VARARGS | METH_KEYWORDS,
+     ext__request_doc},
+    {NULL, NULL, 0, NULL},
+};
+
 /* A new exception class `name` with bases `bases`, whose str() is the message alone
  * (KeyError would quote it) and whose code/name/message/key default to None. */
 static PyObject *ext_kvs__error_class(const char *name, const char *doc, PyObject *bases) {
@@ -535,7 +610,8 @@ int ext_kvs_exec(PyObject *module, ext_state_t *st) {
   if (PyModule_AddObjectRef(module, "KeyNotFoundError", st->key_not_found_error) < 0) goto out;
   if (PyModule_AddObjectRef(module, "SquallTimeoutError", st->timeout_error) < 0) goto out;
   if (!(type = PyType_FromModuleAndSpec(module, &ext_kvs__spec, NULL))) goto out;
-  rc = PyModule_AddObjectRef(module, "KvsClient", type);
+  if (PyModule_AddObjectRef(module, "KvsClient", type) < 0) goto out;
+  rc = PyModule_AddFunctions(module, ext_kvs__module_methods);
 out:
   Py_XDECREF(type);
   Py_XDECREF(bases);

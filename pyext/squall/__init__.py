@@ -8,9 +8,19 @@ This release exposes the foundations the client is built on:
 * the error table (``errors``, ``strerror``);
 * the lattices of the KVS (``LatticeType``) and their payloads: ``merge``, ``validate``,
   ``lww_timestamp`` and encoders/decoders for every lattice type, so Python can build
-  and read the bytes the KVS stores without a protobuf library.
+  and read the bytes the KVS stores without a protobuf library;
+* the cluster: ``init`` (start or reuse a local cluster, or connect to one),
+  ``shutdown``, ``put`` / ``get`` of Python values through the KVS (``Ref``), and
+  ``KvsClient``, the raw KVS transport (``KeyNotFoundError``, ``SquallTimeoutError``).
 
 Example:
+
+    >>> import squall
+    >>> squall.init()                            # doctest: +SKIP
+    >>> squall.get(squall.put([1, 2, 3]))        # doctest: +SKIP
+    [1, 2, 3]
+
+and with lattices directly:
 
     >>> import squall
     >>> a = squall.encode_lww(10, b"old")
@@ -21,9 +31,11 @@ Example:
 from __future__ import annotations
 
 import enum
-from typing import Iterable, Mapping, Union
+from typing import Any, Iterable, Mapping, Union
 
-from . import _squall
+from . import _cluster, _squall
+from ._cluster import Cluster, ClusterError, init, shutdown
+from ._reference import CloudburstReference as Ref
 
 __all__ = [
     "__version__", "SquallError", "LatticeError", "errors", "strerror", "LatticeType",
@@ -32,12 +44,21 @@ __all__ = [
     "encode_priority", "decode_priority",
     "encode_single_causal", "decode_single_causal",
     "encode_multi_causal", "decode_multi_causal",
+    "init", "shutdown", "put", "get", "Ref", "Cluster", "ClusterError",
+    "KvsClient", "KeyNotFoundError", "SquallTimeoutError",
 ]
 
 __version__: str = _squall.__version__
 
 SquallError = _squall.SquallError
 LatticeError = _squall.LatticeError
+#: A key is not in the KVS; also a ``KeyError``.
+KeyNotFoundError = _squall.KeyNotFoundError
+#: No reply in time (after the retries); also a ``TimeoutError``.
+SquallTimeoutError = _squall.SquallTimeoutError
+#: The KVS client: ``KvsClient("tcp://127.0.0.1:6450", timeout=10.0)`` with ``get``,
+#: ``put``, ``get_many``, ``put_many`` on encoded lattice payloads (GIL released).
+KvsClient = _squall.KvsClient
 
 #: The project error table of the C core: name -> (code, message), e.g.
 #: ``errors["SQ_EBADLATTICE"] == (-10004, "lattice payload is malformed ...")``.
@@ -183,3 +204,51 @@ def decode_multi_causal(payload: BytesLike) -> tuple[dict[str, int], list[tuple[
                                                      dict[str, dict[str, int]]]:
     """``(clock, siblings, deps)`` of a MULTI_CAUSAL payload; ``LatticeError`` if malformed."""
     return _squall.decode_multi_causal(payload)
+
+
+def put(value: Any) -> Ref:
+    """Stores ``value`` in the KVS under a new key and returns a reference to it.
+
+    The value is stored the way Cloudburst stores it (an LWW lattice holding a
+    ``Value``): ``bytes`` raw, ``str`` as UTF-8, anything else (NumPy arrays included)
+    with cloudpickle. Pass the reference to ``squall.get`` or to remote functions. Needs
+    ``squall.init()`` first; raises ``SquallTimeoutError`` if the KVS does not answer.
+
+    Example:
+
+        >>> ref = squall.put(numpy.arange(3))      # doctest: +SKIP
+        >>> squall.get(ref)                        # doctest: +SKIP
+        array([0, 1, 2])
+    """
+    import uuid
+
+    from . import _serialize
+    kvs = _cluster.current().kvs
+    key = str(uuid.uuid4())
+    body = _serialize.encode_value(*_serialize.dump(value))
+    kvs.put(key, LatticeType.LWW, _squall.encode_lww(_squall.lww_timestamp(0), body))
+    return Ref(key)
+
+
+def get(ref: "Ref | str", timeout: float | None = None) -> Any:
+    """The value behind a reference from ``squall.put`` (or the value of a KVS key).
+
+    Raises ``KeyNotFoundError`` (a ``KeyError``) when the key does not exist,
+    ``SquallTimeoutError`` when the KVS does not answer within ``timeout`` seconds per
+    attempt (default: the client's 10 s), ``TypeError`` when the key holds another
+    lattice than LWW.
+
+    Example:
+
+        >>> squall.get(squall.put("hello"))        # doctest: +SKIP
+        'hello'
+    """
+    from . import _serialize
+    kvs = _cluster.current().kvs
+    key = ref if isinstance(ref, str) else ref.key
+    ltype, payload = kvs.get(key, timeout=timeout)
+    if ltype != LatticeType.LWW:
+        raise TypeError(f"key {key!r} holds a {LatticeType(ltype).name} lattice; "
+                        "squall.get reads values stored by squall.put (LWW)")
+    _, value = _squall.decode_lww(payload)
+    return _serialize.load(*_serialize.decode_value(value))
