@@ -34,6 +34,11 @@
 #include "cache_reader.h"
 #include "sq_error.h"
 
+/* First byte of the cache meta squall-cache writes (cache/daemon_value.h): OBJECT
+ * values are squall objects (pickle + buffers); RAW values hold a lattice payload that
+ * is not one. Empty meta: a blob stored as is (e.g. by _CacheWriter), an object. */
+#define EXT__META_OBJECT 1
+
 typedef struct {
   PyObject_HEAD
   cache_view_t *view;
@@ -159,19 +164,28 @@ PyDoc_STRVAR(ext__reader_get_doc,
              "Resolves `key` (str or bytes) from the node cache and unpickles it over the\n"
              "cached bytes: out-of-band buffers (NumPy arrays) are read-only views of the\n"
              "shared mapping, not copies. Raises KeyError when the key is not cached (ask\n"
-             "the squall-cache daemon to fetch it), SquallError for a damaged entry.");
+             "the squall-cache daemon to fetch it), ValueError when the cached value is a\n"
+             "raw lattice payload rather than a squall object (see lookup()), SquallError\n"
+             "for a damaged entry.");
 
 static PyObject *ext__reader_get(PyObject *self, PyObject *key) {
   ext_reader_t *r = (ext_reader_t *)self;
   PyObject *stream = NULL, *bufs = NULL, *res = NULL;
   ext_view_t *v = ext__reader_resolve(r, key);
   if (!v) return NULL;
+  if (v->view->meta.len && v->view->meta.data[0] != EXT__META_OBJECT) {
+    PyErr_Format(PyExc_ValueError,
+                 "cached value of %R is a raw lattice payload, not a squall object; "
+                 "read it with lookup()", key);
+    goto out;
+  }
   stream = ext__view_span(v, -1);
   bufs = stream ? ext__view_buffers(v) : NULL;
   if (bufs) {
     PyObject *args[2] = {stream, bufs};
     res = PyObject_Vectorcall(r->loads, args, 1, r->kwnames);
   }
+out:
   Py_XDECREF(bufs);
   Py_XDECREF(stream);
   Py_DECREF(v);
@@ -180,8 +194,10 @@ static PyObject *ext__reader_get(PyObject *self, PyObject *key) {
 
 PyDoc_STRVAR(ext__reader_lookup_doc,
              "lookup(key) -> (lattice_type, meta, stream, buffers)\n\n"
-             "The raw cached value of `key`: read-only memoryviews of the lattice metadata,\n"
-             "the pickle stream and the out-of-band buffers. KeyError when not cached.");
+             "The raw cached value of `key`: the blob's lattice type, its metadata (bytes;\n"
+             "squall-cache's format is in cache/daemon_value.h: kind 1 = object, 2 = raw\n"
+             "lattice payload in `stream`), and read-only memoryviews of the pickle stream\n"
+             "(or raw payload) and the out-of-band buffers. KeyError when not cached.");
 
 static PyObject *ext__reader_lookup(PyObject *self, PyObject *key) {
   PyObject *meta = NULL, *res = NULL;

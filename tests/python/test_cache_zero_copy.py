@@ -371,3 +371,52 @@ def test_values_outlive_a_closed_reader(cache):
 def test_reader_refuses_a_directory_without_a_cache(tmp_path):
     with pytest.raises(squall.SquallError):
         _squall.CacheReader(str(tmp_path / "nothing-here"))
+
+
+# ---- through the real squall-cache daemon ------------------------------------------
+
+def _daemon_harness():
+    """test_cache_daemon's CacheDaemon/Executor and a KVS node, or a skip."""
+    try:
+        import test_cache_daemon as tcd
+        from kvs_harness import AnnaClient, KvsNode, bin_dir
+        if not (bin_dir() / "squall-cache").exists():
+            raise FileNotFoundError("squall-cache")
+    except (ImportError, FileNotFoundError, RuntimeError) as e:
+        pytest.skip(f"squall-kvs/squall-cache not available: {e}")
+    return tcd, AnnaClient, KvsNode
+
+
+def test_objects_written_by_dumps_blob_reach_readers_through_squall_cache(tmp_path):
+    tcd, AnnaClient, KvsNode = _daemon_harness()
+    kvs = KvsNode(tmp_path / "kvs", threads=1).start()
+    daemon = tcd.CacheDaemon(tmp_path, kvs).start()
+    executor = tcd.Executor(daemon, tmp_path)
+    try:
+        want = np.arange(MB, dtype="<f8").reshape(1024, 1024)
+        small = {"w": np.arange(10, dtype="<i2"), "tag": "small"}
+        with AnnaClient(kvs.routing) as anna:
+            for key, obj in (("big", want), ("small", small)):
+                value = tcd.CB.Value(body=dumps_blob(obj), type=0).SerializeToString()
+                anna.put_lww(key, value, 1000)
+            anna.put_lww("plain", b"not a squall object", 1000)
+        for key in ("big", "small", "plain"):
+            assert executor.get(key).error == 0  # the daemon fetched and stored it
+        r = _squall.CacheReader(str(daemon.dir))
+        a, b = r.get("big"), r.get("big")
+        assert_same_array(a, want)
+        assert np.shares_memory(a, b) and not a.flags.writeable
+        assert a.ctypes.data % 64 == 0
+        got = r.get("small")
+        assert got["tag"] == "small"
+        assert_same_array(got["w"], small["w"])
+        with pytest.raises(ValueError):
+            r.get("plain")  # a raw lattice payload: lookup() only
+        lattice_type, meta, stream, buffers = r.lookup("plain")
+        assert meta[0] == 2 and buffers == []
+        assert squall.decode_lww(bytes(stream)) == (1000, b"not a squall object")
+        r.close()
+    finally:
+        executor.close()
+        daemon.stop()
+        kvs.stop()
