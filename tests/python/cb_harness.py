@@ -350,10 +350,11 @@ class FakeExecutor:
 class Scheduler:
     """One squall-scheduler process."""
 
-    def __init__(self, log_dir: Path, kvs_routing: str, offset: int, extra=None):
-        self.kvs_routing, self.offset = kvs_routing, offset
+    def __init__(self, log_dir: Path, kvs_routing: str, offset: int, extra=None,
+                 host: str = "127.0.0.1"):
+        self.kvs_routing, self.offset, self.host = kvs_routing, offset, host
         self.extra = list(extra or [])
-        self.log_path = Path(log_dir) / f"scheduler-{offset}.log"
+        self.log_path = Path(log_dir) / f"scheduler-{host}-{offset}.log"
         self.proc: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
@@ -365,7 +366,7 @@ class Scheduler:
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + timeout
-        with CloudburstClient(offset=self.offset, timeout=0.5) as c:
+        with CloudburstClient(host=self.host, offset=self.offset, timeout=0.5) as c:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"squall-scheduler exited with {self.proc.returncode}:\n"

@@ -395,3 +395,64 @@ def test_real_worker_runs_a_dag_with_direct_and_kvs_results(tmp_path):
             assert load(v) == 10
     finally:
         c.stop()
+
+
+def test_colocated_dag_is_placed_on_one_node_and_does_not_crash(tmp_path):
+    # Cloudburst's scheduler died on any call of a DAG with colocated functions (§5 #19)
+    c = Cluster(tmp_path, sched_extra=FAST).start()
+    try:
+        n2 = [c.fake(0, ip="127.0.0.2"), c.fake(1, ip="127.0.0.2")]
+        n3 = [c.fake(2, ip="127.0.0.3"), c.fake(3, ip="127.0.0.3")]
+        with c.client() as client:
+            client.register(square, "square")
+            client.register(increment, "increment")
+            time.sleep(0.4)
+            client.register_dag("co", ["square", "increment"], [("square", "increment")],
+                                colocated=["square", "increment"])
+            pinned = {p.name: f.ip for f in n2 + n3 for p in f.received["pin"]}
+            assert pinned["square"] == pinned["increment"]
+            time.sleep(0.3)
+            client.call_dag("co", {"square": [2]})
+            scheds = [s for f in n2 + n3 for s in f.wait_for("schedule", 1, timeout=0.5)]
+            assert len(scheds) == 2
+            assert len({loc.split(":")[0] for loc in scheds[0].locations.values()}) == 1
+    finally:
+        c.stop()
+
+
+def test_continuation_runs_the_next_dag_under_the_same_id(cluster, client):
+    x = cluster.fake(0)
+    client.register(increment, "increment")
+    time.sleep(0.3)
+    client.register_dag("next", ["increment"], [])
+    cont = cb.Continuation(name="next", id="sched-42", result=dump(5).SerializeToString(),
+                           call=cb.DagCall(output_key="final"))
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.PUSH)
+    s.setsockopt(zmq.LINGER, 1000)
+    s.connect(f"tcp://127.0.0.1:{5011 + cluster.offset}")
+    s.send(cont.SerializeToString())
+    s.close()
+    ctx.term()
+    (sch,) = x.wait_for("schedule")
+    assert sch.id == "sched-42" and sch.output_key == "final"
+    assert [v.body for v in sch.arguments["increment"].values] == [dump(5).body]
+    assert x.wait_for("trigger")[0].id == "sched-42"
+
+
+def test_peer_learns_dags_from_scheduler_status_gossip(tmp_path):
+    # two schedulers with one port offset on two loopback addresses; the first gossips
+    c = Cluster(tmp_path, sched_extra=FAST + ["--peer", "127.0.0.5"]).start()
+    peer = Scheduler(tmp_path, c.kvs.routing, c.offset, FAST + ["--bind", "127.0.0.5"],
+                     host="127.0.0.5")
+    try:
+        c.fake(0)
+        with c.client() as client:
+            client.register(square, "square")
+            time.sleep(0.3)
+            client.register_dag("gossiped", ["square"], [])
+        peer.start()
+        assert wait_until(lambda: "learned DAG gossiped from a peer" in peer.log_text())
+    finally:
+        assert peer.stop() == 0, peer.log_text()[-4000:]
+        c.stop()
