@@ -320,6 +320,10 @@ static void cache__put_done(cache__daemon_t *d, cache__put_t *p,
       d->c.puts++;
       int rc = cache__merge_into(d, t->key, (sq_lattice_type_t)t->lattice_type,
                                  t->payload.data, t->payload.len);
+      if (rc == SQ_ENOTFOUND && cache_fetch_pending(d->fetches, t->key, strlen(t->key)))
+        rc = cache_value_store(d->store, t->key, strlen(t->key),
+                               (sq_lattice_type_t)t->lattice_type, t->payload.data,
+                               t->payload.len, NULL); /* the fetch result merges in */
       if (rc && rc != SQ_ENOTFOUND)
         sq_log_warn(d->log, "acked PUT of %s not merged into the cache: %s", t->key,
                     sq_strerror(rc));
@@ -345,6 +349,7 @@ static void cache__put_done(cache__daemon_t *d, cache__put_t *p,
   }
   free(tuples);
   free(ptrs);
+  cache__note_store(d);
 }
 
 /* A fetch completed: store the value (or learn it does not exist), answer waiters. */
@@ -355,7 +360,11 @@ static void cache__fetch_done(cache__daemon_t *d, const kvs_client_completion_t 
   int err = r->err;
   const char *msg = r->message;
   if (err == 0) {
-    err = cache_value_store(d->store, key, klen, r->type, r->payload, r->len, NULL);
+    /* Merge, not replace: a PUT acked while this fetch was in flight may already be
+     * cached (cache__put_done), and the fetch may have been answered before it. */
+    err = cache__merge_into(d, key, r->type, r->payload, r->len);
+    if (err == SQ_ENOTFOUND || err == SQ_ELATTICE) /* the KVS's type wins */
+      err = cache_value_store(d->store, key, klen, r->type, r->payload, r->len, NULL);
     msg = sq_strerror(err);
     if (err) sq_log_warn(d->log, "cannot cache %s: %s", key, sq_strerror(err));
     cache__note_store(d);

@@ -337,6 +337,21 @@ def test_put_is_in_the_kvs_when_answered_and_merged_into_the_cache(anna, cache, 
     assert bytes.fromhex(cache.peek("w")["w"]["pickle"]) == lww(b"new", 20)
 
 
+def test_write_during_a_pending_miss_is_not_lost(anna, kvs, cache, ex):
+    anna.put_lww("race", b"v1", 1)
+    kvs.proc.send_signal(signal.SIGSTOP)  # the miss and the write are both in flight
+    try:
+        gid = ex.send_get("race")
+        pid = ex.send_put("race", lww(b"v2", 2))
+        time.sleep(0.2)
+    finally:
+        kvs.proc.send_signal(signal.SIGCONT)
+    answers = {r.response_id: r for r in (ex.recv(), ex.recv())}
+    assert answers[gid].tuples[0].error == PB.NO_ERROR
+    assert answers[pid].tuples[0].error == PB.NO_ERROR
+    assert bytes.fromhex(cache.peek("race")["race"]["pickle"]) == lww(b"v2", 2)
+
+
 def test_put_of_an_object_then_get_reads_it_from_the_cache(anna, cache, ex):
     arr = np.linspace(0, 1, 5000)
     p1, _, _ = object_payload(np.zeros(3), 1)
