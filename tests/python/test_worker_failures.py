@@ -106,3 +106,26 @@ def test_segfault_in_user_code_reports_signal(node):
     assert "signal" in resp.error_message or "exited with code" in resp.error_message
     wait_restarted(node, 0, old)
     assert node.run("square", 5, tid=0) == 25
+
+
+def test_crash_inside_a_dag_reaches_the_direct_response_address(node):
+    cb = node.cb
+    node.register("die", lambda lib, x: os._exit(9))
+    dag = cb.Dag(name="crashing")
+    dag.functions.add(name="die")
+    sch = cb.DagSchedule(id="crash-" + str(time.time()), target_function="die",
+                         response_address=node.response_address)
+    sch.dag.CopyFrom(dag)
+    sch.triggers.append("BEGIN")
+    sch.locations["die"] = "127.0.0.1:1"
+    sch.arguments["die"].CopyFrom(node.args([1]))
+    old = node.w.executor_pids()[1]
+    node.push(4030, 1, sch.SerializeToString())
+    node.push(4040, 1, cb.DagTrigger(id=sch.id, target_function="die", source="BEGIN")
+              .SerializeToString())
+    res = node.recv_direct()
+    assert is_error(res)
+    resp = error_fields(res)
+    assert resp.error_type == "squall.ExecutorCrashed" and "exited with code 9" in resp.error_message
+    wait_restarted(node, 1, old)
+    assert node.run("square", 11, tid=1) == 121
