@@ -29,6 +29,7 @@
 #define SCHED_MAX_INFLIGHT 1024
 #define SCHED_MAX_ASYNC 64
 #define SCHED_MAX_TRIES 3      /* sends of one call, first included */
+#define SCHED_TRACK_MAX_BYTES (1u << 20) /* larger calls are not kept for re-sending */
 #define SCHED_MAX_REFS 64      /* references considered per function */
 #define SCHED_ERRMSG_MAX 512
 

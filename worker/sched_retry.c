@@ -12,7 +12,9 @@
  * The scheduler cannot see whether the lost executor finished first, so a call may run
  * twice: delivery is at-least-once. Results are idempotent for KVS outputs (the same
  * key is written again); a direct response may arrive twice. A call is re-sent at most
- * SCHED_MAX_TRIES - 1 times; the ring overwrites the oldest entry when full.
+ * SCHED_MAX_TRIES - 1 times; the ring overwrites the oldest entry when full, and a
+ * call larger than SCHED_TRACK_MAX_BYTES is not kept (memory stays bounded: at most
+ * (4096 + 1024) x 1 MiB).
  */
 #include "sched_int.h"
 
@@ -37,6 +39,7 @@ static void sched__inflight_clear(sched_inflight_t *f) {
 
 void sched__track_oneshot(sched_t *s, const uint8_t *msg, size_t len,
                           const sched_exec_id_t *ex, int tries) {
+  if (len > SCHED_TRACK_MAX_BYTES) return; /* bounds the ring's memory (4 GiB worst) */
   sched_oneshot_t *o = &s->oneshots[s->oneshot_next];
   s->oneshot_next = (s->oneshot_next + 1) % SCHED_MAX_ONESHOTS;
   sched__oneshot_clear(o);
@@ -51,10 +54,11 @@ void sched__track_oneshot(sched_t *s, const uint8_t *msg, size_t len,
 
 void sched__track_dag(sched_t *s, const char *id, const DagCall *call,
                       const sched_exec_id_t *execs, size_t n, int tries) {
+  size_t len = dag_call__get_packed_size(call);
+  if (len > SCHED_TRACK_MAX_BYTES) return;
   sched_inflight_t *f = &s->inflight[s->inflight_next];
   s->inflight_next = (s->inflight_next + 1) % SCHED_MAX_INFLIGHT;
   sched__inflight_clear(f);
-  size_t len = dag_call__get_packed_size(call);
   f->call = malloc(len ? len : 1);
   f->execs = malloc((n ? n : 1) * sizeof(*execs));
   if (!f->call || !f->execs) {
@@ -120,7 +124,7 @@ static void sched__retry_dags(sched_t *s, const sched_exec_id_t *ex, uint64_t no
     int rc = sched__dag_run(s, call, id, out_id, &cb, err, sizeof err);
     if (rc == 0) {
       size_t last = (s->inflight_next + SCHED_MAX_INFLIGHT - 1) % SCHED_MAX_INFLIGHT;
-      s->inflight[last].tries = tries + 1;
+      if (strcmp(s->inflight[last].id, id) == 0) s->inflight[last].tries = tries + 1;
     }
     sq_log_warn(s->log, "executor %s:%u lost: DAG %s schedule %s re-run (%s)", ex->ip,
                 ex->tid, call->name, id, rc ? err : "ok");

@@ -456,3 +456,28 @@ def test_peer_learns_dags_from_scheduler_status_gossip(tmp_path):
     finally:
         assert peer.stop() == 0, peer.log_text()[-4000:]
         c.stop()
+
+
+def test_random_garbage_on_every_request_port_always_gets_a_reply(cluster, client):
+    import random
+    rnd = random.Random(1234)
+    valid = [cb.Function(name="f", body=dump(square).SerializeToString()).SerializeToString(),
+             cb.FunctionCall(name="f").SerializeToString(),
+             cb.Dag(name="d").SerializeToString(), cb.DagCall(name="d").SerializeToString()]
+    for i in range(300):
+        port = rnd.choice([5001, 5002, 5003, 5004, 5005, 5006])
+        if rnd.random() < 0.5:
+            data = bytes(rnd.randrange(256) for _ in range(rnd.randrange(0, 64)))
+        else:
+            b = bytearray(rnd.choice(valid))
+            for _ in range(rnd.randrange(1, 4)):
+                if b:
+                    b[rnd.randrange(len(b))] = rnd.randrange(256)
+            data = bytes(b)
+        reply = client.raw(port, data)  # raises TimeoutError if a REP socket wedged
+        if port == 5003:
+            shared.StringSet().ParseFromString(reply)
+        else:
+            cb.GenericResponse().ParseFromString(reply)  # valid UTF-8 protobuf
+    assert cluster.sched.alive()
+    assert client.connect() == "127.0.0.1"
