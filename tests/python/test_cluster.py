@@ -91,6 +91,8 @@ def test_cli_up_status_logs_down_round_trip(env):
     assert "DEAD" not in status
     if "scheduler" in started:
         assert "functions 0" in status
+    if "worker" in started:
+        assert "executors 1/1 listening" in status
 
     assert "ready" in cli("logs", "kvs").stdout
 
