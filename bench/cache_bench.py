@@ -1,0 +1,440 @@
+#!/usr/bin/env python3
+"""cache_bench: resolving a cached NumPy array, warm and cold, against pickle.loads and
+a direct KVS get (squall issue 4, "Benchmarks").
+
+Setup (this process): float64 arrays of 80 KB, 8 MB and 80 MB are written once to a
+real squall-kvs as squall objects (LWW(Value(body = dumps_blob(array)))), with a real
+squall-cache in front of it. A separate reader process (this script with --reader,
+an executor's position) then measures, per size:
+
+  warm    CacheReader.get(key) -> read-only array over the shared mapping (the value
+          is cached; the first lookup of the run, which maps the segment, is excluded)
+  pickle  pickle.loads(in-band protocol-5 pickle of the same array) from memory
+  cold    a miss: GET over the daemon's ipc socket (the daemon fetches from the KVS and
+          stores into LMDB / a segment), then CacheReader.get -> array. Two keys per
+          size alternate under a budget that holds one of them, so every GET misses.
+  kvs     a direct KVS get of the same key (KvsClient), the LWW and Value fields
+          walked without copies, loads_blob -> array
+
+It prints a table, then one JSON object with every figure and the ratios warm/pickle
+and cold/kvs (issue targets: warm p50 < 10 us at every size, >= 1000x faster than
+pickle.loads at 80 MB; cold <= 1.2x a direct KVS get). Without squall-kvs /
+squall-cache binaries (or pyzmq/protobuf) only warm and pickle are measured, over a
+cache written by _CacheWriter, and cold/kvs are null with the reason.
+
+Usage: bench/cache_bench.py [--iterations N] [--cold-iterations N] [--quick]
+Binaries: $SQUALL_BIN_DIR, else build/release/bin, build/asan/bin, the package.
+Needs the squall package (make pyinstall) with numpy; pyzmq/protobuf/grpcio-tools for
+the cold path (the test extras).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+import squall
+from squall import _squall
+from squall._blob import dumps_blob, loads_blob
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZES = {"80KB": 80_000, "8MB": 8_000_000, "80MB": 80_000_000}
+WARM_TARGET_US = 10.0
+WARM_SPEEDUP_80MB = 1000.0
+COLD_OVERHEAD_MAX = 1.2
+
+
+def log(msg: str) -> None:
+    print(f"cache_bench: {msg}", file=sys.stderr, flush=True)
+
+
+def pct(samples_ns: list[int]) -> dict:
+    """p50/p99/min in microseconds of a list of nanosecond samples."""
+    s = sorted(samples_ns)
+    at = lambda q: s[min(len(s) - 1, int(q * len(s)))] / 1000.0
+    return {"p50_us": round(at(0.50), 3), "p99_us": round(at(0.99), 3),
+            "min_us": round(s[0] / 1000.0, 3), "n": len(s)}
+
+
+def timed(fn, n: int, budget_s: float) -> list[int]:
+    """Runs fn up to n times (at least 3, at most budget_s seconds), per-call ns."""
+    out: list[int] = []
+    deadline = time.monotonic() + budget_s
+    while len(out) < n and (len(out) < 3 or time.monotonic() < deadline):
+        t0 = time.perf_counter_ns()
+        fn()
+        out.append(time.perf_counter_ns() - t0)
+    return out
+
+
+def make_array(size: int, seed: int) -> np.ndarray:
+    return np.arange(size // 8, dtype="<f8") + seed
+
+
+# ---- protobuf-free field walking (direct KVS path) ------------------------------------
+
+def _varint(buf: memoryview, i: int) -> tuple[int, int]:
+    v = shift = 0
+    while True:
+        b = buf[i]
+        i += 1
+        v |= (b & 0x7F) << shift
+        if b < 0x80:
+            return v, i
+        shift += 7
+
+
+def bytes_field(buf: memoryview, number: int) -> memoryview:
+    """The first length-delimited field `number` of a protobuf message, no copy."""
+    i = 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        wt = key & 7
+        if wt == 0:
+            _, i = _varint(buf, i)
+        elif wt == 2:
+            n, i = _varint(buf, i)
+            if key >> 3 == number:
+                return buf[i:i + n]
+            i += n
+        elif wt == 1:
+            i += 8
+        elif wt == 5:
+            i += 4
+        else:
+            raise ValueError("bad wire type")
+    raise KeyError(number)
+
+
+def object_from_kvs_payload(payload: bytes):
+    """LWWValue.value (2) -> Value.body (1) -> loads_blob, zero copy after the get."""
+    return loads_blob(bytes_field(bytes_field(memoryview(payload), 2), 1))
+
+
+# ---- reader process -------------------------------------------------------------------
+
+class IpcExecutor:
+    """The executor side of squall-cache's IPC (PROTOCOL.md 1.11, squall form)."""
+
+    def __init__(self, cache_dir: str, pb) -> None:
+        import zmq
+        self.pb = pb
+        self.ctx = zmq.Context()
+        self.pull = self.ctx.socket(zmq.PULL)
+        self.address = f"ipc://{cache_dir}/../bench-resp-{uuid.uuid4().hex[:8]}"
+        self.pull.bind(self.address)
+        self.push = self.ctx.socket(zmq.PUSH)
+        self.push.connect(f"ipc://{cache_dir}/requests-get")
+        self.n = 0
+
+    def get(self, key: str) -> None:
+        self.n += 1
+        req = self.pb.KeyRequest(type=self.pb.GET, request_id=str(self.n),
+                                 response_address=self.address)
+        req.tuples.append(self.pb.KeyTuple(key=key))
+        self.push.send(req.SerializeToString())
+        if not self.pull.poll(60_000):
+            raise TimeoutError(f"squall-cache did not answer GET {key}")
+        resp = self.pb.KeyResponse()
+        resp.ParseFromString(self.pull.recv())
+        if resp.tuples and resp.tuples[0].error != 0:
+            raise RuntimeError(f"squall-cache GET {key}: error {resp.tuples[0].error}")
+
+    def close(self) -> None:
+        self.pull.close(0)
+        self.push.close(0)
+        self.ctx.term()
+
+
+def reader_main(spec: dict) -> dict:
+    """Measures every size as described in the module docstring; returns figures."""
+    r = _squall.CacheReader(spec["dir"])
+    ipc = kvs = None
+    if spec.get("routing"):
+        sys.path.insert(0, str(ROOT / "tests" / "python"))
+        from kvs_harness import wire
+        ipc = IpcExecutor(spec["dir"], wire())
+        kvs = squall.KvsClient(spec["routing"], timeout=60.0)
+    out = {}
+    for name, size in spec["sizes"].items():
+        keys = spec["keys"][name]
+        res: dict = {}
+        want = make_array(size, 0)
+        if ipc:
+            res["cold"] = pct(timed(lambda: cold_get(ipc, r, keys), spec["cold_n"], 20.0))
+            res["cold_gets"] = res["cold"]["n"]
+            res["kvs"] = pct(timed(lambda: object_from_kvs_payload(kvs.get(keys[0])[1]),
+                                   spec["cold_n"], 20.0))
+            ipc.get(keys[0])  # leave keys[0] cached for the warm loop
+        first = time.perf_counter_ns()
+        a = r.get(keys[0])
+        res["warm_first_us"] = round((time.perf_counter_ns() - first) / 1000.0, 3)
+        assert a.nbytes == want.nbytes and a[-1] == want[-1] and not a.flags.writeable
+        res["zero_copy"] = bool(np.shares_memory(a, r.get(keys[0])))
+        del a
+        res["warm"] = pct(timed(lambda: r.get(keys[0]), spec["warm_n"], 10.0))
+        inband = pickle.dumps(want, protocol=5)
+        res["pickle"] = pct(timed(lambda: pickle.loads(inband), spec["warm_n"], 10.0))
+        out[name] = res
+        log(f"{name}: warm p50 {res['warm']['p50_us']} us, pickle.loads p50 "
+            f"{res['pickle']['p50_us']} us"
+            + (f", cold p50 {res['cold']['p50_us']} us, kvs p50 {res['kvs']['p50_us']} us"
+               if ipc else ""))
+    if ipc:
+        ipc.close()
+        kvs.close()
+    r.close()
+    return out
+
+
+def cold_get(ipc: IpcExecutor, r, keys: list[str]):
+    """One miss: the key alternates so the previous fetch evicted this one. Unmaps
+    the evicted segments first (an executor should trim too: an idle mapping of an
+    unlinked segment pins its tmpfs pages)."""
+    r.trim()
+    keys.reverse()
+    ipc.get(keys[0])
+    return r.get(keys[0])
+
+
+# ---- setup (daemons) ------------------------------------------------------------------
+
+def _free_offset() -> int:
+    for off in range(3000 + os.getpid() % 977, 20000, 131):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", 7150 + off))
+                return off
+            except OSError:
+                continue
+    raise RuntimeError("no free update port for squall-cache")
+
+
+class Kvs:
+    """A squall-kvs node holding the values as squall objects."""
+
+    def __init__(self, tmp: Path) -> None:
+        sys.path.insert(0, str(ROOT / "tests" / "python"))
+        import importlib
+        from kvs_harness import KvsNode, bin_dir, wire
+        self.bin = bin_dir()
+        if not (self.bin / "squall-cache").exists():
+            raise FileNotFoundError(f"no squall-cache in {self.bin}")
+        wire()
+        self.cb = importlib.import_module("cloudburst_pb2")
+        self.node = KvsNode(tmp / "kvs", threads=1, durability="none").start()
+        self.routing = self.node.routing
+
+    def put(self, key: str, obj) -> None:
+        value = self.cb.Value(body=dumps_blob(obj), type=0).SerializeToString()
+        with squall.KvsClient(self.routing, timeout=60.0) as c:
+            c.put(key, squall.LatticeType.LWW,
+                  squall.encode_lww(squall.lww_timestamp(), value))
+
+    def close(self) -> None:
+        self.node.stop()
+
+
+class CacheDaemon:
+    """One squall-cache in front of `kvs` with a byte budget."""
+
+    def __init__(self, kvs: Kvs, directory: Path, budget: int) -> None:
+        self.dir = directory
+        self.log = directory.parent / f"{directory.name}.log"
+        self.proc = subprocess.Popen(
+            [str(kvs.bin / "squall-cache"), "--dir", str(directory), "--kvs", kvs.routing,
+             "--port-offset", str(_free_offset()), "--budget", str(budget),
+             "--stats-interval", "0", "--kvs-timeout-ms", "60000",
+             "--log-file", str(self.log), "--log-level", "info"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while "serving cache" not in self._log():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("squall-cache did not start: " + self._log()[-2000:])
+            time.sleep(0.05)
+
+    def _log(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self) -> dict:
+        """Stops the daemon; returns its last counters line as a dict."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        lines = [l for l in self._log().splitlines() if "hits=" in l]
+        if not lines:
+            return {}
+        pairs = (kv.split("=") for kv in lines[-1].split() if "=" in kv)
+        return {k: int(v) for k, v in pairs if v.isdigit()}
+
+
+def run_size(tmp: Path, kvs: Kvs | None, name: str, size: int, args) -> dict:
+    """Puts the value(s) of one size, runs the reader process over them."""
+    spec = {"sizes": {name: size}, "warm_n": args.iterations, "cold_n": args.cold_iterations}
+    daemon = None
+    if kvs:
+        keys = [f"bench-{name}-a", f"bench-{name}-b"]
+        for k in keys:
+            kvs.put(k, make_array(size, 0))
+        # Room for one value of this size, not two: the alternating keys evict each
+        # other, so every cold GET is a miss (checked with the daemon's counters).
+        daemon = CacheDaemon(kvs, tmp / f"cache-{name}", int(size * 1.2) + (16 << 10))
+        spec.update(dir=str(daemon.dir), keys={name: keys}, routing=kvs.routing)
+    else:
+        d = tmp / f"cache-{name}"
+        w = _squall._CacheWriter(str(d), discard=True)
+        w.put(f"bench-{name}-a", dumps_blob(make_array(size, 0)))
+        w.close()
+        spec.update(dir=str(d), keys={name: [f"bench-{name}-a"]})
+    try:
+        proc = subprocess.run([sys.executable, __file__, "--reader", json.dumps(spec)],
+                              capture_output=True, text=True, timeout=1800)
+    finally:
+        counters = daemon.stop() if daemon else {}
+    sys.stderr.write(proc.stderr)
+    if proc.returncode != 0:
+        raise RuntimeError(f"reader process failed ({proc.returncode})")
+    fig = json.loads(proc.stdout.strip().splitlines()[-1])[name]
+    if daemon:
+        fig["daemon"] = {k: counters.get(k) for k in ("hits", "misses", "fetches",
+                                                      "evictions")}
+    return fig
+
+
+def run(args: argparse.Namespace) -> dict:
+    sizes = {"80KB": SIZES["80KB"]} if args.quick else dict(SIZES)
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    tmp = Path(tempfile.mkdtemp(prefix="squall-cache-bench-", dir=shm))
+    kvs = None
+    cold_reason = "--no-cold" if args.no_cold else None
+    figures = {}
+    try:
+        if not args.no_cold:
+            try:
+                kvs = Kvs(tmp)
+            except Exception as e:  # missing binaries or test extras
+                cold_reason = f"{type(e).__name__}: {e}".splitlines()[0]
+                log(f"cold path skipped ({cold_reason})")
+        for name, size in sizes.items():
+            log(f"{name}: reader process measuring")
+            figures[name] = run_size(tmp, kvs, name, size, args)
+    finally:
+        if kvs:
+            kvs.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return report(figures, cold_reason, args)
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 4) if a is not None and b else None
+
+
+def report(figures: dict, cold_reason: str | None, args: argparse.Namespace) -> dict:
+    rows = []
+    for name, f in figures.items():
+        f["warm_vs_pickle_p50"] = ratio(f["warm"]["p50_us"], f["pickle"]["p50_us"])
+        f["pickle_over_warm_p50"] = ratio(f["pickle"]["p50_us"], f["warm"]["p50_us"])
+        f["cold_vs_kvs_p50"] = ratio(f.get("cold", {}).get("p50_us"),
+                                     f.get("kvs", {}).get("p50_us"))
+        f["meets_warm_target"] = f["warm"]["p50_us"] < WARM_TARGET_US
+        rows.append(f)
+    big = figures.get("80MB")
+    verdict = {
+        "warm_p50_under_10us_all_sizes": all(f["meets_warm_target"] for f in rows),
+        "pickle_over_warm_80MB": big["pickle_over_warm_p50"] if big else None,
+        "cold_overhead_max": max((f["cold_vs_kvs_p50"] for f in rows
+                                  if f["cold_vs_kvs_p50"] is not None), default=None),
+    }
+    verdict["meets_80MB_speedup"] = (verdict["pickle_over_warm_80MB"] is not None and
+                                     verdict["pickle_over_warm_80MB"] >= WARM_SPEEDUP_80MB)
+    verdict["meets_cold_target"] = (verdict["cold_overhead_max"] is not None and
+                                    verdict["cold_overhead_max"] <= COLD_OVERHEAD_MAX)
+    print_table(figures)
+    return {"benchmark": "cache",
+            "config": {"iterations": args.iterations, "cold_iterations": args.cold_iterations,
+                       "cpus": os.cpu_count(), "numpy": np.__version__,
+                       "python": sys.version.split()[0],
+                       "cold_skipped": cold_reason},
+            "targets": {"warm_p50_us_max": WARM_TARGET_US,
+                        "pickle_over_warm_80MB_min": WARM_SPEEDUP_80MB,
+                        "cold_over_kvs_max": COLD_OVERHEAD_MAX},
+            "sizes": figures, "summary": verdict}
+
+
+def print_table(figures: dict) -> None:
+    head = ["size", "warm p50", "warm p99", "pickle p50", "pickle p99", "pickle/warm",
+            "cold p50", "cold p99", "kvs p50", "kvs p99", "cold/kvs"]
+    fmt = lambda v: "-" if v is None else (f"{v:.2f}" if v < 100 else f"{v:.0f}")
+    rows = []
+    for name, f in figures.items():
+        c, k = f.get("cold", {}), f.get("kvs", {})
+        rows.append([name, fmt(f["warm"]["p50_us"]), fmt(f["warm"]["p99_us"]),
+                     fmt(f["pickle"]["p50_us"]), fmt(f["pickle"]["p99_us"]),
+                     fmt(f["pickle_over_warm_p50"]) + "x", fmt(c.get("p50_us")),
+                     fmt(c.get("p99_us")), fmt(k.get("p50_us")), fmt(k.get("p99_us")),
+                     fmt(f["cold_vs_kvs_p50"]) + ("x" if f["cold_vs_kvs_p50"] else "")])
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    line = lambda cols: "  ".join(str(c).rjust(w) if i else str(c).ljust(w)
+                                  for i, (c, w) in enumerate(zip(cols, widths)))
+    print(line(head))
+    print(line(["-" * w for w in widths]))
+    for row in rows:
+        print(line(row))
+    print("microseconds; warm = CacheReader.get -> read-only array over the shared "
+          "mapping; pickle = pickle.loads of an in-band pickle from memory; cold = miss "
+          "through squall-cache + squall-kvs; kvs = direct KVS get + loads_blob")
+    sys.stdout.flush()
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="cache_bench", description=__doc__.split("\n")[0])
+    ap.add_argument("--iterations", type=int, default=5000,
+                    help="warm and pickle.loads samples per size (time-capped)")
+    ap.add_argument("--cold-iterations", type=int, default=40,
+                    help="cold and direct-KVS samples per size (time-capped)")
+    ap.add_argument("--quick", action="store_true", help="80 KB only")
+    ap.add_argument("--no-cold", action="store_true", help="warm and pickle only")
+    ap.add_argument("--reader", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.iterations < 3 or args.cold_iterations < 3:
+        ap.error("--iterations and --cold-iterations must be at least 3")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if args.reader:
+        print(json.dumps(reader_main(json.loads(args.reader))), flush=True)
+        return 0
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        out = run(args)
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+    except Exception as e:
+        log(f"error: {type(e).__name__}: {e}")
+        return 1
+    print(json.dumps(out), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
