@@ -6,7 +6,9 @@ One cluster lives in one directory (``--dir``, else ``$SQUALL_HOME``, else
     <dir>/cluster.json        state: pids, ports, binaries, port offset (JSON)
     <dir>/cluster.lock        flock held while a cluster is started or stopped
     <dir>/data/kvs/           squall-kvs logs and snapshots (survive ``down``)
-    <dir>/data/cache/         squall-cache's LMDB files
+    /dev/shm/squall-<uid>-<hash of dir>-<offset>/
+                              squall-cache's LMDB files on tmpfs (else <dir>/data/cache),
+                              removed by ``down``: the KVS holds the data
     <dir>/logs/<daemon>.log   each daemon's stdout and stderr
 
 Daemons start in dependency order -- squall-kvs, squall-cache, squall-scheduler,
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -140,7 +143,10 @@ def _port_open(port: int, host: str = HOST, timeout: float = 0.2) -> bool:
 
 
 def _port_free(port: int) -> bool:
+    """True if nothing listens on ``port`` (SO_REUSEADDR as ZeroMQ binds: a connection
+    of a stopped daemon lingering in TIME_WAIT does not make the port busy)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((HOST, port))
             return True
@@ -288,6 +294,16 @@ class _Plan:
     extra_notes: list[str] = field(default_factory=list)
 
 
+def cache_dir(home: Path, offset: int) -> Path:
+    """squall-cache's directory: on tmpfs (/dev/shm) when there is one, named after the
+    cluster directory and offset so that clusters never share it; else data/cache."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        tag = hashlib.sha1(str(Path(home).resolve()).encode()).hexdigest()[:10]
+        return shm / f"squall-{os.getuid()}-{tag}-{offset}"
+    return Path(home) / "data" / "cache"
+
+
 def _plans(home: Path, offset: int, executors: int) -> list[_Plan]:
     routing = routing_endpoint(HOST, offset)
     return [
@@ -295,8 +311,7 @@ def _plans(home: Path, offset: int, executors: int) -> list[_Plan]:
                       "--port-offset": str(offset), "--durability": "fsync"},
               {"routing": 6450 + offset, "storage": 6200 + offset},
               lambda: kvs_healthy(routing)),
-        _Plan("cache", {"--data-dir": str(home / "data" / "cache"),
-                        "--dir": str(home / "data" / "cache"), "--kvs": routing,
+        _Plan("cache", {"--dir": str(cache_dir(home, offset)), "--kvs": routing,
                         "--port-offset": str(offset)},
               {"updates": 7150 + offset}, lambda: _port_open(7150 + offset)),
         _Plan("scheduler", {"--port-offset": str(offset), "--kvs": routing},
@@ -343,9 +358,12 @@ def _check_ports(offset: int, executors: int, names: list[str]) -> None:
              "worker": [4020 + offset + t for t in range(executors)]}
     busy = [p for n in names for p in ports[n] if not _port_free(p)]
     if busy:
-        raise ClusterError(f"ports {busy[:6]} are in use: another cluster or program runs "
-                           "with this port offset; stop it (squall down) or pick another "
-                           "one (squall up --port-offset N, with N a multiple of 100)")
+        listening = [p for p in busy if _port_open(p)]
+        why = ("another cluster or program listens there; stop it (squall down) or"
+               if listening else "they were used moments ago (TCP TIME_WAIT, at most a "
+               "minute); wait, or")
+        raise ClusterError(f"ports {busy[:6]} are in use: {why} pick another port offset "
+                           "(squall up --port-offset N, with N a multiple of 100)")
 
 
 def up(home: Path | None = None, executors: int | None = None, port_offset: int = 0,
@@ -373,7 +391,7 @@ def up(home: Path | None = None, executors: int | None = None, port_offset: int 
 def _start_all(home: Path, executors: int, offset: int, timeout: float,
                note: Callable[[str], None]) -> dict[str, Any]:
     bins = bin_dir()
-    for d in ("logs", "data/kvs", "data/cache"):
+    for d in ("logs", "data/kvs"):
         (home / d).mkdir(parents=True, exist_ok=True)
     plans = [p for p in _plans(home, offset, executors) if (bins / BINARIES[p.name]).is_file()]
     skipped = {n: f"{BINARIES[n]} not found in {bins}" for n in ORDER
@@ -382,6 +400,7 @@ def _start_all(home: Path, executors: int, offset: int, timeout: float,
     st: dict[str, Any] = {"version": STATE_VERSION, "dir": str(home), "host": HOST,
                           "port_offset": offset, "executors": executors,
                           "routing": routing_endpoint(HOST, offset), "bin_dir": str(bins),
+                          "cache_dir": str(cache_dir(home, offset)),
                           "created": time.time(), "daemons": {}, "skipped": skipped}
     try:
         for plan in plans:
@@ -429,6 +448,9 @@ def _stop_all(home: Path, st: dict[str, Any], grace: float) -> list[str]:
         d = st.get("daemons", {}).get(name)
         if d and _stop_pid(int(d.get("pid", 0)), d.get("binary"), grace):
             killed.append(name)
+    cdir = st.get("cache_dir")
+    if cdir and "cache" in st.get("daemons", {}) and Path(cdir).name.startswith("squall-"):
+        shutil.rmtree(cdir, ignore_errors=True)  # tmpfs is RAM; the KVS has the data
     with contextlib.suppress(FileNotFoundError):
         state_path(home).unlink()
     return killed
@@ -483,7 +505,8 @@ def status(home: Path | None = None) -> dict[str, Any] | None:
             rep["functions"] = scheduler_functions(host, off)
     if "worker" in st["daemons"]:
         rep["executors_listening"] = executors_listening(off, int(st["executors"]))
-    rep["disk"] = {n: _du(home / "data" / n) for n in ("kvs", "cache")}
+    rep["disk"] = {"kvs": _du(home / "data" / "kvs"),
+                   "cache": _du(Path(st.get("cache_dir") or home / "data" / "cache"))}
     return rep
 
 

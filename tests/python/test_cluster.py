@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import pytest
 
 import squall
 from squall import _cluster
-from kvs_harness import bin_dir, free_port_offset
+from kvs_harness import bin_dir
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,10 +36,12 @@ def _free(port: int) -> bool:
 
 
 def cluster_offset() -> int:
-    """A port offset with every port of a one-executor cluster free."""
-    for _ in range(50):
-        off = free_port_offset(_cluster.KVS_THREADS)
-        ports = [5000 + off + p for p in range(12)] + [4000 + off + p for p in range(0, 60, 10)]
+    """A port offset with every port of a one-executor cluster free, all of them below
+    Linux's ephemeral range (32768..) so that client connections cannot take them."""
+    for _ in range(200):
+        off = random.randrange(1000, 25000, 10)
+        ports = [6450 + off] + [6200 + off + t for t in range(_cluster.KVS_THREADS)]
+        ports += [5000 + off + p for p in range(12)] + [4000 + off + p for p in range(0, 60, 10)]
         ports += [5500 + off, 7150 + off]
         if all(_free(p) for p in ports):
             return off
