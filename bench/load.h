@@ -31,7 +31,7 @@
 #include "histogram.h"
 
 #define LOAD_MAX_DEPTH 1024
-#define LOAD_MAX_CLIENTS 4096
+#define LOAD_MAX_CLIENTS 1000 /* also the LWW timestamp scale (load_anna.c) */
 #define LOAD_MAX_THREADS 64
 #define LOAD_MAX_VALUE (64u << 20)
 #define LOAD_KEY_MAX 32
