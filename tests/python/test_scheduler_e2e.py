@@ -232,10 +232,14 @@ def test_peer_scheduler_takes_calls_and_sees_deletions(cluster, client):
                 pc.call_dag("shared")
             assert e.value.error == cb.NO_RESOURCES
             client.delete_dag("shared")
-            time.sleep(0.6)  # the peer checks its DAGs against the KVS every 200 ms
-            with pytest.raises(SchedulerError) as e:
-                pc.call_dag("shared")
-            assert e.value.error == cb.NO_SUCH_DAG
+
+            def peer_says_no_such_dag():  # it re-checks its DAGs every 200 ms
+                try:
+                    pc.call_dag("shared")
+                except SchedulerError as e:
+                    return e.error == cb.NO_SUCH_DAG
+                return False
+            assert wait_until(peer_says_no_such_dag, timeout=5)
             assert "forgotten" in peer.log_text()
     finally:
         assert peer.stop() == 0, peer.log_text()[-4000:]
