@@ -20,7 +20,7 @@ one must be healthy before the next starts:
     kvs        a GET through routing gets an answer (KEY_DNE counts)
     cache      its update port (7150+offset) accepts connections
     scheduler  REQ on 5000+offset answers (the routing address)
-    worker     every executor's call port (4020+offset+t) accepts connections
+    worker     every executor listens (4020+offset+t) and logged "executor <id> ready"
 
 Ports are Cloudburst's and Anna's plus the offset: routing 6450, storage threads
 6200+t, scheduler 5000-5011, executors 4000-4050+t and 5500+t, cache 7150.
@@ -53,6 +53,7 @@ from typing import Any, Callable, Iterator
 from . import _squall
 
 STATE_FILE = "cluster.json"
+_START_MARK = "--- squall up "
 STATE_VERSION = 1
 HOST = "127.0.0.1"
 KVS_THREADS = 2
@@ -277,6 +278,20 @@ def _decode_string_set(data: bytes) -> list[str]:
     return out
 
 
+def _executors_ready(log: Path, count: int) -> bool:
+    """True once squall-worker's log, since the last start marker of ``squall up``, says
+    ``executor <id> ready`` for ``count`` executors (an executor binds its ports before
+    its embedded Python is up, and announces itself to the scheduler only then)."""
+    try:
+        text = log.read_text(errors="replace")
+    except FileNotFoundError:
+        return False
+    text = text[max(text.rfind(_START_MARK), 0):]
+    ready = {line.split(" executor ", 1)[1].split(" ", 1)[0]
+             for line in text.splitlines() if " executor " in line and " ready (" in line}
+    return len(ready) >= count
+
+
 def executors_listening(offset: int, count: int) -> int:
     """How many of executors 0..count-1 accept connections on 4020+offset+t."""
     return sum(_port_open(4020 + offset + t) for t in range(count))
@@ -320,7 +335,8 @@ def _plans(home: Path, offset: int, executors: int) -> list[_Plan]:
         _Plan("worker", {"--executors": str(executors), "--port-offset": str(offset),
                          "--scheduler": HOST, "--kvs": routing, "--python": sys.executable},
               {"exec": 4020 + offset},
-              lambda: executors_listening(offset, executors) == executors),
+              lambda: executors_listening(offset, executors) == executors
+              and _executors_ready(home / "logs" / "worker.log", executors)),
     ]
 
 
@@ -330,7 +346,7 @@ def _start_one(home: Path, binary: Path, plan: _Plan, timeout: float) -> dict[st
     argv = [str(binary)] + [f"{k}={v}" for k, v in plan.args.items() if not flags or k in flags]
     log = home / "logs" / f"{plan.name}.log"
     with open(log, "ab") as out:
-        out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} squall up: {' '.join(argv)}\n".encode())
+        out.write(f"{_START_MARK}{time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(argv)}\n".encode())
         out.flush()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True,

@@ -204,6 +204,25 @@ def test_put_without_init_says_to_call_init(env):
         squall.get("some-key")
 
 
+def test_init_returns_when_a_function_call_can_run(env):
+    """Readiness is real: right after init, a registered function runs on an executor."""
+    if not all((bin_dir() / b).is_file() for b in ("squall-scheduler", "squall-worker")):
+        pytest.skip("squall-scheduler / squall-worker not built")
+    from cb_harness import CloudburstClient
+    c = squall.init(port_offset=cluster_offset(), executors=1)
+    with CloudburstClient("127.0.0.1", c.port_offset) as cb:
+        cb.register(lambda lib, x: x * 3, "triple")
+        key = cb.call("triple", (14,)).response_id
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert squall.get(key) == 42
+                break
+            except KeyError:
+                assert time.monotonic() < deadline, "no result within 30 s"
+                time.sleep(0.05)
+
+
 # ---- put / get ----------------------------------------------------------------------
 
 @pytest.fixture
