@@ -54,31 +54,15 @@ void sched__dag_remove(sched_t *s, const char *name) {
   *d = s->dags[--s->ndags];
 }
 
-/* Waits for one pin ack of fname from ex (acks name the function in response_id and
- * squall executors name themselves in `executor`; stale acks of earlier, timed-out pins
- * are skipped). 1 = accepted, 0 = refused or silent. */
-static int sched__pin_wait(sched_t *s, const char *fname, const sched_exec_id_t *ex) {
-  char who[SCHED_IP_MAX + 12];
-  sched_exec_id_format(ex, who, sizeof who);
-  uint64_t deadline = sched__now_ms() + (uint64_t)s->cfg->pin_timeout_ms;
-  for (;;) {
-    uint64_t now = sched__now_ms();
-    if (now >= deadline) return 0;
-    zmq_pollitem_t it[2] = {{s->pin_pull, 0, ZMQ_POLLIN, 0}, {s->status_pull, 0, ZMQ_POLLIN, 0}};
-    if (zmq_poll(it, 2, (long)(deadline - now)) < 0 && zmq_errno() != EINTR) return 0;
-    if (it[1].revents & ZMQ_POLLIN) sched__drain_status(s);
-    if (!(it[0].revents & ZMQ_POLLIN)) continue;
-    GenericResponse *r = NULL;
-    if (sq_zmq_recv_pb(s->pin_pull, &generic_response__descriptor, 65536, NULL, ZMQ_DONTWAIT,
-                       (ProtobufCMessage **)&r) != 0)
-      continue;
-    bool mine = (!r->response_id[0] || strcmp(r->response_id, fname) == 0) &&
-                (!r->executor[0] || strcmp(r->executor, who) == 0);
-    int ok = r->success ? 1 : 0;
-    generic_response__free_unpacked(r, NULL);
-    if (mine) return ok;
-  }
-}
+/* One function being pinned by a registration. */
+typedef struct {
+  const Dag__FunctionReference *fr;
+  sched_exec_id_t tried[12];
+  size_t ntried;
+  sched_exec_id_t at;    /* where the pin in flight went */
+  uint64_t sent_seq;     /* order of sending, for acks that name nobody */
+  enum { PIN_TODO, PIN_SENT, PIN_DONE, PIN_FRESH, PIN_FAILED } state;
+} sched_pin_t;
 
 static void sched__pin_drain(sched_t *s) {
   for (int i = 0; i < 256; i++) {
@@ -88,7 +72,12 @@ static void sched__pin_drain(sched_t *s) {
   }
 }
 
-/* IP of a colocated function of dag already pinned somewhere, or NULL. */
+static void sched__unpin(sched_t *s, const sched_exec_id_t *ex, const char *fname) {
+  (void)sched__push_bytes(s, ex, SCHED_EXEC_UNPIN, fname, strlen(fname));
+  (void)sched_policy_pin_remove(s->policy, ex, fname);
+}
+
+/* IP of a colocated function of dag pinned somewhere (in flight counts), or NULL. */
 static const char *sched__coloc_ip(sched_t *s, const Dag *dag, const char *fname,
                                    sched_exec_id_t *tmp) {
   bool member = false;
@@ -100,68 +89,138 @@ static const char *sched__coloc_ip(sched_t *s, const Dag *dag, const char *fname
   return NULL;
 }
 
-/* Pins one function. 0 (pinned; *out where, *fresh whether this call pinned it) or
- * SQ_ENOTFOUND. */
-static int sched__pin_one(sched_t *s, const Dag *dag, const Dag__FunctionReference *fr,
-                          sched_exec_id_t *out, bool *fresh) {
-  sched_exec_id_t tried[SCHED_MAX_TRIES * 4], tmp;
-  size_t ntried = 0, max = (size_t)s->cfg->pin_tries;
-  *fresh = false;
-  if (sched_policy_locations(s->policy, fr->name, out, 1) > 0) return 0;
-  if (max > sizeof tried / sizeof tried[0]) max = sizeof tried / sizeof tried[0];
-  const char *prefer = sched__coloc_ip(s, dag, fr->name, &tmp);
-  while (ntried < max) {
-    sched_exec_id_t ex;
-    if (sched_policy_pick_pin(s->policy, fr->name, fr->gpu, prefer, tried, ntried, &ex))
-      break;
-    tried[ntried++] = ex;
+/* Sends this round's pins. The pin is recorded provisionally at once, so that the
+ * next function of the round sees the executor's new pin count and colocation. */
+static void sched__pin_send_round(sched_t *s, const Dag *dag, sched_pin_t *p, size_t n,
+                                  size_t max_tries, uint64_t *seq) {
+  for (size_t i = 0; i < n; i++) {
+    sched_exec_id_t ex, tmp;
+    if (p[i].state != PIN_TODO) continue;
+    const char *prefer = sched__coloc_ip(s, dag, p[i].fr->name, &tmp);
+    if (p[i].ntried >= max_tries ||
+        sched_policy_pick_pin(s->policy, p[i].fr->name, p[i].fr->gpu, prefer, p[i].tried,
+                              p[i].ntried, &ex) != 0) {
+      p[i].state = PIN_FAILED;
+      continue;
+    }
+    p[i].tried[p[i].ntried++] = ex;
     PinFunction pf = PIN_FUNCTION__INIT;
-    pf.name = fr->name;
+    pf.name = p[i].fr->name;
     pf.response_address = s->cfg->public_ip;
-    pf.batching = fr->batching;
-    sched__pin_drain(s);
-    if (sched__push(s, &ex, SCHED_EXEC_PIN, &pf.base) != 0) continue;
-    if (sched__pin_wait(s, fr->name, &ex) && sched_policy_pin_add(s->policy, &ex, fr->name) == 0) {
-      *out = ex;
-      *fresh = true;
-      return 0;
-    }
-    sq_log_warn(s->log, "executor %s:%u did not pin %s", ex.ip, ex.tid, fr->name);
+    pf.batching = p[i].fr->batching;
+    if (sched__push(s, &ex, SCHED_EXEC_PIN, &pf.base) != 0) continue; /* next round */
+    (void)sched_policy_pin_add(s->policy, &ex, p[i].fr->name);
+    p[i].at = ex;
+    p[i].sent_seq = (*seq)++;
+    p[i].state = PIN_SENT;
   }
-  return SQ_ENOTFOUND;
 }
 
-static void sched__unpin(sched_t *s, const sched_exec_id_t *ex, const char *fname) {
-  (void)sched__push_bytes(s, ex, SCHED_EXEC_UNPIN, fname, strlen(fname));
-  (void)sched_policy_pin_remove(s->policy, ex, fname);
+/* Applies one ack to the pin it answers (by function and executor; an ack naming
+ * neither, as Cloudburst executors send, answers the oldest pin in flight). */
+static void sched__pin_ack(sched_t *s, sched_pin_t *p, size_t n, const GenericResponse *r) {
+  sched_pin_t *hit = NULL;
+  for (size_t i = 0; i < n; i++) {
+    if (p[i].state != PIN_SENT) continue;
+    char who[SCHED_IP_MAX + 12];
+    sched_exec_id_format(&p[i].at, who, sizeof who);
+    bool fn_ok = !r->response_id[0] || strcmp(r->response_id, p[i].fr->name) == 0;
+    bool ex_ok = !r->executor[0] || strcmp(r->executor, who) == 0;
+    if (fn_ok && ex_ok && (!hit || p[i].sent_seq < hit->sent_seq)) hit = &p[i];
+  }
+  if (!hit) return; /* stale: an ack of an earlier, abandoned pin */
+  if (r->success && sched_policy_pin_add(s->policy, &hit->at, hit->fr->name) == 0) {
+    hit->state = PIN_FRESH;
+    return;
+  }
+  sq_log_warn(s->log, "executor %s:%u refused to pin %s: %s", hit->at.ip, hit->at.tid,
+              hit->fr->name, r->error_message);
+  sched__unpin(s, &hit->at, hit->fr->name);
+  hit->state = PIN_TODO;
 }
 
+static size_t sched__pins_in_flight(const sched_pin_t *p, size_t n) {
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) k += p[i].state == PIN_SENT;
+  return k;
+}
+
+/* Collects acks for up to pin_timeout_ms (statuses keep being applied meanwhile);
+ * pins still unanswered then are abandoned and go back to TODO. */
+static void sched__pin_collect(sched_t *s, sched_pin_t *p, size_t n) {
+  uint64_t deadline = sched__now_ms() + (uint64_t)s->cfg->pin_timeout_ms;
+  while (sched__pins_in_flight(p, n) > 0) {
+    uint64_t now = sched__now_ms();
+    if (now >= deadline) break;
+    zmq_pollitem_t it[2] = {{s->pin_pull, 0, ZMQ_POLLIN, 0}, {s->status_pull, 0, ZMQ_POLLIN, 0}};
+    if (zmq_poll(it, 2, (long)(deadline - now)) < 0 && zmq_errno() != EINTR) break;
+    if (it[1].revents & ZMQ_POLLIN) sched__drain_status(s);
+    GenericResponse *r = NULL;
+    if (!(it[0].revents & ZMQ_POLLIN) ||
+        sq_zmq_recv_pb(s->pin_pull, &generic_response__descriptor, 65536, NULL, ZMQ_DONTWAIT,
+                       (ProtobufCMessage **)&r) != 0)
+      continue;
+    sched__pin_ack(s, p, n, r);
+    generic_response__free_unpacked(r, NULL);
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (p[i].state != PIN_SENT) continue;
+    sq_log_warn(s->log, "executor %s:%u did not acknowledge pinning %s within %ld ms",
+                p[i].at.ip, p[i].at.tid, p[i].fr->name, (long)s->cfg->pin_timeout_ms);
+    sched__unpin(s, &p[i].at, p[i].fr->name);
+    p[i].state = PIN_TODO;
+  }
+}
+
+static void sched__pin_error(sched_t *s, const Dag *dag, const sched_pin_t *p, size_t n,
+                             char *err, size_t errlen) {
+  const char *fn = "?";
+  for (size_t i = 0; i < n; i++)
+    if (p[i].state != PIN_DONE && p[i].state != PIN_FRESH) { fn = p[i].fr->name; break; }
+  if (sched_policy_count(s->policy) == 0)
+    snprintf(err, errlen, "function '%s' of DAG '%s' could not be pinned: no executor has "
+             "reported status to this scheduler", fn, dag->name);
+  else
+    snprintf(err, errlen, "function '%s' of DAG '%s' could not be pinned: %zu live "
+             "executor(s), none accepted within %ld ms x %ld tries", fn, dag->name,
+             sched_policy_count(s->policy), (long)s->cfg->pin_timeout_ms,
+             (long)s->cfg->pin_tries);
+}
+
+/* Pins, in rounds, every function not pinned on a live executor yet: each round sends
+ * all outstanding pins at once and waits pin_timeout_ms for the acks, so a
+ * registration waits at most pin_tries x pin_timeout_ms. On failure the pins it made
+ * are undone. */
 int sched__dag_pin(sched_t *s, const Dag *dag, char *err, size_t errlen) {
-  sched_exec_id_t *made = calloc(dag->n_functions ? dag->n_functions : 1, sizeof(*made));
-  const char **made_fn = calloc(dag->n_functions ? dag->n_functions : 1, sizeof(char *));
-  size_t nmade = 0;
-  int rc = (made && made_fn) ? 0 : -ENOMEM;
-  for (size_t i = 0; rc == 0 && i < dag->n_functions; i++) {
-    sched_exec_id_t ex;
-    bool fresh = false;
-    rc = sched__pin_one(s, dag, dag->functions[i], &ex, &fresh);
-    if (rc && sched_policy_count(s->policy) == 0) {
-      snprintf(err, errlen, "function '%s' of DAG '%s' could not be pinned: no executor "
-               "has reported status to this scheduler", dag->functions[i]->name, dag->name);
-    } else if (rc) {
-      snprintf(err, errlen, "function '%s' of DAG '%s' could not be pinned: %zu live "
-               "executor(s), none accepted within %ld ms x %ld tries",
-               dag->functions[i]->name, dag->name, sched_policy_count(s->policy),
-               (long)s->cfg->pin_timeout_ms, (long)s->cfg->pin_tries);
-    } else if (fresh) {
-      made[nmade] = ex;
-      made_fn[nmade++] = dag->functions[i]->name;
-    }
+  size_t n = dag->n_functions, max_tries = (size_t)s->cfg->pin_tries;
+  sched_pin_t *p = calloc(n ? n : 1, sizeof(*p));
+  uint64_t seq = 0;
+  int rc = 0;
+  if (!p) {
+    snprintf(err, errlen, "out of memory while pinning");
+    return -ENOMEM;
   }
-  if (rc == -ENOMEM) snprintf(err, errlen, "out of memory while pinning");
-  for (size_t i = 0; rc && i < nmade; i++) sched__unpin(s, &made[i], made_fn[i]);
-  free(made);
-  free(made_fn);
+  if (max_tries > sizeof p[0].tried / sizeof p[0].tried[0])
+    max_tries = sizeof p[0].tried / sizeof p[0].tried[0];
+  for (size_t i = 0; i < n; i++) {
+    sched_exec_id_t ex;
+    p[i].fr = dag->functions[i];
+    p[i].state = sched_policy_locations(s->policy, p[i].fr->name, &ex, 1) ? PIN_DONE : PIN_TODO;
+  }
+  sched__pin_drain(s);
+  for (size_t round = 0; round < max_tries; round++) {
+    sched__pin_send_round(s, dag, p, n, max_tries, &seq);
+    if (sched__pins_in_flight(p, n) == 0) break;
+    sched__pin_collect(s, p, n);
+  }
+  for (size_t i = 0; i < n && rc == 0; i++)
+    if (p[i].state != PIN_DONE && p[i].state != PIN_FRESH) rc = SQ_ENOTFOUND;
+  if (rc) {
+    sched__pin_error(s, dag, p, n, err, errlen);
+    for (size_t i = 0; i < n; i++)
+      if (p[i].state == PIN_FRESH) sched__unpin(s, &p[i].at, p[i].fr->name);
+  }
+  free(p);
   return rc;
 }
 

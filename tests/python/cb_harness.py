@@ -224,10 +224,12 @@ class FakeExecutor:
     """A Python stand-in for one executor thread (records, acks pins, sends status)."""
 
     def __init__(self, offset: int, tid: int, ip: str = "127.0.0.1",
-                 status_period: float | None = 0.2, ack_pins: bool = True):
+                 status_period: float | None = 0.2, ack_pins: bool = True,
+                 anonymous_acks: bool = False):
         self.offset, self.tid, self.ip = offset, tid, ip
         self.status_period = status_period
         self.ack_pins = ack_pins
+        self.anonymous_acks = anonymous_acks  # Cloudburst's acks name nothing
         self.pinned: list[str] = []
         self.received: dict[str, list] = {"pin": [], "unpin": [], "call": [], "schedule": [],
                                           "trigger": []}
@@ -325,7 +327,10 @@ class FakeExecutor:
                 acks[ep].connect(ep)
             if pf.name not in self.pinned:
                 self.pinned.append(pf.name)
-            acks[ep].send(cb.GenericResponse(success=True).SerializeToString())
+            ack = cb.GenericResponse(success=True)
+            if not self.anonymous_acks:  # squall executors name function and executor
+                ack.response_id, ack.executor = pf.name, self.id
+            acks[ep].send(ack.SerializeToString())
             status.send(self._status())
             return
         if base == 4010:

@@ -164,8 +164,9 @@ def test_bad_dags_are_rejected_with_clear_errors(cluster, client):
     assert e.value.error == cb.DAG_ALREADY_EXISTS
 
 
-def test_dag_call_sends_schedules_and_begin_triggers(cluster, client):
-    x, y = cluster.fake(0), cluster.fake(1)
+@pytest.mark.parametrize("anonymous", [False, True], ids=["squall-acks", "cloudburst-acks"])
+def test_dag_call_sends_schedules_and_begin_triggers(cluster, client, anonymous):
+    x, y = cluster.fake(0, anonymous_acks=anonymous), cluster.fake(1, anonymous_acks=anonymous)
     client.register(square, "square")
     client.register(increment, "increment")
     time.sleep(0.4)
@@ -485,3 +486,22 @@ def test_random_garbage_on_every_request_port_always_gets_a_reply(cluster, clien
             cb.GenericResponse().ParseFromString(reply)  # valid UTF-8 protobuf
     assert cluster.sched.alive()
     assert client.connect() == "127.0.0.1"
+
+
+def test_pinning_skips_silent_executors_and_gives_up_in_bounded_time(cluster, client):
+    mute = cluster.fake(0, ack_pins=False)
+    client.register(square, "square")
+    client.register(increment, "increment")
+    time.sleep(0.4)
+    t0 = time.monotonic()
+    with pytest.raises(SchedulerError) as e:  # Cloudburst retried forever (§5 #29)
+        client.register_dag("p", ["square", "increment"], [("square", "increment")])
+    assert time.monotonic() - t0 < 5  # one executor to try, 500 ms per round
+    assert e.value.error == cb.NO_RESOURCES and "could not be pinned" in e.value.message
+    assert sorted(mute.wait_for("unpin", 2)) == ["increment", "square"]  # undone
+    good = cluster.fake(1)
+    time.sleep(0.4)
+    client.register_dag("p", ["square", "increment"], [("square", "increment")])
+    assert sorted(p.name for p in good.received["pin"]) == ["increment", "square"]
+    client.call_dag("p", {"square": [1]})
+    assert len(good.wait_for("schedule", 2)) == 2
