@@ -396,12 +396,26 @@ def up(home: Path | None = None, executors: int | None = None, port_offset: int 
         st = read_state(home)
         if st is not None:
             alive = alive_daemons(st)
-            if alive and all(alive.values()) and kvs_healthy(st["routing"], timeout=2.0):
+            if alive and all(alive.values()):
+                _wait_healthy(st, timeout)
                 return dict(st, started=False)
-            note(f"squall: removing the state of a cluster that is no longer running "
-                 f"({state_path(home)})")
-            _stop_all(home, st, grace=2.0)
+            dead = [n for n, a in alive.items() if not a]
+            note(f"squall: the cluster in {home} is not running ({', '.join(dead) or 'nothing'}"
+                 " gone): stopping what is left and starting it afresh")
+            _stop_all(home, st, grace=10.0)
         return _start_all(home, executors or os.cpu_count() or 1, port_offset, timeout, note)
+
+
+def _wait_healthy(st: dict[str, Any], timeout: float) -> None:
+    """Waits until a running cluster's KVS answers (it may still be recovering its log);
+    ClusterError if it does not within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not kvs_healthy(st["routing"], timeout=1.0):
+        if time.monotonic() > deadline:
+            log = st["daemons"].get("kvs", {}).get("log", "")
+            raise ClusterError(f"the cluster in {st['dir']} runs but its KVS does not answer "
+                               f"at {st['routing']}; see {log} (squall logs kvs), or stop it "
+                               "with squall down")
 
 
 def _start_all(home: Path, executors: int, offset: int, timeout: float,

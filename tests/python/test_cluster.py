@@ -140,6 +140,26 @@ def test_stale_state_file_is_detected_and_cleaned(env):
     assert _cluster.kvs_healthy(st["routing"])
 
 
+def test_up_restarts_a_cluster_whose_kvs_died_and_keeps_its_data(env):
+    off = cluster_offset()
+    cli("up", "--executors", "1", "--port-offset", str(off))
+    c = squall.init(address=f"127.0.0.1:{off}")
+    ref = squall.put({"durable": True})
+    squall.shutdown()
+    before = pids(env)
+    os.kill(before["kvs"], 9)
+    while _cluster.pid_alive(before["kvs"], "squall-kvs"):
+        time.sleep(0.02)
+    p = cli("up", "--executors", "1", "--port-offset", str(off))
+    assert "kvs gone" in p.stderr and "started" in p.stdout
+    after = pids(env)
+    assert after["kvs"] != before["kvs"]
+    assert not any(_cluster.pid_alive(p) for p in before.values())
+    squall.init(address=f"127.0.0.1:{off}")
+    assert squall.get(ref) == {"durable": True}
+    assert c.routing == f"tcp://127.0.0.1:{6450 + off}"
+
+
 def test_pid_of_another_program_is_not_taken_for_a_daemon():
     assert _cluster.pid_alive(os.getpid())
     assert not _cluster.pid_alive(os.getpid(), "squall-kvs")
