@@ -87,11 +87,20 @@ def test_bad_registrations_are_rejected_with_clear_errors(client):
     assert client.list() == []
 
 
-def test_registration_reports_a_failed_kvs_write(cluster, client):
+def test_registration_reports_a_failed_kvs_write_and_calls_go_on(cluster, client):
+    ex = cluster.fake(0)
+    client.register(increment, "increment")
+    time.sleep(0.3)
     cluster.kvs.stop()
     with pytest.raises(SchedulerError, match="KVS write failed"):
         client.register(square, "square")
     assert client.connect() == "127.0.0.1"  # still serving
+    time.sleep(1.0)  # several asynchronous refreshes against the dead KVS
+    t0 = time.monotonic()
+    for i in range(5):  # known functions route without the KVS, without stalls
+        client.call("increment", [i])
+    assert time.monotonic() - t0 < 1.0
+    assert len(ex.wait_for("call", 5)) == 5
 
 
 def test_one_shot_call_goes_to_a_live_executor_with_a_uuid_key(cluster, client):
