@@ -330,3 +330,27 @@ def test_kvs_client_batches_merge_and_report_missing_keys(session):
     assert got == [(lww, squall.encode_lww(5, b"new")), (lww, squall.encode_lww(1, b"x")), None]
     with pytest.raises(ValueError):
         kvs.get("bad\0key")
+
+
+def test_kvs_client_releases_the_gil_while_waiting():
+    import threading
+    c = squall.KvsClient(f"tcp://127.0.0.1:{6450 + cluster_offset()}", timeout=0.5, retries=0)
+    count, stop = [0], threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            count[0] += 1
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        time.sleep(0.05)
+        before = count[0]
+        with pytest.raises(squall.SquallTimeoutError):
+            c.get("k")
+        progressed = count[0] - before
+    finally:
+        stop.set()
+        t.join()
+        c.close()
+    assert progressed > 10000  # the other thread ran during the 0.5 s wait
