@@ -340,8 +340,9 @@ def _plans(home: Path, offset: int, executors: int) -> list[_Plan]:
     ]
 
 
-def _start_one(home: Path, binary: Path, plan: _Plan, timeout: float) -> dict[str, Any]:
-    """Starts one daemon and waits until it is healthy; returns its state entry."""
+def _spawn(home: Path, binary: Path, plan: _Plan) -> tuple[subprocess.Popen, dict[str, Any]]:
+    """Starts one daemon in its own session, output appended to its log; returns the
+    process and its state entry."""
     flags = _help_flags(binary)
     argv = [str(binary)] + [f"{k}={v}" for k, v in plan.args.items() if not flags or k in flags]
     log = home / "logs" / f"{plan.name}.log"
@@ -351,19 +352,24 @@ def _start_one(home: Path, binary: Path, plan: _Plan, timeout: float) -> dict[st
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True,
                                 cwd=str(home))
-    entry = {"pid": proc.pid, "binary": str(binary), "log": str(log), "ports": plan.ports,
-             "argv": argv}
+    return proc, {"pid": proc.pid, "binary": str(binary), "log": str(log),
+                  "ports": plan.ports, "argv": argv}
+
+
+def _await_ready(proc: subprocess.Popen, plan: _Plan, log: Path, timeout: float) -> None:
+    """Waits until ``plan.ready()``; ClusterError (with the log's tail) if the daemon
+    exits or is not healthy within ``timeout`` seconds."""
+    name = os.path.basename(proc.args[0])
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise ClusterError(f"{binary.name} exited with status {proc.returncode} while "
+            raise ClusterError(f"{name} exited with status {proc.returncode} while "
                                f"starting; the end of {log}:\n{_tail(log)}")
         if plan.ready():
-            proc.returncode = 0  # we will not wait for it: it outlives this object
-            return entry
+            proc.returncode = 0  # not waited for here: the daemon outlives this object
+            return
         time.sleep(0.05)
-    _stop_pid(proc.pid, str(binary), grace=2.0)
-    raise ClusterError(f"{binary.name} did not become healthy within {timeout:.0f} s; "
+    raise ClusterError(f"{name} did not become healthy within {timeout:.0f} s; "
                        f"the end of {log}:\n{_tail(log)}")
 
 
@@ -433,9 +439,11 @@ def _start_all(home: Path, executors: int, offset: int, timeout: float,
                           "cache_dir": str(cache_dir(home, offset)),
                           "created": time.time(), "daemons": {}, "skipped": skipped}
     try:
-        for plan in plans:
-            st["daemons"][plan.name] = _start_one(home, bins / BINARIES[plan.name], plan, timeout)
+        for plan in plans:  # recorded before the wait: an interrupted start is stoppable
+            proc, entry = _spawn(home, bins / BINARIES[plan.name], plan)
+            st["daemons"][plan.name] = entry
             _write_state(home, st)
+            _await_ready(proc, plan, Path(entry["log"]), timeout)
     except BaseException:
         _stop_all(home, st, grace=2.0)
         raise

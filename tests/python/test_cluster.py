@@ -160,6 +160,43 @@ def test_up_restarts_a_cluster_whose_kvs_died_and_keeps_its_data(env):
     assert c.routing == f"tcp://127.0.0.1:{6450 + off}"
 
 
+def fake_kvs(tmp_path: Path, body: str) -> Path:
+    d = tmp_path / "fakebin"
+    d.mkdir()
+    exe = d / "squall-kvs"
+    exe.write_text("#!/bin/bash\n[ \"$1\" = --help ] && exit 0\n" + body + "\n")
+    exe.chmod(0o755)
+    return d
+
+
+def processes_started_from(directory: Path) -> list[int]:
+    found = []
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv0 = Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0", 1)[0].decode()
+        except OSError:
+            continue
+        if argv0.startswith(str(directory)) and _cluster.pid_alive(int(p)):
+            found.append(int(p))
+    return found
+
+
+def test_up_reports_a_daemon_that_exits_with_its_log(env, tmp_path, monkeypatch):
+    monkeypatch.setenv("SQUALL_BIN_DIR", str(fake_kvs(tmp_path, "echo 'boom: disk on fire' >&2; exit 3")))
+    p = cli("up", "--port-offset", str(cluster_offset()), check=False)
+    assert p.returncode == 1
+    assert "exited with status 3" in p.stderr and "boom: disk on fire" in p.stderr
+    assert not (env / _cluster.STATE_FILE).exists()
+
+
+def test_up_stops_a_daemon_that_never_becomes_healthy(env, tmp_path, monkeypatch):
+    monkeypatch.setenv("SQUALL_BIN_DIR", str(fake_kvs(tmp_path, 'exec -a "$0" sleep 60')))
+    with pytest.raises(squall.ClusterError, match="did not become healthy"):
+        _cluster.up(env, port_offset=cluster_offset(), timeout=1.0)
+    assert not (env / _cluster.STATE_FILE).exists()
+    assert processes_started_from(tmp_path / "fakebin") == []
+
+
 def test_pid_of_another_program_is_not_taken_for_a_daemon():
     assert _cluster.pid_alive(os.getpid())
     assert not _cluster.pid_alive(os.getpid(), "squall-kvs")
