@@ -391,3 +391,26 @@ def test_kvs_client_releases_the_gil_while_waiting():
         t.join()
         c.close()
     assert progressed > 10000  # the other thread ran during the 0.5 s wait
+
+
+def test_logs_follow_prints_only_new_lines_tagged_by_daemon(tmp_path):
+    import io
+    import threading
+    a, b = tmp_path / "kvs.log", tmp_path / "scheduler.log"
+    a.write_text("old line\n")
+    b.write_text("")
+    out, done = io.StringIO(), threading.Event()
+    t = threading.Thread(target=_cluster.follow, args=({"kvs": a, "scheduler": b}, out),
+                         kwargs={"poll": 0.01, "stop": done.is_set})
+    t.start()
+    time.sleep(0.1)
+    with open(a, "a") as f:
+        f.write("new kvs line\n")
+    with open(b, "a") as f:
+        f.write("new scheduler line\n")
+    deadline = time.monotonic() + 5
+    while "scheduler: new scheduler line" not in out.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    done.set()
+    t.join()
+    assert out.getvalue().splitlines() == ["kvs: new kvs line", "scheduler: new scheduler line"]
