@@ -122,7 +122,7 @@ static int causal__dec_pair(causal__dec_t *d, const sq_vclock_t *top, sq_sibling
 int lattice__causal_decode(const uint8_t *p, size_t len, bool multi, sq_lattice_t *out) {
   causal__dec_t d = {.f_deps = multi ? 2 : 0, .f_values = multi ? 3 : 2, .f_sibs = multi ? 4 : 3};
   lattice__rd_t r = {.p = p, .len = len};
-  lattice__field_t f;
+  lattice__field_t f = {0};
   sq_vclock_t top = {0};
   sq_sibling_t *cand = NULL;
   int rc;

@@ -20,7 +20,7 @@
 
 int lattice__scalar_scan(const uint8_t *p, size_t len, bool priority, lattice__scalar_t *out) {
   lattice__rd_t r = {.p = p, .len = len};
-  lattice__field_t f;
+  lattice__field_t f = {0};
   int rc;
   uint32_t num_wt = priority ? LATTICE__WT_I64 : LATTICE__WT_VARINT;
   *out = (lattice__scalar_t){0};
@@ -71,7 +71,7 @@ static size_t lattice__bytes_canonical(sq_bytes_t *items, size_t n) {
 
 static int lattice__set_decode(const uint8_t *p, size_t len, sq_set_t *out) {
   lattice__rd_t r = {.p = p, .len = len};
-  lattice__field_t f;
+  lattice__field_t f = {0};
   size_t cap = 0;
   int rc;
   while ((rc = lattice__rd_next(&r, &f)) == 1) {

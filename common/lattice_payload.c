@@ -70,7 +70,7 @@ int sq_lattice_merge_payloads(sq_lattice_type_t type, const uint8_t *stored,
 /* A SetValue is valid when every field parses and field 1 is length-delimited. */
 static int payload__set_validate(const uint8_t *p, size_t len) {
   lattice__rd_t r = {.p = p, .len = len};
-  lattice__field_t f;
+  lattice__field_t f = {0};
   int rc;
   while ((rc = lattice__rd_next(&r, &f)) == 1)
     if (f.field == 1 && f.wt != LATTICE__WT_LEN) return SQ_EBADLATTICE;

@@ -208,9 +208,10 @@ static void sq__log_timestamp(char *out, size_t len) {
   struct tm tm;
   clock_gettime(CLOCK_REALTIME, &ts);
   gmtime_r(&ts.tv_sec, &tm);
-  snprintf(out, len, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900,
-           tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-           ts.tv_nsec / 1000);
+  /* Fields are bounded by gmtime's ranges; the casts tell the compiler so. */
+  snprintf(out, len, "%04d-%02d-%02dT%02d:%02d:%02d.%06uZ", (tm.tm_year + 1900) % 10000,
+           (tm.tm_mon + 1) % 100, tm.tm_mday % 100, tm.tm_hour % 100, tm.tm_min % 100,
+           tm.tm_sec % 100, (unsigned)(ts.tv_nsec / 1000) % 1000000u);
 }
 
 static bool sq__text_needs_quotes(const char *v) {

@@ -136,7 +136,7 @@ int sq_vclock_set(sq_vclock_t *vc, const char *node, uint32_t counter) {
 
 int lattice__vcb_add(lattice__vcb_t *b, const uint8_t *p, size_t len) {
   lattice__rd_t r = {.p = p, .len = len};
-  lattice__field_t f;
+  lattice__field_t f = {0};
   const uint8_t *key = NULL;
   size_t klen = 0;
   uint64_t counter = 0;
@@ -199,7 +199,7 @@ void lattice__vcb_free(lattice__vcb_t *b) {
 int lattice__vclock_decode_msg(const uint8_t *p, size_t len, uint32_t field, uint32_t keep,
                                const uint8_t **kept, size_t *kept_len, sq_vclock_t *out) {
   lattice__rd_t r = {.p = p, .len = len};
-  lattice__field_t f;
+  lattice__field_t f = {0};
   lattice__vcb_t b = {0};
   int rc;
   *out = (sq_vclock_t){0};
