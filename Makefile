@@ -14,6 +14,9 @@ FUZZ_DIR := build/fuzz
 FUZZ_SECONDS ?= 30
 EXTRAS ?= test
 CMAKE_GEN := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
+# Executors embed the interpreter of the project's virtualenv, so that functions see
+# the packages installed there (squall itself, numpy, cloudpickle, ...).
+CMAKE_PY := -DPython_EXECUTABLE=$(CURDIR)/$(VENV)/bin/python
 
 # Sanitizer settings for every test process: stop at the first error, print stacks.
 export ASAN_OPTIONS ?= abort_on_error=0:halt_on_error=1:detect_leaks=1
@@ -25,11 +28,11 @@ bootstrap:
 	@scripts/bootstrap $(EXTRAS)
 
 build: bootstrap
-	cmake -S . -B $(REL_DIR) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Release -DSQUALL_TESTS=OFF -DSQUALL_PYEXT=OFF >/dev/null
+	cmake -S . -B $(REL_DIR) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Release -DSQUALL_TESTS=OFF -DSQUALL_PYEXT=OFF $(CMAKE_PY) >/dev/null
 	cmake --build $(REL_DIR) -j $(JOBS)
 
 build-asan: bootstrap
-	cmake -S . -B $(ASAN_DIR) $(CMAKE_GEN) -DSQUALL_SANITIZE=ON -DSQUALL_PYEXT=OFF >/dev/null
+	cmake -S . -B $(ASAN_DIR) $(CMAKE_GEN) -DSQUALL_SANITIZE=ON -DSQUALL_PYEXT=OFF $(CMAKE_PY) >/dev/null
 	cmake --build $(ASAN_DIR) -j $(JOBS)
 
 # The Python package (daemons + _squall), built without sanitizers into .venv;
