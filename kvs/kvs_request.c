@@ -21,6 +21,11 @@
 
 #define KVS__ARENA_CHUNK (64 * 1024)
 #define KVS__REPLY_SOCKETS 1024
+/* Replies queued per reply address before a send is refused (and counted as a drop).
+ * An Anna client thread has ONE response address for all its requests, so thousands
+ * may be in flight to it; ZeroMQ's default of 1000 dropped replies of pipelined
+ * clients. Still a bound: a client that stops reading cannot take all memory. */
+#define KVS__REPLY_HWM 65536
 #define KVS__MAX_ADDRESS 512
 
 /* ---- error sentences, in the arena ------------------------------------------- */
@@ -441,7 +446,8 @@ int kvs_request_ctx_init(kvs_request_ctx_t *rq, const kvs_worker_params_t *param
   if (params->tid == 0 && kvs_wal_fallback_reason(rq->wal))
     sq_log_warn(params->log, "io_uring unavailable (%s); using pwrite+fdatasync",
                 kvs_wal_fallback_reason(rq->wal));
-  sq_zmq_cache_options_t co = {.max_sockets = KVS__REPLY_SOCKETS, .linger_ms = -1};
+  sq_zmq_cache_options_t co = {.max_sockets = KVS__REPLY_SOCKETS, .sndhwm = KVS__REPLY_HWM,
+                               .linger_ms = -1};
   rc = sq_zmq_cache_create(params->zmq_context, &co, &rq->replies);
   if (rc) snprintf(why, why_len, "cannot create reply sockets: %s", sq_strerror(rc));
   if (rc == 0) {
