@@ -4,12 +4,14 @@
  * until SIGTERM/SIGINT. Exit codes: 0 after a clean stop, 2 for bad options, 1 when
  * the daemon could not start or failed while serving.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "daemon.h"
 #include "sq_config.h"
+#include "sq_daemon.h"
 #include "sq_error.h"
 #include "sq_log.h"
 
@@ -71,31 +73,23 @@ static const char *cache__config_problem(const cache_daemon_config_t *cfg) {
   return NULL;
 }
 
+static const char *cache__config_check(const void *cfg) {
+  return cache__config_problem(cfg);
+}
+
 int main(int argc, char **argv) {
   cache_daemon_config_t cfg = {0};
-  sq_config_result_t res;
-  int rc = sq_config_load(&cache__spec, &cfg, argc, argv, &res);
-  if (rc == 0 && res.help) {
-    sq_config_print_usage(&cache__spec, stdout);
-    return 0;
-  }
-  const char *problem = rc ? res.error : cache__config_problem(&cfg);
-  if (problem) {
-    fprintf(stderr, "squall-cache: %s\n(run squall-cache --help for the options)\n", problem);
-    sq_config_free(&cache__spec, &cfg);
-    return 2;
-  }
   sq_log_t *log = NULL;
-  sq_log_options_t lo = {.level = (sq_log_level_t)cfg.log_level,
-                         .format = (sq_log_format_t)cfg.log_format,
-                         .path = cfg.log_file, .component = "cache"};
-  rc = sq_log_open(&lo, &log);
-  if (rc) {
-    fprintf(stderr, "squall-cache: cannot open log file %s: %s\n", cfg.log_file,
-            sq_strerror(rc));
-    sq_config_free(&cache__spec, &cfg);
-    return 2;
-  }
+  const sq_daemon_spec_t daemon = {
+      .spec = &cache__spec,
+      .check = cache__config_check,
+      .component = "cache",
+      .log_level_offset = offsetof(cache_daemon_config_t, log_level),
+      .log_format_offset = offsetof(cache_daemon_config_t, log_format),
+      .log_file_offset = offsetof(cache_daemon_config_t, log_file),
+  };
+  int rc = sq_daemon_setup(&daemon, &cfg, argc, argv, &log);
+  if (rc >= 0) return rc;
   cache_daemon_block_signals();
   rc = cache_daemon_run(&cfg, log);
   sq_log_close(log);

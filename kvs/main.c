@@ -4,6 +4,7 @@
  * one node until SIGTERM/SIGINT (kvs_node_run). Exit codes: 0 after a clean stop,
  * 2 for bad options, 1 when the node could not start or failed while serving.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "kvs_config.h"
 #include "node.h"
 #include "sq_config.h"
+#include "sq_daemon.h"
 #include "sq_error.h"
 #include "sq_log.h"
 
@@ -71,30 +73,23 @@ static const char *kvs__config_problem(const kvs_config_t *cfg) {
   return NULL;
 }
 
+static const char *kvs__config_check(const void *cfg) {
+  return kvs__config_problem(cfg);
+}
+
 int main(int argc, char **argv) {
   kvs_config_t cfg = {0};
-  sq_config_result_t res;
-  int rc = sq_config_load(&kvs__spec, &cfg, argc, argv, &res);
-  if (rc == 0 && res.help) {
-    sq_config_print_usage(&kvs__spec, stdout);
-    return 0;
-  }
-  const char *problem = rc ? res.error : kvs__config_problem(&cfg);
-  if (problem) {
-    fprintf(stderr, "squall-kvs: %s\n(run squall-kvs --help for the options)\n", problem);
-    sq_config_free(&kvs__spec, &cfg);
-    return 2;
-  }
   sq_log_t *log = NULL;
-  sq_log_options_t lo = {.level = (sq_log_level_t)cfg.log_level,
-                         .format = (sq_log_format_t)cfg.log_format,
-                         .path = cfg.log_file, .component = "kvs"};
-  rc = sq_log_open(&lo, &log);
-  if (rc) {
-    fprintf(stderr, "squall-kvs: cannot open log file %s: %s\n", cfg.log_file, sq_strerror(rc));
-    sq_config_free(&kvs__spec, &cfg);
-    return 2;
-  }
+  const sq_daemon_spec_t daemon = {
+      .spec = &kvs__spec,
+      .check = kvs__config_check,
+      .component = "kvs",
+      .log_level_offset = offsetof(kvs_config_t, log_level),
+      .log_format_offset = offsetof(kvs_config_t, log_format),
+      .log_file_offset = offsetof(kvs_config_t, log_file),
+  };
+  int rc = sq_daemon_setup(&daemon, &cfg, argc, argv, &log);
+  if (rc >= 0) return rc;
   kvs_node_block_signals();
   rc = kvs_node_run(&cfg, log);
   sq_log_close(log);
