@@ -85,6 +85,14 @@ int cache_blob_size(const cache_object_t *obj, size_t *size);
  * dst_len is not the encoded size. dst is unspecified on error. */
 int cache_blob_encode(const cache_object_t *obj, void *dst, size_t dst_len);
 
+/* Writes the blob of `obj` (size bytes, which must be cache_blob_size()) to fd from
+ * offset 0 with pwritev: the same bytes as cache_blob_encode, without staging them in
+ * memory (only the head -- header, metadata, buffer table -- is built in a temporary
+ * buffer). 0, the errors of cache_blob_size, SQ_EINVAL (size mismatch, fd < 0),
+ * -ENOMEM, or -errno of the write (-ENOSPC on a full tmpfs). The file's bytes are
+ * unspecified on error. */
+int cache_blob_write_fd(const cache_object_t *obj, int fd, size_t size);
+
 /* Parses and validates len bytes at data (untrusted) into *out. 0, or SQ_ECORRUPT
  * for anything that is not a canonical version-1 blob of exactly len bytes
  * (SQ_EUNKNOWNTYPE for a lattice type outside the storable ones). *out is

@@ -5,8 +5,10 @@
  *
  *   1. make room: evict LRU victims (own committed transaction) until the new charge
  *      fits the budget;
- *   2. large value: create segments/<id> (O_EXCL), posix_fallocate it (ENOSPC now,
- *      not SIGBUS later), map it, encode, unmap;
+ *   2. large value: create segments/<id> (O_EXCL) and write the blob into it with
+ *      pwritev straight from the caller's pieces (one copy; ENOSPC is an error of the
+ *      write, never a SIGBUS; no mapping, so no page faults and no munmap; no fsync:
+ *      the directory is on tmpfs);
  *   3. one write transaction: bump "next_segment", put the record (MDB_RESERVE, the
  *      blob or descriptor is encoded straight into the LMDB page), commit;
  *      on MDB_MAP_FULL: abort, clear stale readers, grow the map or evict, retry;
@@ -18,7 +20,6 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "sq_error.h"
@@ -28,6 +29,7 @@
 #define CACHE__FILL_FAILED (-1) /* not an LMDB code: those are >= 0 or <= -30799 */
 
 typedef int (*cache__fill_fn)(void *arg, void *dst, size_t len);
+typedef int (*cache__write_fn)(void *arg, int fd, size_t len);
 
 typedef struct {
   const void *key;
@@ -35,7 +37,8 @@ typedef struct {
   sq_lattice_type_t type;
   cache_span_t meta;
   size_t blob_len;
-  cache__fill_fn fill;
+  cache__fill_fn fill;   /* inline: encode into the reserved LMDB record */
+  cache__write_fn write; /* segment: write the blob to the new file */
   void *arg;
   int fill_rc;
 } cache__put_t;
@@ -145,25 +148,15 @@ static int cache__record_commit(cache_store_t *s, MDB_txn *txn, cache__put_t *p,
   return mdb_txn_commit(txn);
 }
 
-/* Creates and fills segment `id`. The file is removed again on failure. */
+/* Creates and writes segment `id`. The file is removed again on failure. */
 static int cache__segment_write(cache_store_t *s, uint64_t id, const cache__put_t *p) {
   char path[CACHE_PATH_MAX];
-  void *map = MAP_FAILED;
-  int fd = -1, rc = cache_segment_path(s->dir, id, path, sizeof path);
+  int rc = cache_segment_path(s->dir, id, path, sizeof path);
   if (rc) return rc;
   unlink(path); /* an orphan of a crashed run may carry this unused id */
-  fd = open(path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0644);
+  int fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
   if (fd < 0) return -errno;
-  rc = -posix_fallocate(fd, 0, (off_t)p->blob_len);
-  if (rc) goto out;
-  map = mmap(NULL, p->blob_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  if (map == MAP_FAILED) {
-    rc = -errno;
-    goto out;
-  }
-  rc = p->fill(p->arg, map, p->blob_len);
-out:
-  if (map != MAP_FAILED) munmap(map, p->blob_len);
+  rc = p->write(p->arg, fd, p->blob_len);
   close(fd);
   if (rc) unlink(path);
   return rc;
@@ -240,8 +233,23 @@ static int cache__fill_copy(void *arg, void *dst, size_t len) {
   return 0;
 }
 
+static int cache__write_copy(void *arg, int fd, size_t len) {
+  const uint8_t *b = arg;
+  for (size_t done = 0; done < len;) {
+    ssize_t r = pwrite(fd, b + done, len - done, (off_t)done);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return r < 0 ? -errno : -EIO;
+    done += (size_t)r;
+  }
+  return 0;
+}
+
 static int cache__fill_encode(void *arg, void *dst, size_t len) {
   return cache_blob_encode(arg, dst, len);
+}
+
+static int cache__write_encode(void *arg, int fd, size_t len) {
+  return cache_blob_write_fd(arg, fd, len);
 }
 
 int cache_store_put(cache_store_t *s, const void *key, size_t klen, const void *blob,
@@ -250,7 +258,8 @@ int cache_store_put(cache_store_t *s, const void *key, size_t klen, const void *
   int rc = cache_blob_parse(blob, len, &b);
   if (rc) return rc;
   cache__put_t p = {.key = key, .klen = klen, .type = b.lattice_type, .meta = b.meta,
-                    .blob_len = len, .fill = cache__fill_copy, .arg = (void *)blob};
+                    .blob_len = len, .fill = cache__fill_copy, .write = cache__write_copy,
+                    .arg = (void *)blob};
   return cache__put(s, &p);
 }
 
@@ -261,7 +270,8 @@ int cache_store_put_object(cache_store_t *s, const void *key, size_t klen,
   if (rc) return rc;
   cache__put_t p = {.key = key, .klen = klen, .type = obj->lattice_type,
                     .meta = {obj->meta, obj->meta_len}, .blob_len = len,
-                    .fill = cache__fill_encode, .arg = (void *)obj};
+                    .fill = cache__fill_encode, .write = cache__write_encode,
+                    .arg = (void *)obj};
   return cache__put(s, &p);
 }
 

@@ -352,13 +352,15 @@ static void cache__put_done(cache__daemon_t *d, cache__put_t *p,
   cache__note_store(d);
 }
 
-/* A fetch completed: store the value (or learn it does not exist), answer waiters. */
+/* A fetch completed: store the value (or learn it does not exist), answer waiters,
+ * and only then do the bookkeeping that can wait (noting the key-set change). */
 static void cache__fetch_done(cache__daemon_t *d, const kvs_client_completion_t *done) {
   const char *key = done->keys[0];
   const kvs_client_result_t *r = &done->results[0];
   size_t klen = strlen(key);
   int err = r->err;
   const char *msg = r->message;
+  bool changed = false;
   if (err == 0) {
     /* Merge, not replace: a PUT acked while this fetch was in flight may already be
      * cached (cache__put_done), and the fetch may have been answered before it. */
@@ -367,16 +369,18 @@ static void cache__fetch_done(cache__daemon_t *d, const kvs_client_completion_t 
       err = cache_value_store(d->store, key, klen, r->type, r->payload, r->len, NULL);
     msg = sq_strerror(err);
     if (err) sq_log_warn(d->log, "cannot cache %s: %s", key, sq_strerror(err));
-    cache__note_store(d);
+    changed = true;
   } else if (err == SQ_EKEYDNE && cache_store_delete(d->store, key, klen) == 0) {
-    cache__note_store(d);
+    changed = true;
   }
   cache_waiter_t *ws = NULL;
   size_t n = 0;
-  if (cache_fetch_finish(d->fetches, key, klen, done->id, &ws, &n) != 0) return;
-  for (size_t i = 0; i < n; i++)
-    if (ws[i].req) cache__slot_done(d, ws[i].req, ws[i].slot, err, r->type, msg);
-  free(ws);
+  if (cache_fetch_finish(d->fetches, key, klen, done->id, &ws, &n) == 0) {
+    for (size_t i = 0; i < n; i++)
+      if (ws[i].req) cache__slot_done(d, ws[i].req, ws[i].slot, err, r->type, msg);
+    free(ws);
+  }
+  if (changed) cache__note_store(d);
 }
 
 void cache__on_kvs_done(void *arg, const kvs_client_completion_t *done) {

@@ -1,9 +1,15 @@
 /* daemon_value: KVS lattice payload <-> cached blob (format in daemon_value.h).
  *
- * Store path: an LWW payload is decoded; its value is tried as a Cloudburst Value
- * whose body is a cache blob. Only when the Value re-serializes to the very same
+ * Store path: an LWW payload is scanned in place; its value is tried as a Cloudburst
+ * Value whose body is a cache blob. Only when the Value re-serializes to the very same
  * bytes is it stored as OBJECT (so the payload can be rebuilt exactly); everything
  * else is stored RAW. Payload path: the reverse, for merges.
+ *
+ * The store path is the miss path of every GET, so it copies nothing: the LWW and the
+ * Value are scanned where they lie (bounds-checked; spans point into the payload),
+ * the round-trip check packs the Value into a comparing sink rather than a buffer
+ * (the body, handed back by pointer, is not even compared), and the blob's pickle
+ * stream and buffers are written straight from the payload into the store.
  */
 #include "daemon_value.h"
 
@@ -12,8 +18,8 @@
 #include <string.h>
 
 #include "cloudburst.pb-c.h"
+#include "lattice_int.h"
 #include "sq_error.h"
-#include "sq_proto.h"
 
 static void cache__put_u32(uint8_t *p, uint32_t v) {
   for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
@@ -41,32 +47,84 @@ int cache_value_kind(const uint8_t *meta, size_t meta_len) {
   return 0;
 }
 
-/* True when v packs to exactly the bytes it was parsed from. */
+/* A ProtobufCBuffer that compares what is packed with the bytes parsed. */
+typedef struct {
+  ProtobufCBuffer base;
+  const uint8_t *want;
+  size_t len, pos;
+  bool same;
+} cache__cmp_sink_t;
+
+static void cache__cmp_append(ProtobufCBuffer *b, size_t len, const uint8_t *data) {
+  cache__cmp_sink_t *c = (cache__cmp_sink_t *)b;
+  if (!c->same || len > c->len - c->pos) {
+    c->same = false;
+    return;
+  }
+  /* The body is appended from where it was scanned: same bytes, nothing to compare. */
+  if (data != c->want + c->pos && memcmp(data, c->want + c->pos, len) != 0) c->same = false;
+  c->pos += len;
+}
+
+/* True when v packs to exactly the len bytes it was scanned from (no copy made). */
 static bool cache__value_roundtrips(const Value *v, const uint8_t *bytes, size_t len) {
   if (value__get_packed_size(v) != len) return false;
-  uint8_t *tmp = malloc(len ? len : 1);
-  if (!tmp) return false;
-  value__pack(v, tmp);
-  bool same = memcmp(tmp, bytes, len) == 0;
-  free(tmp);
-  return same;
+  cache__cmp_sink_t c = {.base = {.append = cache__cmp_append}, .want = bytes, .len = len,
+                         .same = true};
+  protobuf_c_message_pack_to_buffer(&v->base, &c.base);
+  return c.same && c.pos == len;
+}
+
+static bool cache__varint(const uint8_t *p, size_t len, size_t *pos, uint64_t *out) {
+  uint64_t v = 0;
+  for (unsigned shift = 0; shift < 64 && *pos < len; shift += 7) {
+    uint8_t b = p[(*pos)++];
+    v |= (uint64_t)(b & 0x7f) << shift;
+    if (b < 0x80) {
+      *out = v;
+      return true;
+    }
+  }
+  return false;
+}
+
+/* Scans a Value {bytes body = 1; SerializerType type = 2;} in place: v->body points
+ * into p. False for anything else (other fields, wire types, truncation); the caller
+ * still checks the round trip, which rejects every non-canonical encoding. */
+static bool cache__value_scan(const uint8_t *p, size_t len, Value *v) {
+  size_t pos = 0;
+  value__init(v);
+  while (pos < len) {
+    uint64_t tag = 0, x = 0;
+    if (!cache__varint(p, len, &pos, &tag)) return false;
+    if (tag == ((1u << 3) | 2u)) {
+      if (!cache__varint(p, len, &pos, &x) || x > len - pos) return false;
+      v->body.data = (uint8_t *)(uintptr_t)(p + pos);
+      v->body.len = (size_t)x;
+      pos += (size_t)x;
+    } else if (tag == ((2u << 3) | 0u)) {
+      if (!cache__varint(p, len, &pos, &x)) return false;
+      v->type = (SerializerType)(int32_t)(uint32_t)x;
+    } else {
+      return false;
+    }
+  }
+  return true;
 }
 
 /* Stores an LWW whose value is a Value{blob}. Returns 1 when the value is not such
- * an object (caller stores RAW), 0 when stored, or an error. */
+ * an object (caller stores RAW), 0 when stored, or an error. Copies nothing but the
+ * blob into the store. */
 static int cache__store_object(cache_store_t *s, const char *key, size_t klen,
-                               const sq_lww_t *lww) {
-  Value *v = NULL;
+                               uint64_t timestamp, const uint8_t *vbytes, size_t vlen) {
+  Value v;
   cache_span_t *spans = NULL;
   uint8_t *meta = NULL;
   cache_blob_t inner;
   int rc = 1;
-  if (lww->value.len < CACHE_BLOB_HEADER_SIZE) goto out;
-  if (sq_proto_unpack(&value__descriptor, NULL, lww->value.data, lww->value.len,
-                      lww->value.len, (ProtobufCMessage **)&v) != 0)
-    goto out;
-  if (cache_blob_parse(v->body.data, v->body.len, &inner) != 0) goto out;
-  if (!cache__value_roundtrips(v, lww->value.data, lww->value.len)) goto out;
+  if (vlen < CACHE_BLOB_HEADER_SIZE || !cache__value_scan(vbytes, vlen, &v)) goto out;
+  if (cache_blob_parse(v.body.data, v.body.len, &inner) != 0) goto out;
+  if (!cache__value_roundtrips(&v, vbytes, vlen)) goto out;
   rc = -ENOMEM;
   spans = calloc(inner.nbuffers ? inner.nbuffers : 1, sizeof(*spans));
   meta = malloc(CACHE_META_OBJECT_FIXED + inner.meta.len);
@@ -76,15 +134,14 @@ static int cache__store_object(cache_store_t *s, const char *key, size_t klen,
   memset(meta, 0, CACHE_META_OBJECT_FIXED);
   meta[0] = CACHE_META_OBJECT;
   meta[1] = (uint8_t)inner.lattice_type;
-  cache__put_u32(meta + 4, (uint32_t)v->type);
-  cache__put_u64(meta + 8, lww->timestamp);
+  cache__put_u32(meta + 4, (uint32_t)v.type);
+  cache__put_u64(meta + 8, timestamp);
   if (inner.meta.len) memcpy(meta + CACHE_META_OBJECT_FIXED, inner.meta.data, inner.meta.len);
   obj.lattice_type = SQ_LATTICE_LWW;
   obj.meta = meta;
   obj.meta_len = CACHE_META_OBJECT_FIXED + inner.meta.len;
   rc = cache_store_put_object(s, key, klen, &obj);
 out:
-  if (v) protobuf_c_message_free_unpacked(&v->base, NULL);
   free(spans);
   free(meta);
   return rc;
@@ -93,16 +150,15 @@ out:
 int cache_value_store(cache_store_t *s, const char *key, size_t klen,
                       sq_lattice_type_t type, const uint8_t *payload, size_t len,
                       bool *is_object) {
-  sq_lattice_t l = {0};
   int rc = sq_lattice_validate(type, payload, len);
-  if (rc) goto out;
+  if (rc) return rc;
   if (type == SQ_LATTICE_LWW) {
-    rc = sq_lattice_decode(type, payload, len, &l);
-    if (rc) goto out;
-    rc = cache__store_object(s, key, klen, &l.u.lww);
+    lattice__scalar_t lww; /* validated above; the scan points into payload */
+    rc = lattice__scalar_scan(payload, len, false, &lww);
+    if (rc == 0) rc = cache__store_object(s, key, klen, lww.num, lww.value, lww.vlen);
     if (rc <= 0) {
       if (rc == 0 && is_object) *is_object = true;
-      goto out;
+      return rc;
     }
   }
   uint8_t meta[CACHE_META_RAW_LEN] = {CACHE_META_RAW};
@@ -110,8 +166,6 @@ int cache_value_store(cache_store_t *s, const char *key, size_t klen,
                         .pickle = payload, .pickle_len = len};
   rc = cache_store_put_object(s, key, klen, &obj);
   if (rc == 0 && is_object) *is_object = false;
-out:
-  sq_lattice_free(&l);
   return rc;
 }
 
