@@ -3,7 +3,9 @@
  * Invariants:
  *   - index capacity is a power of two and at most 7/8 full (load kept <= 0.875
  *     counting only live slots: nothing is ever deleted, so there are no tombstones);
- *   - a slot holds (hash, entry index + 1); 0 means empty;
+ *   - a slot holds (hash, entry pointer); NULL means empty. The pointer (not an index
+ *     into `entries`) saves a dependent cache miss per lookup: with 100k keys the
+ *     index, the entry array and the entries are all out of cache;
  *   - entries[i]->key never changes; entries[i]->payload is replaced on merge.
  */
 #include "store.h"
@@ -25,7 +27,7 @@ typedef struct {
 
 typedef struct {
   uint64_t hash;
-  uint64_t ref; /* entry index + 1; 0 = empty slot */
+  kvs__entry_t *entry; /* NULL = empty slot */
 } kvs__slot_t;
 
 struct kvs_store {
@@ -69,11 +71,10 @@ static kvs__slot_t *kvs__find_slot(const kvs_store_t *s, const char *key, size_t
   size_t i = hash & s->slot_mask;
   for (;;) {
     kvs__slot_t *slot = &s->slots[i];
-    if (slot->ref == 0) return slot;
-    if (slot->hash == hash) {
-      const kvs__entry_t *e = s->entries[slot->ref - 1];
-      if (e->keylen == keylen && memcmp(e->key, key, keylen) == 0) return slot;
-    }
+    const kvs__entry_t *e = slot->entry;
+    if (!e) return slot;
+    if (slot->hash == hash && e->keylen == keylen && memcmp(e->key, key, keylen) == 0)
+      return slot;
     i = (i + 1) & s->slot_mask;
   }
 }
@@ -83,9 +84,9 @@ static int kvs__grow_index(kvs_store_t *s) {
   kvs__slot_t *slots = calloc(cap, sizeof(*slots));
   if (!slots) return -ENOMEM;
   for (size_t i = 0; i <= s->slot_mask; i++) {
-    if (s->slots[i].ref == 0) continue;
+    if (!s->slots[i].entry) continue;
     size_t j = s->slots[i].hash & (cap - 1);
-    while (slots[j].ref != 0) j = (j + 1) & (cap - 1);
+    while (slots[j].entry) j = (j + 1) & (cap - 1);
     slots[j] = s->slots[i];
   }
   free(s->slots);
@@ -106,8 +107,8 @@ int kvs_store_get(const kvs_store_t *store, const char *key, size_t keylen,
                   kvs_store_entry_t *entry) {
   uint64_t hash = sq_hash_std(key, keylen);
   const kvs__slot_t *slot = kvs__find_slot(store, key, keylen, hash);
-  if (slot->ref == 0) return SQ_EKEYDNE;
-  kvs__fill_entry(store->entries[slot->ref - 1], entry);
+  if (!slot->entry) return SQ_EKEYDNE;
+  kvs__fill_entry(slot->entry, entry);
   return 0;
 }
 
@@ -137,7 +138,7 @@ static int kvs__insert(kvs_store_t *s, kvs__slot_t *slot, uint64_t hash, const c
   e->payload = copy;
   e->len = len;
   slot->hash = hash;
-  slot->ref = s->count + 1;
+  slot->entry = e;
   s->entries[s->count++] = e;
   s->stats.keys++;
   s->stats.payload_bytes += len;
@@ -179,9 +180,8 @@ int kvs_store_merge(kvs_store_t *store, const char *key, size_t keylen,
   }
   uint64_t hash = sq_hash_std(key, keylen);
   kvs__slot_t *slot = kvs__find_slot(store, key, keylen, hash);
-  if (slot->ref != 0)
-    return kvs__merge_into(store, store->entries[slot->ref - 1], type, payload, len,
-                           changed);
+  if (slot->entry)
+    return kvs__merge_into(store, slot->entry, type, payload, len, changed);
   sq_lattice_t value = {0};
   sq_buf_t canonical = {0};
   int rc;
