@@ -1,7 +1,8 @@
 /* kvs_worker: the storage thread's event loop (see server.h).
  *
  * Loop, per iteration:
- *   1. zmq_poll on {request PULL, control PAIR, log completion eventfd};
+ *   1. zmq_poll on {request PULL, control PAIR, log completion eventfd} -- only when
+ *      the previous iteration handled no request (under load the loop just receives);
  *   2. drain up to KVS__BATCH requests without blocking; each is decoded into the
  *      arena, answered, and its reply packed at once (the stored bytes it quotes may
  *      change later) and queued with the log position it must wait for;
@@ -84,11 +85,22 @@ static int kvs__worker_bind(kvs_worker_t *w, void **requests, void **control, ch
   return 0;
 }
 
-/* Serves until told to stop. */
+/* Receives up to KVS__BATCH requests without blocking; returns how many. */
+static int kvs__worker_batch(kvs_request_ctx_t *rq, void *requests) {
+  int n = 0;
+  while (n < KVS__BATCH && kvs_request_receive(rq, requests) == 0) n++;
+  return n;
+}
+
+/* Serves until told to stop. zmq_poll is skipped while requests keep coming: after a
+ * turn that handled some, the next turn just tries to receive again (everything a
+ * poll would report is also checked without it: the stop flag, the subscription
+ * socket, the log's completions in kvs_request_after_batch). One poll per idle turn,
+ * not per batch, saves a poll(2) and ZeroMQ's per-socket event checks under load. */
 static void kvs__worker_serve(kvs_worker_t *w, void *requests, void *control) {
   kvs_request_ctx_t *rq = &w->rq;
   int log_fd = kvs_wal_event_fd(rq->wal);
-  int stopping = 0;
+  int stopping = 0, handled = 0;
   while (!stopping || kvs_ack_pending(&rq->acks)) {
     if (atomic_load(&w->stop_requested)) stopping = 1;
     zmq_pollitem_t items[4] = {
@@ -99,17 +111,14 @@ static void kvs__worker_serve(kvs_worker_t *w, void *requests, void *control) {
     };
     int nitems = stopping ? 3 : 4;
     long timeout = kvs_request_snapshot_active(rq) ? 0 : (stopping ? 10 : 200);
-    if (zmq_poll(items, nitems, timeout) < 0 && errno != EINTR) break;
+    if (handled == 0 && zmq_poll(items, nitems, timeout) < 0 && errno != EINTR) break;
     if (items[0].revents & ZMQ_POLLIN) {
       char cmd[16];
       (void)zmq_recv(control, cmd, sizeof(cmd), ZMQ_DONTWAIT);
     }
     if (atomic_load(&w->stop_requested)) stopping = 1;
     kvs_request_subs_receive(rq);
-    if (!stopping) {
-      for (int i = 0; i < KVS__BATCH; i++)
-        if (kvs_request_receive(rq, requests) != 0) break;
-    }
+    handled = stopping ? 0 : kvs__worker_batch(rq, requests);
     if (kvs_request_after_batch(rq) != 0) break; /* log failure: fatal, logged */
     if (!stopping) kvs_request_snapshot_step(rq, KVS__SNAPSHOT_SLICE);
   }
