@@ -153,8 +153,11 @@ static int cache__segment_write(cache_store_t *s, uint64_t id, const cache__put_
   char path[CACHE_PATH_MAX];
   int rc = cache_segment_path(s->dir, id, path, sizeof path);
   if (rc) return rc;
-  unlink(path); /* an orphan of a crashed run may carry this unused id */
   int fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+  if (fd < 0 && errno == EEXIST) { /* an orphan of a crashed run carries this unused id */
+    unlink(path);
+    fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+  }
   if (fd < 0) return -errno;
   rc = p->write(p->arg, fd, p->blob_len);
   close(fd);
