@@ -19,7 +19,8 @@
  *
  *   thread loop: zmq_poll(the thread's PULL socket, 10 ms)
  *     -> receive every waiting reply (DONTWAIT, up to a batch), decode with an arena,
- *        complete the slot and top that client up to depth at once (closed loop):
+ *        complete the slot
+ *     -> top up every client that got a slot back (closed loop), sends back to back:
  *        next key, KeyRequest -> PUSH (DONTWAIT)
  *
  * (One socket per client, polled every turn, cost 30-50 us of client CPU per request
@@ -239,6 +240,7 @@ typedef struct {
   uint64_t next_seq;
   uint64_t last_ts;                /* LWW timestamp slot of this client */
   uint32_t id;                     /* global client number */
+  bool listed;                     /* in the loop's refill list */
 } anna__client_t;
 
 typedef struct {
@@ -248,6 +250,8 @@ typedef struct {
   int n;
   uint32_t depth;
   anna__client_t *clients;
+  uint32_t *refill;                /* clients with slots freed since the last top-up */
+  uint32_t nrefill;
   void *pull;                      /* the thread's reply socket */
   char addr[SQ_ZMQ_ENDPOINT_MAX];  /* its response_address */
   void **push;                     /* per endpoint, connected on first use */
@@ -413,7 +417,7 @@ static anna__slot_t *anna__slot_of(anna__loop_t *lp, const char *rid, anna__clie
 }
 
 /* Handles the replies waiting on the thread's PULL socket (at most 256 per call);
- * each completed client is topped up at once. */
+ * each client that got a slot back is listed in lp->refill (once). */
 static int anna__drain(anna__loop_t *lp) {
   for (int i = 0; i < 256; i++) {
     ProtobufCMessage *m = NULL;
@@ -438,10 +442,25 @@ static int anna__drain(anna__loop_t *lp) {
     load_complete(lp->t, anna__reply_error(lp, r), now - slot->sent_ns, now);
     slot->busy = false;
     c->free_slots[c->nfree++] = (uint32_t)(slot - c->slots);
+    if (!c->listed) {
+      c->listed = true;
+      lp->refill[lp->nrefill++] = (uint32_t)(c - lp->clients);
+    }
     lp->outstanding--;
-    anna__fill(lp, c, now);
   }
   return 0;
+}
+
+/* Tops up the clients the last drain freed slots of: their requests go out back to
+ * back, which wakes ZeroMQ's I/O thread once for the lot rather than once each. */
+static void anna__refill(anna__loop_t *lp) {
+  uint64_t now = load_now_ns();
+  for (uint32_t i = 0; i < lp->nrefill; i++) {
+    anna__client_t *c = &lp->clients[lp->refill[i]];
+    c->listed = false;
+    anna__fill(lp, c, now);
+  }
+  lp->nrefill = 0;
 }
 
 /* Frees every slot older than the timeout (or every slot, when all is true), counting
@@ -490,6 +509,7 @@ static int anna__loop(anna__loop_t *lp) {
     if (n < 0 && zmq_errno() != EINTR) return -zmq_errno();
     if (n > 0) {
       rc = anna__drain(lp);
+      anna__refill(lp);
       if (rc != 0) return rc;
     }
     now = load_now_ns();
@@ -529,8 +549,9 @@ int load_anna_run(load_thread_t *t, void *zctx) {
   int rc = -ENOMEM;
   sq_arena_init(&lp.arena, 64 * 1024);
   lp.clients = calloc((size_t)(lp.n > 0 ? lp.n : 1), sizeof(*lp.clients));
+  lp.refill = calloc((size_t)(lp.n > 0 ? lp.n : 1), sizeof(*lp.refill));
   lp.value = malloc(t->opts->value_size ? t->opts->value_size : 1);
-  if (lp.clients && lp.value) rc = anna__open(&lp);
+  if (lp.clients && lp.refill && lp.value) rc = anna__open(&lp);
   if (rc == 0) {
     rc = anna__loop(&lp);
     if (rc != 0)
@@ -547,6 +568,7 @@ int load_anna_run(load_thread_t *t, void *zctx) {
   }
   free(lp.push);
   free(lp.clients);
+  free(lp.refill);
   free(lp.value);
   sq_buf_free(&lp.payload);
   sq_arena_destroy(&lp.arena);
