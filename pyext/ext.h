@@ -13,6 +13,7 @@
  *   ext_blob.c     the squall object blob (pickle 5 + aligned out-of-band buffers)
  *   ext_cache.c    CacheReader: zero-copy reads of the node cache
  *   ext_cache_writer.c  _CacheWriter: cache_store for tests and benchmarks
+ *   ext_cache_ipc.c  CacheClient: misses, write-through and hit reports to squall-cache
  *   ext_kvs.c      KvsClient (kvs/client.h), KeyNotFoundError, SquallTimeoutError
  *
  * Conventions: functions returning PyObject * return a new reference or NULL with a
@@ -62,6 +63,9 @@ int ext_cache_exec(PyObject *module, ext_state_t *st);
 
 /* Adds _CacheWriter (ext_cache_writer.c; called by ext_cache_exec). 0 or -1. */
 int ext_cache_writer_exec(PyObject *module);
+
+/* Adds CacheClient (ext_cache_ipc.c): requests to squall-cache. 0 or -1. */
+int ext_cache_ipc_exec(PyObject *module);
 
 /* Creates KeyNotFoundError / SquallTimeoutError into `st` and adds them and the
  * KvsClient type to `module`; needs ext_errors_exec first. 0 or -1. */

@@ -30,6 +30,7 @@ static int ext__exec(PyObject *module) {
   if (ext_kvs_exec(module, st) < 0) return -1;
   if (ext_blob_exec(module) < 0) return -1;
   if (ext_cache_exec(module, st) < 0) return -1;
+  if (ext_cache_ipc_exec(module) < 0) return -1;
   return 0;
 }
 

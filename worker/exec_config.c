@@ -24,6 +24,8 @@ static const sq_opt_t exec__opts[] = {
     EXEC_OPT(kvs_timeout_ms, "kvs-timeout-ms", SQ_OPT_INT64, "5000", "per-attempt KVS timeout"),
     EXEC_OPT(ref_timeout_ms, "ref-timeout-ms", SQ_OPT_INT64, "10000",
              "ms a referenced key may be missing before the call fails"),
+    EXEC_OPT(cache_dir, "cache-dir", SQ_OPT_STRING, "",
+             "squall-cache directory: references resolve from it, zero copy (default: KVS only)"),
     EXEC_OPT(python, "python", SQ_OPT_STRING, "",
              "interpreter whose installation (and venv) executors use (default: the build's)"),
     SQ_OPT_ENUMOF(exec_config_t, log_level, "log-level", exec__levels, "info", "log level"),

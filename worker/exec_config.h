@@ -19,6 +19,7 @@ typedef struct {
   int64_t function_ttl_ms;  /* how long a fetched function is trusted unchecked */
   int64_t kvs_timeout_ms;
   int64_t ref_timeout_ms;   /* how long a reference may be missing before it fails */
+  char *cache_dir;          /* squall-cache directory; "" = no node cache, KVS only */
   char *python;             /* interpreter whose prefix/venv the executors use */
   int64_t log_level;
   int64_t executor_tid;     /* internal: >= 0 runs one executor */

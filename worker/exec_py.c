@@ -263,9 +263,10 @@ int exec_py_init(exec_ctx_t *x) {
   ((exec__mstate_t *)PyModule_GetState(mod))->x = x;
   if (!(emod = PyImport_ImportModule("squall._executor"))) goto out;
   if (!(cls = PyObject_GetAttrString(emod, "Executor"))) goto out;
-  x->py_executor = PyObject_CallFunction(cls, "sdd", x->ident,
+  x->py_executor = PyObject_CallFunction(cls, "sdds", x->ident,
                                          (double)x->cfg->function_ttl_ms / 1000.0,
-                                         (double)x->cfg->ref_timeout_ms / 1000.0);
+                                         (double)x->cfg->ref_timeout_ms / 1000.0,
+                                         x->cfg->cache_dir ? x->cfg->cache_dir : "");
   if (x->py_executor) rc = 0;
 out:
   if (rc) {

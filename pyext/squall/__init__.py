@@ -210,8 +210,10 @@ def put(value: Any) -> Ref:
     """Stores ``value`` in the KVS under a new key and returns a reference to it.
 
     The value is stored the way Cloudburst stores it (an LWW lattice holding a
-    ``Value``): ``bytes`` raw, ``str`` as UTF-8, anything else (NumPy arrays included)
-    with cloudpickle. Pass the reference to ``squall.get`` or to remote functions. Needs
+    ``Value``): ``bytes`` raw, ``str`` as UTF-8, NumPy arrays and objects whose
+    pickle reaches 64 KiB as a squall object blob (pickle 5, out-of-band buffers,
+    read zero copy by executors through the node cache), anything else with
+    cloudpickle. Pass the reference to ``squall.get`` or to remote functions. Needs
     ``squall.init()`` first; raises ``SquallTimeoutError`` if the KVS does not answer.
 
     Example:
@@ -225,7 +227,7 @@ def put(value: Any) -> Ref:
     from . import _serialize
     kvs = _cluster.current().kvs
     key = str(uuid.uuid4())
-    body = _serialize.encode_value(*_serialize.dump(value))
+    body = _serialize.encode_value(*_serialize.dump_object(value))
     kvs.put(key, LatticeType.LWW, _squall.encode_lww(_squall.lww_timestamp(0), body))
     return Ref(key)
 

@@ -333,7 +333,8 @@ def _plans(home: Path, offset: int, executors: int) -> list[_Plan]:
               {"connect": 5000 + offset, "list": 5003 + offset},
               lambda: scheduler_healthy(HOST, offset)),
         _Plan("worker", {"--executors": str(executors), "--port-offset": str(offset),
-                         "--scheduler": HOST, "--kvs": routing, "--python": sys.executable},
+                         "--scheduler": HOST, "--kvs": routing, "--python": sys.executable,
+                         "--cache-dir": str(cache_dir(home, offset))},
               {"exec": 4020 + offset},
               lambda: executors_listening(offset, executors) == executors
               and _executors_ready(home / "logs" / "worker.log", executors)),

@@ -28,8 +28,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import _squall_exec as _x  # built into the squall-worker binary
 
-from . import _reference
-from ._serialize import DEFAULT, dump, encode_value, load, load_value
+from . import _reference, _squall
+from ._nodecache import FALLBACK, NodeCache
+from ._serialize import DEFAULT, dump, dump_object, encode_value, load, load_value
 
 FUNC_NOT_FOUND = 1
 EXECUTION_ERROR = 3
@@ -60,17 +61,23 @@ class UserLibrary:
             return [m for _sender, m in lib.recv()]
     """
 
-    def __init__(self) -> None:
+    def __init__(self, cache: Optional[NodeCache] = None) -> None:
         ip, tid = _x.identity()
         self._id = (ip, tid)
+        self._cache = cache  # the node cache (squall-worker --cache-dir), or None
 
     def put(self, key: str, value: Any) -> bool:
         """Stores value under key: a Python set as a SET lattice, else LWW. True when
         the KVS acknowledged it; raises RuntimeError (with the reason) otherwise."""
         if isinstance(value, set):
             _x.kvs_put_set(key, sorted({encode_value(*dump(v)) for v in value}))
-        else:
-            _x.kvs_put(key, encode_value(*dump(value)))
+            return True
+        body = encode_value(*dump_object(value))
+        if self._cache is not None:  # write-through: the cache sees it once durable
+            payload = _squall.encode_lww(_squall.lww_timestamp(self._id[1]), body)
+            if self._cache.put(key, LWW, payload):
+                return True
+        _x.kvs_put(key, body)
         return True
 
     def get(self, key: Any, deserialize: bool = True) -> Any:
@@ -78,6 +85,10 @@ class UserLibrary:
         deserialize=False gives the stored bytes (a serialized Value) untouched."""
         if isinstance(key, (list, tuple)):
             return {k: self.get(k, deserialize) for k in key}
+        if self._cache is not None and deserialize:
+            found, value = self._cache.get(key)
+            if value is not FALLBACK:
+                return value if found else None
         got = _x.kvs_get(key)
         return None if got is None else _load_lattice(got, deserialize)
 
@@ -127,11 +138,13 @@ def error_result(code: int, etype: str, message: str, tb: str = "") -> Pair:
 class Executor:
     """Runs calls for one executor process (made once by the C executor)."""
 
-    def __init__(self, ident: str, function_ttl: float, ref_timeout: float) -> None:
+    def __init__(self, ident: str, function_ttl: float, ref_timeout: float,
+                 cache_dir: str = "") -> None:
         self.ident = ident
         self.function_ttl = function_ttl
         self.ref_timeout = ref_timeout
-        self.lib = UserLibrary()
+        self.cache = NodeCache(cache_dir) if cache_dir else None
+        self.lib = UserLibrary(self.cache)
         self.functions: Dict[str, _Entry] = {}
 
     # -- functions ---------------------------------------------------------------------
@@ -175,15 +188,23 @@ class Executor:
 
     # -- arguments ---------------------------------------------------------------------
     def resolve_reference(self, ref: Any) -> Any:
-        """The value behind a reference, from the KVS (the node cache will take over
-        here). Waits up to ref_timeout for a key that does not exist yet (an upstream
-        result), then raises KeyError."""
+        """The value behind a reference: from the node cache when there is one (zero
+        copy; the daemon fetches misses; the KVS when the daemon does not answer), else
+        from the KVS. Waits up to ref_timeout for a key that does not exist yet (an
+        upstream result), then raises KeyError."""
         deadline = time.monotonic() + self.ref_timeout
         pause = 0.002
+        deserialize = bool(getattr(ref, "deserialize", True))
         while True:
-            got = _x.kvs_get(ref.key)
+            if self.cache is not None and deserialize:
+                found, value = self.cache.get(ref.key)
+                if found and value is not FALLBACK:
+                    return value
+                got = _x.kvs_get(ref.key) if found else None
+            else:
+                got = _x.kvs_get(ref.key)
             if got is not None:
-                return _load_lattice(got, bool(getattr(ref, "deserialize", True)))
+                return _load_lattice(got, deserialize)
             if time.monotonic() >= deadline:
                 raise KeyError(f"referenced key {ref.key!r} does not exist "
                                f"(waited {self.ref_timeout:g} s)")
@@ -215,6 +236,9 @@ class Executor:
             parts = [dump(r) for r in result] if isinstance(result, tuple) else None
         except BaseException as e:  # noqa: BLE001 -- user code never kills the executor
             return False, self._failure(e, ""), None
+        finally:
+            if self.cache is not None:
+                self.cache.between_calls()
         return True, whole, parts
 
     def _failure(self, e: BaseException, prefix: str) -> Pair:

@@ -17,12 +17,16 @@ Example:
 """
 from __future__ import annotations
 
+import sys
 from typing import Any, Tuple
 
 import cloudpickle
 
 DEFAULT, NUMPY, STRING = 0, 1, 2
 MAX_VALUE_BYTES = 1 << 31
+#: Objects whose pickle is at least this large are stored as squall blobs (zero copy).
+BLOB_MIN_BYTES = 64 * 1024
+_BLOB_MAGIC = b"SQOB"
 
 
 def dump(x: Any) -> Tuple[int, bytes]:
@@ -34,13 +38,40 @@ def dump(x: Any) -> Tuple[int, bytes]:
     return DEFAULT, cloudpickle.dumps(x)
 
 
+def dump_object(x: Any) -> Tuple[int, bytes]:
+    """Like dump, but NumPy arrays and objects whose pickle reaches BLOB_MIN_BYTES
+    become a squall object blob (docs/cache.md "Values"): executors then read them
+    from the node cache without copying. Objects that need cloudpickle (anything
+    from ``__main__``) stay cloudpickle."""
+    if isinstance(x, (bytes, bytearray, memoryview, str)):
+        return dump(x)
+    np = sys.modules.get("numpy")
+    kind, body = (None, b"") if np is not None and type(x) is np.ndarray else dump(x)
+    if kind is None or len(body) >= BLOB_MIN_BYTES:
+        from ._blob import dumps_blob
+        try:
+            blob = dumps_blob(x)
+            if b"__main__" not in blob:
+                return DEFAULT, blob
+        except Exception:  # noqa: BLE001 -- not picklable without cloudpickle
+            pass
+    return dump(x) if kind is None else (kind, body)
+
+
 def load(kind: int, body: bytes) -> Any:
-    """Inverse of dump. NUMPY (pyarrow legacy) bodies are refused with ValueError."""
+    """Inverse of dump and dump_object. NUMPY (pyarrow legacy) bodies are refused
+    with ValueError."""
     if kind == STRING:
         return bytes(body).decode("utf-8")
     if kind == NUMPY:
         raise ValueError("Value type NUMPY (pyarrow's removed legacy format) is not "
                          "supported; send arrays as DEFAULT (cloudpickle)")
+    if bytes(body[:4]) == _BLOB_MAGIC:
+        from ._blob import loads_blob
+        try:
+            return loads_blob(body)
+        except Exception:  # noqa: BLE001 -- raw bytes that merely start alike
+            pass
     try:
         return cloudpickle.loads(body)
     except Exception:

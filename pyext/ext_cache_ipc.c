@@ -1,0 +1,424 @@
+/* ext_cache_ipc: _squall.CacheClient, an executor's requests to its node's squall-cache.
+ *
+ *   c = CacheClient(dir, timeout=1.0)
+ *   c.fetch([key, ...], timeout=None) -> {key: anna_error}   miss: GET, wait for the reply
+ *   c.put(key, lattice_type, payload, timeout=None) -> anna_error   write-through PUT
+ *   c.report([key, ...]) -> bool     hit report (GET, empty response address), no reply
+ *   c.response_address  c.close()
+ *
+ * The daemon (docs/cache.md "squall-cache: the daemon") listens on PULL sockets
+ * ipc://<dir>/requests-get and ipc://<dir>/requests-put and answers a KeyRequest with
+ * one KeyResponse (response_id = request_id, no payloads: the executor reads LMDB) to
+ * the request's response_address. A CacheClient binds its own PULL socket on an
+ * ephemeral loopback TCP port for those replies. anna_error is the per-key AnnaError
+ * (0 NO_ERROR = now cached / written, 1 KEY_DNE, 3 TIMEOUT, 4 LATTICE, ...).
+ *
+ * Never hangs: the request sockets use ZMQ_IMMEDIATE, so with no daemon listening a
+ * send fails after at most 200 ms (SquallTimeoutError; report() returns False at
+ * once), and every wait for a reply is bounded by the timeout (SquallTimeoutError). A late reply to an earlier request
+ * (request ids are "<n>") is read and dropped. Replies are untrusted: size-limited,
+ * decoded with sq_proto_unpack, keys matched by value.
+ *
+ * Threads: the sockets belong to whichever thread calls; calls are serialised by a
+ * lock, and the wait runs with the GIL released (it touches no Python object). This
+ * file exists so that the _squall extension needs no pyzmq.
+ */
+#include "ext.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <zmq.h>
+
+#include "anna.pb-c.h"
+#include "sq_error.h"
+#include "sq_proto.h"
+#include "sq_zmq.h"
+
+#define EXT__IPC_MAX_REPLY (16 << 20)
+#define EXT__IPC_MAX_KEYS 10000
+#define EXT__IPC_CONNECT_MS 200 /* how long a send waits for a connection to the daemon */
+
+typedef struct {
+  PyObject_HEAD
+  void *zctx;
+  void *get_sock, *put_sock, *pull; /* NULL once closed */
+  PyThread_type_lock lock;
+  uint64_t next_id;
+  int timeout_ms;
+  char reply_addr[SQ_ZMQ_ENDPOINT_MAX];
+} ext_cclient_t;
+
+static ext_state_t *ext__cc_state(PyObject *self) {
+  return (ext_state_t *)PyType_GetModuleState(Py_TYPE(self));
+}
+
+/* None -> *ms unchanged; a finite number >= 0 of seconds -> ms (>= 1). 0 or -1. */
+static int ext__cc_timeout(PyObject *obj, int *ms) {
+  if (!obj || obj == Py_None) return 0;
+  double s = PyFloat_AsDouble(obj);
+  if (s == -1.0 && PyErr_Occurred()) return -1;
+  if (!isfinite(s) || s < 0 || s > 86400.0) {
+    PyErr_SetString(PyExc_ValueError, "timeout must be between 0 and 86400 seconds");
+    return -1;
+  }
+  *ms = s * 1000.0 < 1.0 ? 1 : (int)(s * 1000.0);
+  return 0;
+}
+
+/* A PUSH socket to endpoint with ZMQ_IMMEDIATE: while no daemon is connected a send
+ * fails at once (-EAGAIN) instead of queueing for a peer that may never come.
+ * 0 or -errno; *out is the caller's. */
+static int ext__cc_push(void *zctx, const char *endpoint, void **out) {
+  int one = 1, zero = 0, hwm = 1000;
+  void *s = zmq_socket(zctx, ZMQ_PUSH);
+  *out = NULL;
+  if (!s) return -zmq_errno();
+  if (zmq_setsockopt(s, ZMQ_IMMEDIATE, &one, sizeof one) ||
+      zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero) ||
+      zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm) || zmq_connect(s, endpoint)) {
+    int rc = -zmq_errno();
+    zmq_close(s);
+    return rc;
+  }
+  *out = s;
+  return 0;
+}
+
+static int ext__cc_open(ext_cclient_t *c, const char *dir) {
+  char ep[SQ_ZMQ_ENDPOINT_MAX], err[256];
+  size_t len = sizeof(c->reply_addr);
+  int rc = -ENOMEM;
+  if (!(c->zctx = zmq_ctx_new())) goto out;
+  rc = sq_zmq_pull_bind(c->zctx, "tcp://127.0.0.1:*", EXT__IPC_MAX_REPLY, 0, err,
+                        sizeof err, &c->pull);
+  if (rc) goto out;
+  if (zmq_getsockopt(c->pull, ZMQ_LAST_ENDPOINT, c->reply_addr, &len)) {
+    rc = -zmq_errno();
+    goto out;
+  }
+  rc = SQ_EINVAL;
+  if (snprintf(ep, sizeof ep, "ipc://%s/requests-get", dir) >= (int)sizeof ep) goto out;
+  if ((rc = ext__cc_push(c->zctx, ep, &c->get_sock))) goto out;
+  rc = SQ_EINVAL;
+  if (snprintf(ep, sizeof ep, "ipc://%s/requests-put", dir) >= (int)sizeof ep) goto out;
+  rc = ext__cc_push(c->zctx, ep, &c->put_sock);
+out:
+  return rc;
+}
+
+static void ext__cc_close(ext_cclient_t *c) {
+  if (c->get_sock) zmq_close(c->get_sock);
+  if (c->put_sock) zmq_close(c->put_sock);
+  if (c->pull) zmq_close(c->pull);
+  c->get_sock = c->put_sock = c->pull = NULL;
+  if (c->zctx) zmq_ctx_term(c->zctx); /* LINGER 0 everywhere: returns at once */
+  c->zctx = NULL;
+}
+
+static int ext__cc_init(PyObject *self, PyObject *args, PyObject *kw) {
+  static char *kwlist[] = {"dir", "timeout", NULL};
+  ext_cclient_t *c = (ext_cclient_t *)self;
+  PyObject *path = NULL, *timeout = NULL;
+  int ret = -1, rc;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "O&|O:CacheClient", kwlist,
+                                   PyUnicode_FSConverter, &path, &timeout))
+    return -1;
+  if (c->zctx) {
+    PyErr_SetString(PyExc_RuntimeError, "CacheClient is already initialised");
+    goto out;
+  }
+  c->timeout_ms = 1000;
+  if (ext__cc_timeout(timeout, &c->timeout_ms) < 0) goto out;
+  if (!c->lock && !(c->lock = PyThread_allocate_lock())) {
+    PyErr_NoMemory();
+    goto out;
+  }
+  if ((rc = ext__cc_open(c, PyBytes_AS_STRING(path)))) {
+    ext__cc_close(c);
+    ext_error_raise(ext__cc_state(self), rc, "CacheClient: cannot open the sockets");
+    goto out;
+  }
+  ret = 0;
+out:
+  Py_XDECREF(path);
+  return ret;
+}
+
+static void ext__cc_dealloc(PyObject *self) {
+  ext_cclient_t *c = (ext_cclient_t *)self;
+  PyTypeObject *tp = Py_TYPE(self);
+  ext__cc_close(c);
+  if (c->lock) PyThread_free_lock(c->lock);
+  tp->tp_free(self);
+  Py_DECREF(tp);
+}
+
+/* A request being built: tuples over key buffers borrowed from str objects that the
+ * caller's sequence keeps alive. */
+typedef struct {
+  KeyRequest req;
+  KeyTuple *tuples;
+  KeyTuple **ptrs;
+  char id[24];
+} ext__cc_req_t;
+
+static void ext__cc_req_free(ext__cc_req_t *r) {
+  PyMem_Free(r->tuples);
+  PyMem_Free(r->ptrs);
+}
+
+/* Fills r with a request of `type` over the str keys of `seq` (a list or tuple). 0 or
+ * -1 (TypeError / ValueError / MemoryError). */
+static int ext__cc_req_build(ext__cc_req_t *r, RequestType type, PyObject *seq) {
+  Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+  key_request__init(&r->req);
+  r->tuples = NULL;
+  r->ptrs = NULL;
+  if (n < 1 || n > EXT__IPC_MAX_KEYS) {
+    PyErr_Format(PyExc_ValueError, "between 1 and %d keys, not %zd", EXT__IPC_MAX_KEYS, n);
+    return -1;
+  }
+  r->tuples = PyMem_Calloc((size_t)n, sizeof *r->tuples);
+  r->ptrs = PyMem_Calloc((size_t)n, sizeof *r->ptrs);
+  if (!r->tuples || !r->ptrs) {
+    PyErr_NoMemory();
+    return -1;
+  }
+  for (Py_ssize_t i = 0; i < n; i++) {
+    PyObject *k = PySequence_Fast_GET_ITEM(seq, i);
+    key_tuple__init(&r->tuples[i]);
+    if (!PyUnicode_Check(k)) {
+      PyErr_SetString(PyExc_TypeError, "cache keys must be str");
+      return -1;
+    }
+    const char *s = PyUnicode_AsUTF8(k);
+    if (!s) return -1;
+    r->tuples[i].key = (char *)s;
+    r->ptrs[i] = &r->tuples[i];
+  }
+  r->req.type = type;
+  r->req.n_tuples = (size_t)n;
+  r->req.tuples = r->ptrs;
+  return 0;
+}
+
+/* Waits (GIL released by the caller) for the KeyResponse whose response_id is id.
+ * 0 with *out (caller frees), SQ_ETIMEOUT, or another receive error. */
+static int ext__cc_wait(ext_cclient_t *c, const char *id, int timeout_ms, KeyResponse **out) {
+  int64_t left = timeout_ms;
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  *out = NULL;
+  while (left > 0) {
+    zmq_pollitem_t it = {.socket = c->pull, .events = ZMQ_POLLIN};
+    int n = zmq_poll(&it, 1, (long)left);
+    if (n < 0 && zmq_errno() != EINTR) return -zmq_errno();
+    if (n > 0) {
+      ProtobufCMessage *m = NULL;
+      int rc = sq_zmq_recv_pb(c->pull, &key_response__descriptor, EXT__IPC_MAX_REPLY, NULL,
+                              ZMQ_DONTWAIT, &m);
+      if (rc == 0) {
+        KeyResponse *resp = (KeyResponse *)m;
+        if (resp->response_id && strcmp(resp->response_id, id) == 0) {
+          *out = resp;
+          return 0;
+        }
+        protobuf_c_message_free_unpacked(m, NULL); /* a late reply: drop it */
+      }
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    left = timeout_ms - ((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000);
+  }
+  return SQ_ETIMEOUT;
+}
+
+/* Sends r on sock and, when it has a response address, waits for the reply, all with
+ * the GIL released and the client's lock held. 0 with *out (or NULL for reports),
+ * SQ_ECLOSED, SQ_ETIMEOUT (also: the queue to the daemon is full), -errno. */
+static int ext__cc_exchange(ext_cclient_t *c, void *sock, ext__cc_req_t *r, int timeout_ms,
+                            KeyResponse **out) {
+  int rc;
+  *out = NULL;
+  Py_BEGIN_ALLOW_THREADS
+  PyThread_acquire_lock(c->lock, WAIT_LOCK);
+  Py_END_ALLOW_THREADS
+  if (!c->pull) {
+    PyThread_release_lock(c->lock);
+    return SQ_ECLOSED;
+  }
+  snprintf(r->id, sizeof r->id, "%llu", (unsigned long long)++c->next_id);
+  r->req.request_id = r->id;
+  r->req.response_address = out && timeout_ms ? c->reply_addr : (char *)"";
+  Py_BEGIN_ALLOW_THREADS
+  rc = sq_zmq_send_pb(sock, &r->req.base);
+  if (rc == -EAGAIN && timeout_ms) { /* not connected (yet): give the pipe a moment */
+    zmq_pollitem_t it = {.socket = sock, .events = ZMQ_POLLOUT};
+    if (zmq_poll(&it, 1, timeout_ms < EXT__IPC_CONNECT_MS ? timeout_ms : EXT__IPC_CONNECT_MS) > 0)
+      rc = sq_zmq_send_pb(sock, &r->req.base);
+  }
+  if (rc == -EAGAIN) rc = SQ_ETIMEOUT;
+  if (!rc && timeout_ms) rc = ext__cc_wait(c, r->id, timeout_ms, out);
+  Py_END_ALLOW_THREADS
+  PyThread_release_lock(c->lock);
+  return rc;
+}
+
+/* {key: error} of a response. New reference or NULL. */
+static PyObject *ext__cc_errors(const KeyResponse *resp) {
+  PyObject *d = PyDict_New();
+  for (size_t i = 0; d && i < resp->n_tuples; i++) {
+    const KeyTuple *t = resp->tuples[i];
+    PyObject *k = PyUnicode_DecodeUTF8(t->key ? t->key : "", t->key ? strlen(t->key) : 0,
+                                       "replace");
+    PyObject *e = PyLong_FromLong((long)t->error);
+    if (!k || !e || PyDict_SetItem(d, k, e) < 0) Py_CLEAR(d);
+    Py_XDECREF(k);
+    Py_XDECREF(e);
+  }
+  return d;
+}
+
+static PyObject *ext__cc_raise(PyObject *self, int rc, const char *what) {
+  ext_state_t *st = ext__cc_state(self);
+  if (rc == SQ_ETIMEOUT) {
+    PyErr_Format(st->timeout_error, "squall-cache did not answer the %s in time", what);
+    return NULL;
+  }
+  return ext_error_raise(st, rc, what);
+}
+
+static PyObject *ext__cc_fetch(PyObject *self, PyObject *args, PyObject *kw) {
+  static char *kwlist[] = {"keys", "timeout", NULL};
+  ext_cclient_t *c = (ext_cclient_t *)self;
+  PyObject *keys, *timeout = NULL, *seq = NULL, *res = NULL;
+  ext__cc_req_t r = {0};
+  KeyResponse *resp = NULL;
+  int ms = c->timeout_ms;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O:fetch", kwlist, &keys, &timeout)) return NULL;
+  if (ext__cc_timeout(timeout, &ms) < 0) return NULL;
+  if (!(seq = PySequence_Fast(keys, "keys must be a list of str"))) return NULL;
+  if (ext__cc_req_build(&r, REQUEST_TYPE__GET, seq) < 0) goto out;
+  int rc = ext__cc_exchange(c, c->get_sock, &r, ms, &resp);
+  if (rc) {
+    ext__cc_raise(self, rc, "GET (cache miss)");
+    goto out;
+  }
+  res = ext__cc_errors(resp);
+out:
+  if (resp) key_response__free_unpacked(resp, NULL);
+  ext__cc_req_free(&r);
+  Py_DECREF(seq);
+  return res;
+}
+
+static PyObject *ext__cc_report(PyObject *self, PyObject *keys) {
+  ext_cclient_t *c = (ext_cclient_t *)self;
+  PyObject *seq = PySequence_Fast(keys, "keys must be a list of str"), *res = NULL;
+  ext__cc_req_t r = {0};
+  KeyResponse *none = NULL;
+  if (!seq) return NULL;
+  if (ext__cc_req_build(&r, REQUEST_TYPE__GET, seq) < 0) goto out;
+  int rc = ext__cc_exchange(c, c->get_sock, &r, 0, &none);
+  if (rc == SQ_ECLOSED) ext__cc_raise(self, rc, "hit report");
+  else res = PyBool_FromLong(rc == 0);
+out:
+  ext__cc_req_free(&r);
+  Py_DECREF(seq);
+  return res;
+}
+
+static PyObject *ext__cc_put(PyObject *self, PyObject *args, PyObject *kw) {
+  static char *kwlist[] = {"key", "lattice_type", "payload", "timeout", NULL};
+  ext_cclient_t *c = (ext_cclient_t *)self;
+  PyObject *key, *timeout = NULL, *one = NULL, *res = NULL;
+  int type, ms = c->timeout_ms;
+  Py_buffer payload = {0};
+  ext__cc_req_t r = {0};
+  KeyResponse *resp = NULL;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "Uiy*|O:put", kwlist, &key, &type, &payload,
+                                   &timeout))
+    return NULL;
+  if (ext__cc_timeout(timeout, &ms) < 0 || !(one = PyTuple_Pack(1, key))) goto out;
+  if (ext__cc_req_build(&r, REQUEST_TYPE__PUT, one) < 0) goto out;
+  r.tuples[0].lattice_type = (LatticeType)type;
+  r.tuples[0].payload.data = payload.buf;
+  r.tuples[0].payload.len = (size_t)payload.len;
+  int rc = ext__cc_exchange(c, c->put_sock, &r, ms, &resp);
+  if (rc) {
+    ext__cc_raise(self, rc, "PUT (write-through)");
+    goto out;
+  }
+  if (resp->error != ANNA_ERROR__NO_ERROR && resp->n_tuples == 0)
+    res = PyLong_FromLong((long)resp->error);
+  else
+    res = PyLong_FromLong(resp->n_tuples ? (long)resp->tuples[0]->error : 0L);
+out:
+  if (resp) key_response__free_unpacked(resp, NULL);
+  ext__cc_req_free(&r);
+  Py_XDECREF(one);
+  PyBuffer_Release(&payload);
+  return res;
+}
+
+static PyObject *ext__cc_close_m(PyObject *self, PyObject *unused) {
+  ext_cclient_t *c = (ext_cclient_t *)self;
+  if (c->lock) {
+    Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(c->lock, WAIT_LOCK);
+    Py_END_ALLOW_THREADS
+  }
+  ext__cc_close(c);
+  if (c->lock) PyThread_release_lock(c->lock);
+  Py_RETURN_NONE;
+}
+
+static PyObject *ext__cc_addr(PyObject *self, void *closure) {
+  return PyUnicode_FromString(((ext_cclient_t *)self)->reply_addr);
+}
+
+static PyMethodDef ext__cc_methods[] = {
+    {"fetch", (PyCFunction)(void (*)(void))ext__cc_fetch, METH_VARARGS | METH_KEYWORDS,
+     "fetch(keys, timeout=None) -> {key: AnnaError}\n\nAsks squall-cache to fetch the keys "
+     "into the cache and waits for its answer (0 = cached now, 1 = KEY_DNE). Raises\n"
+     "SquallTimeoutError when it does not answer within timeout seconds."},
+    {"put", (PyCFunction)(void (*)(void))ext__cc_put, METH_VARARGS | METH_KEYWORDS,
+     "put(key, lattice_type, payload, timeout=None) -> AnnaError\n\nWrites through "
+     "squall-cache; 0 once the KVS acknowledged. SquallTimeoutError when no answer."},
+    {"report", ext__cc_report, METH_O,
+     "report(keys) -> bool\n\nHit report for LRU (no reply); False when it was dropped."},
+    {"close", ext__cc_close_m, METH_NOARGS, "Closes the sockets; later calls fail."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef ext__cc_getset[] = {
+    {"response_address", ext__cc_addr, NULL, "Where squall-cache sends replies.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot ext__cc_slots[] = {
+    {Py_tp_init, ext__cc_init},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_dealloc, ext__cc_dealloc},
+    {Py_tp_methods, ext__cc_methods},
+    {Py_tp_getset, ext__cc_getset},
+    {Py_tp_doc, "CacheClient(dir, timeout=1.0): requests to the node's squall-cache daemon."},
+    {0, NULL},
+};
+
+static PyType_Spec ext__cc_spec = {
+    .name = "squall._squall.CacheClient",
+    .basicsize = sizeof(ext_cclient_t),
+    .flags = Py_TPFLAGS_DEFAULT,
+    .slots = ext__cc_slots,
+};
+
+int ext_cache_ipc_exec(PyObject *module) {
+  PyObject *type = PyType_FromModuleAndSpec(module, &ext__cc_spec, NULL);
+  if (!type) return -1;
+  int rc = PyModule_AddObjectRef(module, "CacheClient", type);
+  Py_DECREF(type);
+  return rc;
+}
