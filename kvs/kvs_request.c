@@ -357,15 +357,32 @@ static void kvs__snapshot_finish(kvs_request_ctx_t *rq) {
   rq->snap = NULL;
 }
 
+/* A snapshot is due when the log has passed --segment-bytes AND has grown by at least
+ * the live payload since the last snapshot began. A snapshot rewrites every live
+ * value, so this bounds its cost to one byte per byte logged (with 100k 1 KiB values
+ * and 64 MiB segments, snapshots wrote more than the log did), while a restart still
+ * reads at most about twice the live data plus a segment. */
+static bool kvs__snapshot_due(kvs_request_ctx_t *rq) {
+  if (!kvs_wal_checkpoint_due(rq->wal)) return false;
+  kvs_wal_stats_t ws;
+  kvs_store_stats_t ss;
+  kvs_wal_stats(rq->wal, &ws);
+  kvs_store_stats(rq->store, &ss);
+  return ws.bytes - rq->snap_log_mark >= ss.payload_bytes;
+}
+
 void kvs_request_snapshot_step(kvs_request_ctx_t *rq, size_t slice) {
   if (!rq->snap) {
-    if (!kvs_wal_checkpoint_due(rq->wal)) return;
+    if (!kvs__snapshot_due(rq)) return;
     int rc = kvs_wal_checkpoint_begin(rq->wal, &rq->snap);
     if (rc) {
       sq_log_warn(rq->params->log, "cannot start a snapshot: %s", sq_strerror(rc));
       rq->snap = NULL;
       return;
     }
+    kvs_wal_stats_t ws;
+    kvs_wal_stats(rq->wal, &ws);
+    rq->snap_log_mark = ws.bytes;
     rq->snap_next = 0;
     rq->snap_end = kvs_store_count(rq->store);
   }

@@ -44,6 +44,7 @@ typedef struct {
   kvs_snap_t *snap;          /* snapshot in progress, or NULL */
   size_t snap_next;          /* next store entry to add */
   size_t snap_end;           /* entries present when the snapshot began */
+  uint64_t snap_log_mark;    /* log bytes written when the last snapshot began */
   int log_failed;            /* sticky: the log refused a write; the node must stop */
   kvs_subs_t *subs;          /* caches holding keys of this worker */
   void *subs_in;             /* PULL inproc://kvs-subs-<tid>: key sets from the owner */
