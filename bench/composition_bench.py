@@ -279,7 +279,15 @@ def run_squall(args) -> dict:
 
 
 def squall_workloads(args, c, H, sq, st, offset) -> dict:
+    """Registers the functions and DAGs, then measures a, a', b, c, d, e."""
     drv = SquallDriver(c, H.cb, H.load, H.dump, offset)
+    try:  # an open socket would make the client's context termination wait forever
+        return squall_measure(args, c, drv, sq, st)
+    finally:
+        drv.dealer.close(0)
+
+
+def squall_measure(args, c, drv, sq, st) -> dict:
     c.register(square, "square")
     c.register(increment, "increment")
     chain = [f"inc{i}" for i in range(args.chain)]
@@ -301,7 +309,6 @@ def squall_workloads(args, c, H, sq, st, offset) -> dict:
                                lambda i, r: r == i + args.chain)
     out["d"] = measure_sequential(one, args)
     out["e"] = drv.pipelined("bench_one", "square", args.throughput_seconds, args.inflight)
-    drv.dealer.close(0)
     return out
 
 
