@@ -107,6 +107,10 @@ uint64_t load_now_ns(void);
 /* Next pseudo-random number of the thread (xorshift64*). */
 uint64_t load_rand(load_thread_t *t);
 
+/* Writes v in decimal, zero-padded to at least min_digits (at most 20), NUL-terminated,
+ * into buf (room for 21 bytes); returns the number of digits. */
+int load_u64_text(uint64_t v, int min_digits, char *buf);
+
 /* Writes the name of key i ("key:00000042") into buf (LOAD_KEY_MAX bytes); returns
  * its length. The same names are used for both systems. */
 int load_key_name(uint64_t i, char *buf);

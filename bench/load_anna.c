@@ -294,7 +294,11 @@ static int anna__send(anna__loop_t *lp, anna__client_t *c, uint64_t key, uint64_
   slot->seq = c->next_seq++;
   slot->sent_ns = now;
   slot->busy = true;
-  snprintf(id, sizeof(id), "%u.%u.%" PRIu64, (unsigned)(c - lp->clients), s, slot->seq);
+  int len = load_u64_text((uint64_t)(c - lp->clients), 1, id); /* "<client>.<slot>.<seq>" */
+  id[len++] = '.';
+  len += load_u64_text(s, 1, id + len);
+  id[len++] = '.';
+  load_u64_text(slot->seq, 1, id + len);
   KeyTuple tup = KEY_TUPLE__INIT;
   KeyTuple *tups[1] = {&tup};
   KeyRequest req = KEY_REQUEST__INIT;
