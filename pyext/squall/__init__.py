@@ -11,7 +11,10 @@ This release exposes the foundations the client is built on:
   and read the bytes the KVS stores without a protobuf library;
 * the cluster: ``init`` (start or reuse a local cluster, or connect to one),
   ``shutdown``, ``put`` / ``get`` of Python values through the KVS (``Ref``), and
-  ``KvsClient``, the raw KVS transport (``KeyNotFoundError``, ``SquallTimeoutError``).
+  ``KvsClient``, the raw KVS transport (``KeyNotFoundError``, ``SquallTimeoutError``);
+* remote execution: ``@squall.function`` (``f.remote(...)`` -> ``Future``, ``f.map``),
+  ``squall.dag`` / ``f >> g`` (DAGs), ``wait``, ``gather``, ``context()`` (the user
+  library inside functions), ``RemoteError``; see docs/guide.md.
 
 Example:
 
@@ -34,8 +37,11 @@ import enum
 from typing import Any, Iterable, Mapping, Union
 
 from . import _cluster, _squall
-from ._cluster import Cluster, ClusterError, init, shutdown
+from ._cluster import Cluster, ClusterError, init
 from ._reference import CloudburstReference as Ref
+from ._api import (ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, Dag, Future,
+                   RemoteError, RemoteFunction, SchedulerError, context, dag, function,
+                   gather, wait)
 
 __all__ = [
     "__version__", "SquallError", "LatticeError", "errors", "strerror", "LatticeType",
@@ -46,6 +52,8 @@ __all__ = [
     "encode_multi_causal", "decode_multi_causal",
     "init", "shutdown", "put", "get", "Ref", "Cluster", "ClusterError",
     "KvsClient", "KeyNotFoundError", "SquallTimeoutError",
+    "function", "RemoteFunction", "Future", "dag", "Dag", "wait", "gather", "context",
+    "RemoteError", "SchedulerError", "ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION",
 ]
 
 __version__: str = _squall.__version__
@@ -75,6 +83,20 @@ LatticeType.__doc__ = """The lattice types of the KVS, numbered as the wire enum
     >>> squall.LatticeType.LWW, int(squall.LatticeType.PRIORITY)
     (<LatticeType.LWW: 1>, 6)
 """
+
+
+def shutdown() -> None:
+    """Disconnects this process: outstanding futures fail (RuntimeError), the result
+    poller stops, and the local cluster is stopped if this process started it. Does
+    nothing when not initialised; ``squall.init`` may be called again.
+
+    Example:
+
+        >>> squall.shutdown()
+    """
+    from . import _api
+    _api.reset()
+    _cluster.shutdown()
 
 
 def strerror(code: int) -> str:

@@ -18,10 +18,19 @@ Results: ``run`` returns ``(ok, (type, body), parts)`` where ``parts`` is one
 ``(type, body)`` per element when the result is a tuple (for DAG triggers), else None.
 A failure is the Cloudburst-shaped tuple ``('ERROR: <message>', GenericResponse bytes)``
 whose GenericResponse carries the exception type, message, traceback and executor.
+
+Output: a call whose first argument is a ``CallMeta`` (squall's own client sends one)
+has it removed, and its stdout, stderr and logging records are captured and stored at
+``CallMeta.out_key`` before ``run`` returns, i.e. before the result (squall/_callmeta.py).
 """
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+import os
 import pickle
+import sys
 import time
 import traceback
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -29,6 +38,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import _squall_exec as _x  # built into the squall-worker binary
 
 from . import _reference, _squall
+from ._callmeta import MAX_OUTPUT_CHARS, CallMeta
 from ._nodecache import FALLBACK, NodeCache
 from ._serialize import DEFAULT, dump, dump_object, encode_value, load, load_value
 
@@ -135,6 +145,52 @@ def error_result(code: int, etype: str, message: str, tb: str = "") -> Pair:
     return DEFAULT, pickle.dumps(("ERROR: " + message, resp), protocol=4)
 
 
+class _OutputCapture:
+    """Captures sys.stdout, sys.stderr and logging during one call (the caller asked
+    with a CallMeta first argument) and stores them at the caller's key; see
+    squall/_callmeta.py. The executor thread is the only thread running user code, so
+    swapping sys.stdout/sys.stderr for the call is safe."""
+
+    def __init__(self, out_key: str) -> None:
+        self.out_key = out_key
+        self.out, self.err = io.StringIO(), io.StringIO()
+        self.saved: Tuple[Any, Any] = (None, None)
+        self.handler = logging.StreamHandler(self.err)
+        self.handler.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
+
+    def __enter__(self) -> "_OutputCapture":
+        self.saved = (sys.stdout, sys.stderr)
+        sys.stdout, sys.stderr = self.out, self.err
+        logging.getLogger().addHandler(self.handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        logging.getLogger().removeHandler(self.handler)
+        sys.stdout, sys.stderr = self.saved
+
+    def ship(self, ident: str) -> None:
+        """Stores {"executor", "stdout", "stderr"} at out_key when there was output;
+        best effort (a failed write loses the output, never the result)."""
+        texts = []
+        for buf in (self.out, self.err):
+            text = buf.getvalue()
+            if len(text) > MAX_OUTPUT_CHARS:
+                text = text[:MAX_OUTPUT_CHARS] + f"\n[... {len(text) - MAX_OUTPUT_CHARS} " \
+                    "characters of output cut]\n"
+            texts.append(text)
+        if not any(texts):
+            return
+        rec = {"executor": ident, "stdout": texts[0], "stderr": texts[1]}
+        try:
+            _x.kvs_put(self.out_key, encode_value(*dump(rec)))
+        except Exception:  # noqa: BLE001 -- output is best effort
+            pass
+
+
+_NO_CAPTURE = contextlib.nullcontext()
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
 class Executor:
     """Runs calls for one executor process (made once by the C executor)."""
 
@@ -229,14 +285,20 @@ class Executor:
             return False, error_result(FUNC_NOT_FOUND, "squall.FunctionNotFound", str(e)), None
         except BaseException as e:  # noqa: BLE001 -- a bad pickle is the caller's error
             return False, self._failure(e, f"loading function {name!r} failed: "), None
+        capture = None
         try:
             values = [self._argument(a) for a in args]
-            result = fn(self.lib, *values)
+            if values and isinstance(values[0], CallMeta):
+                capture = _OutputCapture(values.pop(0).out_key)
+            with capture if capture is not None else _NO_CAPTURE:
+                result = fn(self.lib, *values)
             whole = dump(result)
             parts = [dump(r) for r in result] if isinstance(result, tuple) else None
         except BaseException as e:  # noqa: BLE001 -- user code never kills the executor
             return False, self._failure(e, ""), None
         finally:
+            if capture is not None:  # stored before the result, so the caller finds it
+                capture.ship(self.ident)
             if self.cache is not None:
                 self.cache.between_calls()
         return True, whole, parts
@@ -244,7 +306,7 @@ class Executor:
     def _failure(self, e: BaseException, prefix: str) -> Pair:
         frames = e.__traceback__
         while frames is not None and frames.tb_next is not None and \
-                frames.tb_frame.f_code.co_filename == __file__:
+                frames.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
             frames = frames.tb_next  # the user's frames first: ours are noise to them
         tb = "".join(traceback.format_exception(type(e), e, frames))
         message = prefix + (str(e) or type(e).__name__)

@@ -1,0 +1,40 @@
+"""The marker a squall client puts first in a call's arguments to ask for its output.
+
+``squall.function`` calls send ``CallMeta(out_key)`` as their first argument. The
+executor (``_executor.Executor.run``) removes it before calling the function, captures
+everything the call writes to ``sys.stdout``/``sys.stderr`` and to ``logging``, and,
+when there was any, stores ``{"executor", "stdout", "stderr"}`` (cloudpickled, LWW) at
+``out_key`` *before* the result is stored. The client reads ``out_key`` once the result
+is there and prints the text tagged with the executor. Calls without the marker
+(Cloudburst clients) are run exactly as before and their output is not captured.
+
+The class lives in its own module so that both the client and the executors import it
+without pulling in anything else.
+
+Example:
+
+    >>> CallMeta("abc.out").out_key
+    'abc.out'
+"""
+from __future__ import annotations
+
+#: Captured output beyond this many characters per stream is cut (with a note).
+MAX_OUTPUT_CHARS = 1 << 20
+
+
+class CallMeta:
+    """Per-call options that travel as the first argument (see the module docstring)."""
+
+    __slots__ = ("out_key",)
+
+    def __init__(self, out_key: str) -> None:
+        self.out_key = out_key
+
+    def __getstate__(self) -> dict:
+        return {"out_key": self.out_key}
+
+    def __setstate__(self, state: dict) -> None:
+        self.out_key = str(state.get("out_key", ""))
+
+    def __repr__(self) -> str:
+        return f"CallMeta({self.out_key!r})"
