@@ -46,8 +46,13 @@ test-c: build-asan
 
 # Python end-to-end tests run the sanitizer-built daemons (SQUALL_BIN_DIR) so that a
 # memory error in a daemon fails the run.
+# Leak checking stays with the cmocka suites: LeakSanitizer rewrites a daemon's exit
+# code at exit (an executor's deliberate "departed" code 3 becomes 1, which the
+# supervisor treats as a crash), and the embedded interpreter keeps allocations alive
+# until exit by design. Memory errors still abort the daemons here.
 test-python: build-asan pyinstall
-	SQUALL_BIN_DIR=$(CURDIR)/$(ASAN_DIR)/bin $(PY) -m pytest tests/python
+	ASAN_OPTIONS=$(ASAN_OPTIONS):detect_leaks=0 \
+	  SQUALL_BIN_DIR=$(CURDIR)/$(ASAN_DIR)/bin $(PY) -m pytest tests/python
 
 test: test-c test-python
 
