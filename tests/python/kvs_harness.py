@@ -75,7 +75,7 @@ def _ports_free(ports) -> bool:
 def free_port_offset(threads: int) -> int:
     """An offset such that 6200+o..6200+o+threads, 6250+o.. and 6450+o are free."""
     for _ in range(200):
-        off = random.randrange(1000, 40000, 10)
+        off = random.randrange(1000, 25000, 10)  # ports stay below the ephemeral range
         ports = [6200 + off + t for t in range(threads)] + [6450 + off]
         ports += [6250 + off + t for t in range(threads)]
         if _ports_free(ports):

@@ -9,6 +9,7 @@ import pytest
 import zmq
 
 from cb_harness import (Cluster, CloudburstClient, Scheduler, SchedulerError, cb, dump,
+                        free_sched_offset,
                         internal, reference_class, shared, worker_binary)
 from kvs_harness import wire
 
@@ -230,7 +231,12 @@ def test_deleted_dag_is_unpinned_tombstoned_and_stays_deleted(cluster, client):
 
 def test_peer_scheduler_takes_calls_and_sees_deletions(cluster, client):
     x = cluster.fake(0)
-    peer = Scheduler(cluster.tmp, cluster.kvs.routing, cluster.offset + 20000, FAST).start()
+    # Another free offset below the ephemeral port range (offset + 20000 could collide
+    # with client connections' ports there).
+    peer_offset = free_sched_offset()
+    while abs(peer_offset - cluster.offset) < 100:
+        peer_offset = free_sched_offset()
+    peer = Scheduler(cluster.tmp, cluster.kvs.routing, peer_offset, FAST).start()
     try:
         client.register(square, "square")
         time.sleep(0.3)
