@@ -289,6 +289,10 @@ void kvs_request_handle(kvs_request_ctx_t *rq, const uint8_t *bytes, size_t len)
     sq_log_error(rq->params->log, "out of memory answering a request");
     return;
   }
+  /* A write this request made could not be logged: acknowledging anything now could
+   * reveal or confirm a value a restart will not have. The sender times out; the
+   * worker stops after this batch (kvs_request_after_batch). */
+  if (rq->log_failed) return;
   size_t addr_len = strlen(req->response_address);
   if (addr_len == 0) return; /* fire and forget (gossip-style PUT) */
   if (addr_len >= KVS__MAX_ADDRESS || kvs__pack(rq, &resp) != 0) return;

@@ -146,23 +146,48 @@ static void kvs__log_counters(kvs__node_t *n, const char *when) {
               n->routing ? kvs_routing_answered(n->routing) : 0);
 }
 
-/* Sleeps until a stop signal, logging counters every interval. */
-static void kvs__wait_for_stop(kvs__node_t *n) {
+/* Returns an error when a worker reported that it stopped on its own: a thread whose
+ * log failed must take the node down rather than leave its keys unserved. */
+static int kvs__check_workers(kvs__node_t *n) {
+  char msg[512];
+  int len;
+  while ((len = zmq_recv(n->events, msg, sizeof(msg) - 1, ZMQ_DONTWAIT)) >= 0) {
+    msg[len < (int)sizeof(msg) - 1 ? len : (int)sizeof(msg) - 1] = '\0';
+    if (strncmp(msg, "failed", 6) == 0 || strncmp(msg, "stopped", 7) == 0) {
+      sq_log_error(n->log, "worker %s; stopping the node", msg + (msg[0] == 'f' ? 7 : 8));
+      return SQ_ECLOSED;
+    }
+  }
+  return 0;
+}
+
+/* Sleeps until a stop signal or a worker failure, logging counters every interval.
+ * Returns 0 after a signal, or the failure. */
+static int kvs__wait_for_stop(kvs__node_t *n) {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGHUP);
   int64_t every = n->config->stats_interval_s;
+  struct timespec last;
+  clock_gettime(CLOCK_MONOTONIC, &last);
   for (;;) {
-    struct timespec ts = {.tv_sec = every > 0 ? every : 3600, .tv_nsec = 0};
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = 200 * 1000 * 1000};
     int sig = sigtimedwait(&set, NULL, &ts);
     if (sig == SIGTERM || sig == SIGINT) {
       sq_log_info(n->log, "received %s: finishing in-flight writes and stopping",
                   sig == SIGTERM ? "SIGTERM" : "SIGINT");
-      return;
+      return 0;
     }
-    if (sig < 0 && errno == EAGAIN && every > 0) kvs__log_counters(n, "counters");
+    int rc = kvs__check_workers(n);
+    if (rc) return rc;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (every > 0 && now.tv_sec - last.tv_sec >= every) {
+      kvs__log_counters(n, "counters");
+      last = now;
+    }
   }
 }
 
@@ -204,7 +229,7 @@ int kvs_node_run(const kvs_config_t *config, sq_log_t *log) {
                 KVS_PORT_KEY_REQUEST + config->port_offset + n.nworkers - 1, config->bind_host,
                 KVS_PORT_KEY_ADDRESS + config->port_offset, config->data_dir,
                 config->durability == KVS_DURABILITY_FSYNC ? "fsync" : "none");
-    kvs__wait_for_stop(&n);
+    rc = kvs__wait_for_stop(&n);
   }
   kvs__node_teardown(&n);
   if (rc == 0) sq_log_info(log, "stopped cleanly");

@@ -97,7 +97,8 @@ static int kvs__worker_batch(kvs_request_ctx_t *rq, void *requests) {
  * poll would report is also checked without it: the stop flag, the subscription
  * socket, the log's completions in kvs_request_after_batch). One poll per idle turn,
  * not per batch, saves a poll(2) and ZeroMQ's per-socket event checks under load. */
-static void kvs__worker_serve(kvs_worker_t *w, void *requests, void *control) {
+/* Serves until told to stop (returns 0) or until the log fails (returns its error). */
+static int kvs__worker_serve(kvs_worker_t *w, void *requests, void *control) {
   kvs_request_ctx_t *rq = &w->rq;
   int log_fd = kvs_wal_event_fd(rq->wal);
   int stopping = 0, handled = 0;
@@ -119,9 +120,11 @@ static void kvs__worker_serve(kvs_worker_t *w, void *requests, void *control) {
     if (atomic_load(&w->stop_requested)) stopping = 1;
     kvs_request_subs_receive(rq);
     handled = stopping ? 0 : kvs__worker_batch(rq, requests);
-    if (kvs_request_after_batch(rq) != 0) break; /* log failure: fatal, logged */
+    int rc = kvs_request_after_batch(rq);
+    if (rc) return rc; /* log failure: fatal, already logged */
     if (!stopping) kvs_request_snapshot_step(rq, KVS__SNAPSHOT_SLICE);
   }
+  return 0;
 }
 
 static void *kvs__worker_main(void *arg) {
@@ -139,8 +142,14 @@ static void *kvs__worker_main(void *arg) {
     goto out;
   }
   kvs__report(events, "ready %u%s", w->params.tid, NULL);
-  kvs__worker_serve(w, requests, control);
-  kvs__report(events, "stopped %u%s", w->params.tid, NULL);
+  rc = kvs__worker_serve(w, requests, control);
+  if (rc) {
+    snprintf(why, sizeof(why), "stopped serving: its log refused a write (%s)",
+             sq_strerror(rc));
+    kvs__report(events, "failed %u %s", w->params.tid, why);
+  } else {
+    kvs__report(events, "stopped %u%s", w->params.tid, NULL);
+  }
 out:
   if (requests) zmq_close(requests);
   if (control) zmq_close(control);

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -432,3 +433,44 @@ def test_changed_keys_are_pushed_to_the_caches_holding_them(node, client):
         assert not cache.poll(500)
     finally:
         cache.close(0)
+
+
+def test_full_disk_stops_the_node_without_acknowledging_the_lost_write(tmp_path):
+    """A write the log cannot take is never acknowledged, and the node exits non-zero
+    instead of serving keys whose durability it can no longer promise."""
+    import subprocess
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        n = KvsNode(mnt / "data", threads=1)
+        n.log_path = tmp_path / "kvs-tiny.log"  # the log file must not fill the disk
+        n.start()
+        acked = []
+        with AnnaClient(n.routing, timeout=3) as c:
+            for i in range(400):  # 400 x 4 KiB > 256 KiB
+                try:
+                    t = c.put(f"fill-{i}", pb.LWW, lww(1, b"x" * 4096))
+                except TimeoutError:
+                    break
+                assert t.error == pb.NO_ERROR
+                acked.append(f"fill-{i}")
+        assert 0 < len(acked) < 400
+        assert n.proc.wait(30) == 1
+        text = n.log_text()
+        assert "refused a write" in text and "stopping the node" in text
+        # Every acknowledged write is in the log: recover a copy on a roomy disk.
+        shutil.copytree(mnt / "data", tmp_path / "copy")
+        (tmp_path / "copy" / "LOCK").unlink(missing_ok=True)
+        m = KvsNode(tmp_path / "copy", threads=1).start()
+        try:
+            with AnnaClient(m.routing) as c:
+                assert all(c.get(k).error == pb.NO_ERROR for k in acked)
+        finally:
+            m.stop()
+    finally:
+        if n.alive():
+            n.kill9()
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
