@@ -17,23 +17,27 @@ static int kvs__ack_grow(kvs_ack_queue_t *q) {
   return 0;
 }
 
-int kvs_ack_push(kvs_ack_queue_t *q, uint64_t lsn, const char *address, size_t addr_len,
-                 const uint8_t *bytes, size_t len) {
-  if (q->count == q->cap) {
-    int rc = kvs__ack_grow(q);
-    if (rc) return rc;
-  }
+uint8_t *kvs_ack_reserve(kvs_ack_queue_t *q, uint64_t lsn, const char *address,
+                         size_t addr_len, size_t len) {
+  if (q->count == q->cap && kvs__ack_grow(q) != 0) return NULL;
   char *block = malloc(addr_len + 1 + len);
-  if (!block) return -ENOMEM;
+  if (!block) return NULL;
   memcpy(block, address, addr_len);
   block[addr_len] = '\0';
-  if (len) memcpy(block + addr_len + 1, bytes, len);
   kvs_ack_t *e = &q->ring[(q->head + q->count) & (q->cap - 1)];
   e->lsn = lsn;
   e->address = block;
   e->bytes = (uint8_t *)block + addr_len + 1;
   e->len = len;
   q->count++;
+  return e->bytes;
+}
+
+int kvs_ack_push(kvs_ack_queue_t *q, uint64_t lsn, const char *address, size_t addr_len,
+                 const uint8_t *bytes, size_t len) {
+  uint8_t *dst = kvs_ack_reserve(q, lsn, address, addr_len, len);
+  if (!dst) return -ENOMEM;
+  if (len) memcpy(dst, bytes, len);
   return 0;
 }
 

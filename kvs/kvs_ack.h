@@ -29,6 +29,12 @@ typedef struct {
 int kvs_ack_push(kvs_ack_queue_t *q, uint64_t lsn, const char *address, size_t addr_len,
                  const uint8_t *bytes, size_t len);
 
+/* Queues an entry for `address` with room for `len` bytes and returns where the
+ * caller writes them (before any other call on the queue), so a reply is packed once,
+ * in place. NULL when out of memory (nothing queued). */
+uint8_t *kvs_ack_reserve(kvs_ack_queue_t *q, uint64_t lsn, const char *address,
+                         size_t addr_len, size_t len);
+
 /* Returns the oldest entry when its lsn <= durable, else NULL. The entry stays owned by
  * the queue until kvs_ack_pop(). */
 const kvs_ack_t *kvs_ack_ready(const kvs_ack_queue_t *q, uint64_t durable);

@@ -36,7 +36,6 @@ typedef struct {
   kvs_store_t *store;
   kvs_wal_t *wal;
   sq_arena_t arena;          /* per-request decode memory */
-  sq_buf_t reply;            /* packed reply, reused */
   sq_zmq_cache_t *replies; /* PUSH sockets to response addresses */
   kvs_ack_queue_t acks;
   uint64_t appended_lsn;     /* highest log position handed out */

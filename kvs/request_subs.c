@@ -165,11 +165,15 @@ void kvs_request_push_update(kvs_request_ctx_t *rq, const char *key, size_t keyl
   push.n_tuples = 1;
   push.tuples = tuples;
   size_t size = key_request__get_packed_size(&push);
-  uint8_t *bytes = malloc(size);
-  if (!bytes) return;
-  key_request__pack(&push, bytes);
-  for (size_t i = 0; i < n; i++)
-    if (kvs_ack_push(&rq->acks, lsn, endpoints[i], strlen(endpoints[i]), bytes, size) != 0)
+  const uint8_t *first = NULL; /* packed once into the first queue entry, copied after */
+  for (size_t i = 0; i < n; i++) {
+    uint8_t *dst = kvs_ack_reserve(&rq->acks, lsn, endpoints[i], strlen(endpoints[i]), size);
+    if (!dst) {
       atomic_fetch_add_explicit(&rq->counters->send_drops, 1, memory_order_relaxed);
-  free(bytes);
+      continue;
+    }
+    if (first) memcpy(dst, first, size);
+    else key_request__pack(&push, dst);
+    first = dst;
+  }
 }
