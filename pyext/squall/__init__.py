@@ -257,22 +257,35 @@ def put(value: Any) -> Ref:
 def get(ref: "Ref | str", timeout: float | None = None) -> Any:
     """The value behind a reference from ``squall.put`` (or the value of a KVS key).
 
+    On a node with a squall cache (any local cluster) the value is read from the cache
+    the way executors read it: a NumPy array comes back **zero copy, as a read-only
+    view** of the shared mapping (``.copy()`` it to modify it); a miss is fetched into
+    the cache once. Elsewhere it is read from the KVS. A key holding a set (SET or
+    ORDERED_SET lattice, e.g. stored by Cloudburst) reads as the list of its elements.
+
     Raises ``KeyNotFoundError`` (a ``KeyError``) when the key does not exist,
     ``SquallTimeoutError`` when the KVS does not answer within ``timeout`` seconds per
-    attempt (default: the client's 10 s), ``TypeError`` when the key holds another
-    lattice than LWW.
+    attempt (default: the client's 10 s), ``TypeError`` when the key holds a lattice
+    squall values are not stored in (causal, priority).
 
     Example:
 
         >>> squall.get(squall.put("hello"))        # doctest: +SKIP
         'hello'
     """
-    from . import _serialize
-    kvs = _cluster.current().kvs
+    from . import _clientcache, _serialize
+    cluster = _cluster.current()
     key = ref if isinstance(ref, str) else ref.key
-    ltype, payload = kvs.get(key, timeout=timeout)
+    found, value = _clientcache.lookup(cluster, key)
+    if not found:
+        raise KeyNotFoundError(f"no value is stored under key {key!r}")
+    if value is not _clientcache.UNAVAILABLE:
+        return value
+    ltype, payload = cluster.kvs.get(key, timeout=timeout)
+    if ltype in (LatticeType.SET, LatticeType.ORDERED_SET):
+        return [_serialize.load_value(v) for v in _squall.decode_set(payload)]
     if ltype != LatticeType.LWW:
         raise TypeError(f"key {key!r} holds a {LatticeType(ltype).name} lattice; "
-                        "squall.get reads values stored by squall.put (LWW)")
+                        "squall.get reads values stored by squall.put (LWW) and sets")
     _, value = _squall.decode_lww(payload)
     return _serialize.load(*_serialize.decode_value(value))
