@@ -343,17 +343,33 @@ int kvs_request_after_batch(kvs_request_ctx_t *rq) {
   return 0;
 }
 
-bool kvs_request_snapshot_active(const kvs_request_ctx_t *rq) { return rq->snap != NULL; }
+/* Snapshot encoding stops for this turn once this much waits for the writer thread:
+ * memory stays bounded and the worker never waits for the disk. */
+#define KVS__SNAP_BACKLOG (4u << 20)
 
+bool kvs_request_snapshot_active(const kvs_request_ctx_t *rq) {
+  return rq->snap && rq->snap_next < rq->snap_end &&
+         kvs_snap_backlog(rq->snap) < KVS__SNAP_BACKLOG;
+}
+
+static void kvs__snapshot_failed(kvs_request_ctx_t *rq, int rc) {
+  sq_log_warn(rq->params->log, "snapshot failed: %s; the log keeps everything, will retry",
+              sq_strerror(rc));
+  kvs_snap_abort(rq->snap);
+  rq->snap = NULL;
+}
+
+/* The commit runs on the snapshot's writer thread; this only notices its end. */
 static void kvs__snapshot_finish(kvs_request_ctx_t *rq) {
-  int rc = kvs_snap_commit(rq->snap);
+  int rc = 0;
+  if (kvs_snap_commit_poll(rq->snap, &rc) == 0) return;
+  rq->snap = NULL; /* freed by the poll */
   if (rc)
     sq_log_warn(rq->params->log, "snapshot failed: %s; the log keeps everything, will retry",
                 sq_strerror(rc));
   else
     sq_log_info(rq->params->log, "snapshot of %zu keys written; older log segments removed",
                 rq->snap_end);
-  rq->snap = NULL;
 }
 
 /* A snapshot is due when the log has passed --segment-bytes AND has grown by at least
@@ -370,33 +386,40 @@ static bool kvs__snapshot_due(kvs_request_ctx_t *rq) {
   return ws.bytes - rq->snap_log_mark >= ss.payload_bytes;
 }
 
+static void kvs__snapshot_begin(kvs_request_ctx_t *rq) {
+  int rc = kvs_wal_checkpoint_begin(rq->wal, &rq->snap);
+  if (rc) {
+    sq_log_warn(rq->params->log, "cannot start a snapshot: %s", sq_strerror(rc));
+    rq->snap = NULL;
+    return;
+  }
+  kvs_wal_stats_t ws;
+  kvs_wal_stats(rq->wal, &ws);
+  rq->snap_log_mark = ws.bytes;
+  rq->snap_next = 0;
+  rq->snap_end = kvs_store_count(rq->store);
+}
+
 void kvs_request_snapshot_step(kvs_request_ctx_t *rq, size_t slice) {
   if (!rq->snap) {
     if (!kvs__snapshot_due(rq)) return;
-    int rc = kvs_wal_checkpoint_begin(rq->wal, &rq->snap);
-    if (rc) {
-      sq_log_warn(rq->params->log, "cannot start a snapshot: %s", sq_strerror(rc));
-      rq->snap = NULL;
-      return;
-    }
-    kvs_wal_stats_t ws;
-    kvs_wal_stats(rq->wal, &ws);
-    rq->snap_log_mark = ws.bytes;
-    rq->snap_next = 0;
-    rq->snap_end = kvs_store_count(rq->store);
+    kvs__snapshot_begin(rq);
+    if (!rq->snap) return;
   }
-  for (size_t n = 0; n < slice && rq->snap_next < rq->snap_end; n++, rq->snap_next++) {
+  if (rq->snap_next == rq->snap_end) {
+    kvs__snapshot_finish(rq);
+    return;
+  }
+  int rc = kvs_snap_pump(rq->snap);
+  for (size_t n = 0; rc == 0 && n < slice && rq->snap_next < rq->snap_end &&
+                     kvs_snap_backlog(rq->snap) < KVS__SNAP_BACKLOG;
+       n++, rq->snap_next++) {
     kvs_store_entry_t e;
     kvs_store_entry_at(rq->store, rq->snap_next, &e);
-    int rc = kvs_snap_add(rq->snap, e.key, e.keylen, e.type, e.payload, e.len);
-    if (rc) {
-      sq_log_warn(rq->params->log, "snapshot failed: %s; will retry", sq_strerror(rc));
-      kvs_snap_abort(rq->snap);
-      rq->snap = NULL;
-      return;
-    }
+    rc = kvs_snap_add(rq->snap, e.key, e.keylen, e.type, e.payload, e.len);
   }
-  if (rq->snap_next == rq->snap_end) kvs__snapshot_finish(rq);
+  if (rc) kvs__snapshot_failed(rq, rc);
+  else if (rq->snap_next == rq->snap_end) kvs__snapshot_finish(rq);
 }
 
 /* ---- set-up and tear-down ----------------------------------------------------- */

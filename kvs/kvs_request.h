@@ -84,12 +84,17 @@ void kvs_request_push_update(kvs_request_ctx_t *rq, const char *key, size_t keyl
  * caches that stopped announcing. */
 void kvs_request_subs_receive(kvs_request_ctx_t *rq);
 
-/* Snapshot progress: true while a snapshot is being written. */
+/* True while a snapshot has entries the worker can encode right now (the worker
+ * should not sleep in poll then). False when there is none, and while the snapshot's
+ * writer thread is busy with a full backlog or the commit: it writes to the log's
+ * event fd when done, which wakes the worker's poll. */
 bool kvs_request_snapshot_active(const kvs_request_ctx_t *rq);
 
 /* Starts a snapshot when the log asks for one, or adds up to `slice` entries to the
- * one in progress, committing it when all are in. Errors are logged; the snapshot is
- * then abandoned and retried later (the log still holds everything). */
+ * one in progress (fewer when the writer thread is behind), starting its commit when
+ * all are in, or notices that the commit ended. Never blocks on the disk: the writes,
+ * fsyncs, rename and deletes run on the snapshot's writer thread. Errors are logged;
+ * the snapshot is then abandoned and retried later (the log still holds everything). */
 void kvs_request_snapshot_step(kvs_request_ctx_t *rq, size_t slice);
 
 #endif

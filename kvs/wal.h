@@ -28,9 +28,10 @@
  * Snapshots (fuzzy, because every value is a lattice and replay is idempotent and
  * order-free): kvs_wal_checkpoint_begin() rotates to a new segment S and opens a
  * temporary snapshot file; the owner adds every key's CURRENT value with
- * kvs_snap_add() a slice at a time while appends continue into S; kvs_snap_commit()
- * fsyncs the snapshot, renames it to snap-<tid>-S.snap, fsyncs the directory and
- * deletes the segments < S and older snapshots. Recovery = newest snapshot + segments
+ * kvs_snap_add() a slice at a time while appends continue into S; the commit
+ * (kvs_snap_commit_poll(), run by the snapshot's writer thread) fsyncs the snapshot,
+ * renames it to snap-<tid>-S.snap, fsyncs the directory and deletes the segments < S
+ * and older snapshots. Recovery = newest snapshot + segments
  * >= its seq, in order.
  *
  * Torn tails. A crash can leave the last group half written. Recovery (and open)
@@ -40,8 +41,9 @@
  *
  * Threads: a kvs_wal_t and its kvs_snap_t belong to the thread that opened them; no
  * function here may be called concurrently on the same log. The pwrite backend runs
- * one helper thread per log internally (see wal_pwrite.c). kvs_wal_recover() touches
- * only the files of its tid.
+ * one helper thread per log internally (see wal_pwrite.c), and a snapshot one writer
+ * thread for its file I/O, fsyncs and deletes (see wal_snapshot.c), so the owner
+ * never blocks on a checkpoint. kvs_wal_recover() touches only the files of its tid.
  *
  * Errors are sticky: once a write or fsync fails, every later call except close
  * returns that error (the node must stop acknowledging writes, like PostgreSQL does on
@@ -175,16 +177,34 @@ bool kvs_wal_checkpoint_due(const kvs_wal_t *wal);
  * abort or close). Errors: -EBUSY (one is running), -errno, sticky error. */
 int kvs_wal_checkpoint_begin(kvs_wal_t *wal, kvs_snap_t **snap);
 
-/* Adds one key's current value to the snapshot (buffered; written out in 1 MiB
- * chunks whose writeback starts at once, so commit's fsync is short). Errors as
- * kvs_wal_append(); on an I/O error the snapshot is broken: abort it. */
+/* Adds one key's current value to the snapshot. Never blocks: the entry is encoded
+ * into the owner's buffer, and a full 1 MiB chunk goes to the snapshot's writer
+ * thread when it is idle (it writes the chunk and starts its writeback at once, so
+ * the commit's fsync is short). Errors as kvs_wal_append(), -EBUSY after the commit
+ * began, or the writer's I/O error (sticky: the snapshot is broken, abort it). */
 int kvs_snap_add(kvs_snap_t *snap, const char *key, size_t keylen, sq_lattice_type_t type,
                  const uint8_t *payload, size_t len);
 
-/* Finishes the snapshot: writes its trailer, fsyncs it, renames it into place, fsyncs
- * the directory, then deletes the superseded segments and snapshots. Frees snap
- * whatever the result; on failure the old snapshot and segments stay valid. Blocks
- * for the fsyncs. 0 or -errno. */
+/* Bytes encoded but not yet handed to the writer. When the writer falls behind this
+ * grows past 1 MiB; the owner should stop adding until kvs_snap_pump() brings it
+ * down. */
+size_t kvs_snap_backlog(const kvs_snap_t *snap);
+
+/* Hands a full chunk to the writer if it is idle. Never blocks. 0 or the sticky
+ * error. The writer writes 1 to the log's event fd each time it finishes a chunk, so
+ * an owner polling kvs_wal_event_fd() wakes to hand over the next one. */
+int kvs_snap_pump(kvs_snap_t *snap);
+
+/* Commits without blocking, one step per call: the first call ends the snapshot (no
+ * more adds) and queues its trailer; the writer then writes the rest, fsyncs it,
+ * renames it into place, fsyncs the directory and deletes the superseded segments
+ * and snapshots. Returns 0 while that runs (call again when the event fd fires), 1
+ * when it is over: *res is 0 or -errno, and snap is freed (do not use it again);
+ * on failure the old snapshot and segments stay valid. */
+int kvs_snap_commit_poll(kvs_snap_t *snap, int *res);
+
+/* kvs_snap_commit_poll() until it is over, waiting for the writer: blocks for the
+ * fsyncs. For tests and tools. Frees snap whatever the result. 0 or -errno. */
 int kvs_snap_commit(kvs_snap_t *snap);
 
 /* Drops an unfinished snapshot (its temp file is deleted). Accepts NULL. */
