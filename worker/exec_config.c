@@ -3,9 +3,9 @@
 
 #include <stddef.h>
 
-#define EXEC_OPT(field, name, type, def, help) SQ_OPT(exec_config_t, field, name, type, def, help)
+#include "sq_daemon.h"
 
-static const char *const exec__levels[] = {"error", "warn", "info", "debug", NULL};
+#define EXEC_OPT(field, name, type, def, help) SQ_OPT(exec_config_t, field, name, type, def, help)
 
 static const sq_opt_t exec__opts[] = {
     EXEC_OPT(executors, "executors", SQ_OPT_INT64, "0", "executor processes (0 = one per core)"),
@@ -28,7 +28,7 @@ static const sq_opt_t exec__opts[] = {
              "squall-cache directory: references resolve from it, zero copy (default: KVS only)"),
     EXEC_OPT(python, "python", SQ_OPT_STRING, "",
              "interpreter whose installation (and venv) executors use (default: the build's)"),
-    SQ_OPT_ENUMOF(exec_config_t, log_level, "log-level", exec__levels, "info", "log level"),
+    SQ_DAEMON_LOG_LEVEL_OPT(exec_config_t, log_level),
     EXEC_OPT(executor_tid, "executor-tid", SQ_OPT_INT64, "-1",
              "internal: run one executor with this tid (set by the supervisor)"),
     EXEC_OPT(slot_fd, "slot-fd", SQ_OPT_INT64, "-1", "internal: the supervisor's slot memfd"),

@@ -1,10 +1,11 @@
 /* squall-worker: the executor node daemon. Without --executor-tid it is the supervisor
  * of E executor processes; with it (set by the supervisor) it is one executor. See
  * exec.h for both roles and `squall-worker --help` for the options. */
+#include <stddef.h>
 #include <stdio.h>
-#include <stdlib.h>
 
 #include "exec.h"
+#include "sq_daemon.h"
 
 /* LeakSanitizer (sanitizer builds): the embedded interpreter is never finalised, by
  * design (exec_py_fini), so its allocations -- and those of the extension modules user
@@ -15,30 +16,29 @@ const char *__lsan_default_suppressions(void) {
          "leak:.cpython-\nleak:lib-dynload\n";
 }
 
+/* The logger component: "worker" for the supervisor, "exec/<tid>" for an executor. */
+static void exec__component(const void *cfg, char *buf, size_t len) {
+  const exec_config_t *c = cfg;
+  if (c->executor_tid >= 0) snprintf(buf, len, "exec/%d", (int)c->executor_tid);
+}
+
+/* Exit codes: 0 after --help or a clean stop, 2 for bad options, 1 when the logger or
+ * the daemon could not start, EXEC_EXIT_DEPARTED (3) for an executor that departed. */
 int main(int argc, char **argv) {
   exec_config_t cfg = {0};
-  sq_config_result_t res;
   sq_log_t *log = NULL;
-  int code = 2;
-  if (sq_config_load(&exec_config_spec, &cfg, argc, argv, &res)) {
-    fprintf(stderr, "squall-worker: %s\n", res.error);
-    goto out;
-  }
-  if (res.help) {
-    sq_config_print_usage(&exec_config_spec, stdout);
-    code = 0;
-    goto out;
-  }
-  char component[64];
-  snprintf(component, sizeof(component), cfg.executor_tid >= 0 ? "exec/%d" : "worker",
-           (int)cfg.executor_tid);
-  sq_log_options_t lo = {.level = (sq_log_level_t)cfg.log_level, .component = component};
-  if (sq_log_open(&lo, &log)) {
-    code = 1;
-    goto out;
-  }
+  const sq_daemon_spec_t daemon = {
+      .spec = &exec_config_spec,
+      .component = "worker",
+      .component_of = exec__component,
+      .log_level_offset = offsetof(exec_config_t, log_level),
+      .log_format_offset = SQ_DAEMON_NO_FIELD,
+      .log_file_offset = SQ_DAEMON_NO_FIELD,
+      .log_exit_code = 1,
+  };
+  int code = sq_daemon_setup(&daemon, &cfg, argc, argv, &log);
+  if (code >= 0) return code;
   code = cfg.executor_tid >= 0 ? exec_proc_main(&cfg, log) : exec_super_main(&cfg, log, argc, argv);
-out:
   sq_log_close(log);
   sq_config_free(&exec_config_spec, &cfg);
   return code;

@@ -5,17 +5,16 @@
  * Exit codes: 0 after a clean stop, 2 for bad options, 1 when it could not start.
  */
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "sched_server.h"
 #include "sq_config.h"
+#include "sq_daemon.h"
 #include "sq_error.h"
 #include "sq_log.h"
-
-static const char *const sched__level_names[] = {"error", "warn", "info", "debug", NULL};
-static const char *const sched__format_names[] = {"text", "json", NULL};
 
 #define S_OPT(field, name, type, def, help) SQ_OPT(sched_config_t, field, name, type, def, help)
 
@@ -42,11 +41,9 @@ static const sq_opt_t sched__options[] = {
           "calls sent this recently are re-sent when their executor is lost"),
     S_OPT(max_message_bytes, "max-message-bytes", SQ_OPT_SIZE, "256M",
           "largest request accepted"),
-    SQ_OPT_ENUMOF(sched_config_t, log_level, "log-level", sched__level_names, "info",
-                  "error, warn, info or debug"),
-    SQ_OPT_ENUMOF(sched_config_t, log_format, "log-format", sched__format_names, "text",
-                  "text lines, or one JSON object per line"),
-    S_OPT(log_file, "log-file", SQ_OPT_STRING, "", "append the log here (default stderr)"),
+    SQ_DAEMON_LOG_LEVEL_OPT(sched_config_t, log_level),
+    SQ_DAEMON_LOG_FORMAT_OPT(sched_config_t, log_format),
+    SQ_DAEMON_LOG_FILE_OPT(sched_config_t, log_file),
 };
 
 static const sq_config_spec_t sched__spec = {
@@ -64,7 +61,9 @@ static void sched__on_signal(int sig) {
   sched__stop = 1;
 }
 
-static const char *sched__config_problem(const sched_config_t *c) {
+/* Checks what the table cannot express. Returns NULL or the complaint. */
+static const char *sched__config_problem(const void *cfg) {
+  const sched_config_t *c = cfg;
   if (c->port_offset < -4000 || c->port_offset > 60000) return "--port-offset puts ports outside 1..65535";
   if (c->executor_deadline_ms < 100) return "--executor-deadline-ms must be at least 100";
   if (c->pin_timeout_ms < 10 || c->pin_tries < 1 || c->pin_tries > 12)
@@ -107,36 +106,29 @@ static char **sched__join_peers(int argc, char **argv, int *outc, char **joined)
 
 int main(int argc, char **argv) {
   sched_config_t cfg = {0};
-  sq_config_result_t res;
   sq_log_t *log = NULL;
   sched_t *s = NULL;
   char *joined = NULL, err[512] = "";
-  int nargc = 0, code = 1;
+  int nargc = 0;
   char **nargv = sched__join_peers(argc, argv, &nargc, &joined);
   if (!nargv) return 1;
-  int rc = sq_config_load(&sched__spec, &cfg, nargc, nargv, &res);
-  if (rc == 0 && res.help) {
-    sq_config_print_usage(&sched__spec, stdout);
-    code = 0;
-    goto out;
-  }
-  const char *problem = rc ? res.error : sched__config_problem(&cfg);
-  if (problem) {
-    fprintf(stderr, "squall-scheduler: %s\n", problem);
-    code = 2;
-    goto out;
-  }
-  sq_log_options_t lo = {.level = (sq_log_level_t)cfg.log_level,
-                         .format = (sq_log_format_t)cfg.log_format,
-                         .path = cfg.log_file, .component = "scheduler"};
-  if ((rc = sq_log_open(&lo, &log)) != 0) {
-    fprintf(stderr, "squall-scheduler: cannot open log %s: %s\n", cfg.log_file, sq_strerror(rc));
-    goto out;
-  }
+  const sq_daemon_spec_t daemon = {
+      .spec = &sched__spec,
+      .check = sched__config_problem,
+      .component = "scheduler",
+      .log_level_offset = offsetof(sched_config_t, log_level),
+      .log_format_offset = offsetof(sched_config_t, log_format),
+      .log_file_offset = offsetof(sched_config_t, log_file),
+      .log_exit_code = 1,
+  };
+  int code = sq_daemon_setup(&daemon, &cfg, nargc, nargv, &log);
+  if (code >= 0) goto out;
+  code = 1;
   signal(SIGPIPE, SIG_IGN);
   signal(SIGTERM, sched__on_signal);
   signal(SIGINT, sched__on_signal);
-  if ((rc = sched_create(&cfg, log, &s, err, sizeof err)) != 0) {
+  int rc = sched_create(&cfg, log, &s, err, sizeof err);
+  if (rc) {
     sq_log_error(log, "cannot start: %s", err);
     goto out;
   }
