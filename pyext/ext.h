@@ -84,6 +84,16 @@ PyObject *ext_error_raise(ext_state_t *st, int code, const char *context);
 int ext_lattice_decode(ext_state_t *st, sq_lattice_type_t type, PyObject *payload,
                        sq_lattice_t *out, const char *context);
 
+/* Turns a decoded lattice into its Python form: a new reference, or NULL with an
+ * exception set. Borrows `l`. */
+typedef PyObject *(*ext_lattice_to_py_fn)(const sq_lattice_t *l);
+
+/* The body of every decode_* function: decodes the bytes-like `payload` as `type`
+ * (errors as ext_lattice_decode, prefixed by `context`), returns to_py of the result
+ * (new reference) or NULL with the exception set. The lattice is freed either way. */
+PyObject *ext_lattice_decode_py(PyObject *module, sq_lattice_type_t type, PyObject *payload,
+                                ext_lattice_to_py_fn to_py, const char *context);
+
 /* Encodes `l` into a new bytes object, or NULL with the error raised. */
 PyObject *ext_lattice_encode(ext_state_t *st, const sq_lattice_t *l, const char *context);
 

@@ -118,13 +118,43 @@ out:
   return copy;
 }
 
-/* obj.items() as a list of pairs, or NULL with TypeError when obj is not a mapping. */
-static PyObject *ext__mapping_items(PyObject *obj, const char *what) {
+/* obj.items() as a list of 2-tuples, or NULL with TypeError when obj is not a mapping
+ * (`what` names it) or an item is not a pair (`pair_msg`). */
+static PyObject *ext__mapping_pairs(PyObject *obj, const char *what, const char *pair_msg) {
   if (!PyDict_Check(obj) && !PyObject_HasAttrString(obj, "items")) {
     PyErr_Format(PyExc_TypeError, "%s must be a dict, not %.100s", what, Py_TYPE(obj)->tp_name);
     return NULL;
   }
-  return PyMapping_Items(obj);
+  PyObject *items = PyMapping_Items(obj);
+  for (Py_ssize_t i = 0; items && i < PyList_GET_SIZE(items); i++) {
+    PyObject *kv = PyList_GET_ITEM(items, i);
+    if (!PyTuple_Check(kv) || PyTuple_GET_SIZE(kv) != 2) {
+      PyErr_SetString(PyExc_TypeError, pair_msg);
+      Py_CLEAR(items);
+    }
+  }
+  return items;
+}
+
+/* A zeroed array of n + 1 entries of `size` bytes (never a zero-size request), or
+ * NULL with MemoryError set. */
+static void *ext__entries_new(Py_ssize_t n, size_t size) {
+  void *p = calloc((size_t)n + 1, size);
+  if (!p) PyErr_NoMemory();
+  return p;
+}
+
+/* Sorts n entries (of `size` bytes, ordered by cmp) into canonical order. 0, or -1
+ * with ValueError(dup_msg) when two entries compare equal. */
+static int ext__sort_unique(void *base, size_t n, size_t size,
+                            int (*cmp)(const void *, const void *), const char *dup_msg) {
+  if (n > 1) qsort(base, n, size, cmp);
+  for (size_t i = 1; i < n; i++)
+    if (cmp((char *)base + (i - 1) * size, (char *)base + i * size) == 0) {
+      PyErr_SetString(PyExc_ValueError, dup_msg);
+      return -1;
+    }
+  return 0;
 }
 
 static int ext__vc_entry_cmp(const void *pa, const void *pb) {
@@ -136,21 +166,14 @@ static int ext__vc_entry_cmp(const void *pa, const void *pb) {
 static int ext__vclock_from_py(PyObject *mapping, sq_vclock_t *out) {
   PyObject *items = NULL;
   int rc = -1;
-  items = ext__mapping_items(mapping, "a vector clock");
+  items = ext__mapping_pairs(mapping, "a vector clock",
+                             "a vector clock's items() must be (str, int) pairs");
   if (!items) goto out;
   Py_ssize_t n = PyList_GET_SIZE(items);
-  out->entries = calloc((size_t)n + 1, sizeof *out->entries);
-  if (!out->entries) {
-    PyErr_NoMemory();
-    goto out;
-  }
+  if (!(out->entries = ext__entries_new(n, sizeof *out->entries))) goto out;
   for (Py_ssize_t i = 0; i < n; i++) {
     PyObject *kv = PyList_GET_ITEM(items, i);
     unsigned long long counter;
-    if (!PyTuple_Check(kv) || PyTuple_GET_SIZE(kv) != 2) {
-      PyErr_SetString(PyExc_TypeError, "a vector clock's items() must be (str, int) pairs");
-      goto out;
-    }
     if (ext_uint_arg(PyTuple_GET_ITEM(kv, 1), UINT32_MAX, "a vector clock counter", &counter) < 0)
       goto out;
     char *node = ext__strdup_arg(PyTuple_GET_ITEM(kv, 0), "a vector clock node id");
@@ -159,13 +182,8 @@ static int ext__vclock_from_py(PyObject *mapping, sq_vclock_t *out) {
     out->entries[out->count].counter = (uint32_t)counter;
     out->count++;
   }
-  qsort(out->entries, out->count, sizeof *out->entries, ext__vc_entry_cmp);
-  for (size_t i = 1; i < out->count; i++)
-    if (strcmp(out->entries[i - 1].node, out->entries[i].node) == 0) {
-      PyErr_SetString(PyExc_ValueError, "a vector clock names a node twice");
-      goto out;
-    }
-  rc = 0;
+  rc = ext__sort_unique(out->entries, out->count, sizeof *out->entries, ext__vc_entry_cmp,
+                        "a vector clock names a node twice");
 out:
   Py_XDECREF(items);
   return rc;
@@ -264,33 +282,20 @@ static int ext__dep_cmp(const void *pa, const void *pb) {
 static int ext__deps_from_py(PyObject *mapping, sq_multi_causal_t *m) {
   PyObject *items = NULL;
   int rc = -1;
-  items = ext__mapping_items(mapping, "deps");
+  items = ext__mapping_pairs(mapping, "deps", "deps.items() must be (str, clock) pairs");
   if (!items) goto out;
   Py_ssize_t n = PyList_GET_SIZE(items);
-  m->deps = calloc((size_t)n + 1, sizeof *m->deps);
-  if (!m->deps) {
-    PyErr_NoMemory();
-    goto out;
-  }
+  if (!(m->deps = ext__entries_new(n, sizeof *m->deps))) goto out;
   for (Py_ssize_t i = 0; i < n; i++) {
     PyObject *kv = PyList_GET_ITEM(items, i);
-    if (!PyTuple_Check(kv) || PyTuple_GET_SIZE(kv) != 2) {
-      PyErr_SetString(PyExc_TypeError, "deps.items() must be (str, clock) pairs");
-      goto out;
-    }
     sq_dependency_t *d = &m->deps[m->ndeps];
     d->key = ext__strdup_arg(PyTuple_GET_ITEM(kv, 0), "a dependency key");
     if (!d->key) goto out;
     m->ndeps++; /* complete enough to free from here on */
     if (ext__vclock_from_py(PyTuple_GET_ITEM(kv, 1), &d->clock) < 0) goto out;
   }
-  qsort(m->deps, m->ndeps, sizeof *m->deps, ext__dep_cmp);
-  for (size_t i = 1; i < m->ndeps; i++)
-    if (strcmp(m->deps[i - 1].key, m->deps[i].key) == 0) {
-      PyErr_SetString(PyExc_ValueError, "deps names a key twice");
-      goto out;
-    }
-  rc = 0;
+  rc = ext__sort_unique(m->deps, m->ndeps, sizeof *m->deps, ext__dep_cmp,
+                        "deps names a key twice");
 out:
   Py_XDECREF(items);
   return rc;
@@ -298,18 +303,29 @@ out:
 
 /* ---- module functions ------------------------------------------------------------ */
 
+static PyObject *ext__single_to_py(const sq_lattice_t *l) {
+  return ext__causal_to_py(&l->u.single);
+}
+
 PyDoc_STRVAR(ext__decode_single_doc,
              "decode_single_causal($module, payload, /)\n--\n\n"
              "(clock, siblings) of a SingleKeyCausalValue payload: clock is a dict\n"
              "node -> counter, siblings a list of (clock, value). LatticeError if malformed.");
 
 static PyObject *ext__decode_single(PyObject *module, PyObject *payload) {
-  ext_state_t *st = ext_state(module);
-  sq_lattice_t l;
+  return ext_lattice_decode_py(module, SQ_LATTICE_SINGLE_CAUSAL, payload, ext__single_to_py,
+                               "decode_single_causal");
+}
+
+/* (clock, siblings, deps) of a decoded MULTI_CAUSAL lattice. */
+static PyObject *ext__multi_to_py(const sq_lattice_t *l) {
+  PyObject *causal = ext__causal_to_py(&l->u.multi.causal);
+  PyObject *deps = causal ? ext__deps_to_dict(&l->u.multi) : NULL;
   PyObject *res = NULL;
-  if (ext_lattice_decode(st, SQ_LATTICE_SINGLE_CAUSAL, payload, &l, "decode_single_causal") == 0)
-    res = ext__causal_to_py(&l.u.single);
-  sq_lattice_free(&l);
+  if (deps)
+    res = Py_BuildValue("(OOO)", PyTuple_GET_ITEM(causal, 0), PyTuple_GET_ITEM(causal, 1), deps);
+  Py_XDECREF(causal);
+  Py_XDECREF(deps);
   return res;
 }
 
@@ -319,19 +335,22 @@ PyDoc_STRVAR(ext__decode_multi_doc,
              "key -> clock. LatticeError if malformed.");
 
 static PyObject *ext__decode_multi(PyObject *module, PyObject *payload) {
+  return ext_lattice_decode_py(module, SQ_LATTICE_MULTI_CAUSAL, payload, ext__multi_to_py,
+                               "decode_multi_causal");
+}
+
+/* The payload of lattice `type` (SINGLE_ or MULTI_CAUSAL) joining `siblings`, with
+ * `deps` (MULTI_CAUSAL; Py_None = none) attached. New bytes or NULL. */
+static PyObject *ext__encode_causal(PyObject *module, sq_lattice_type_t type, PyObject *siblings,
+                                    PyObject *deps, const char *context) {
   ext_state_t *st = ext_state(module);
-  sq_lattice_t l;
-  PyObject *causal = NULL, *deps = NULL, *res = NULL;
-  if (ext_lattice_decode(st, SQ_LATTICE_MULTI_CAUSAL, payload, &l, "decode_multi_causal") < 0)
-    goto out;
-  causal = ext__causal_to_py(&l.u.multi.causal);
-  deps = ext__deps_to_dict(&l.u.multi);
-  if (!causal || !deps) goto out;
-  res = Py_BuildValue("(OOO)", PyTuple_GET_ITEM(causal, 0), PyTuple_GET_ITEM(causal, 1), deps);
+  sq_lattice_t acc = {.type = type};
+  PyObject *res = NULL;
+  if (ext__siblings_join(st, siblings, &acc, context) < 0) goto out;
+  if (deps != Py_None && ext__deps_from_py(deps, &acc.u.multi) < 0) goto out;
+  res = ext_lattice_encode(st, &acc, context);
 out:
-  Py_XDECREF(causal);
-  Py_XDECREF(deps);
-  sq_lattice_free(&l);
+  sq_lattice_free(&acc);
   return res;
 }
 
@@ -341,13 +360,8 @@ PyDoc_STRVAR(ext__encode_single_doc,
              "siblings, joined as the lattice would: dominated siblings are dropped.");
 
 static PyObject *ext__encode_single(PyObject *module, PyObject *siblings) {
-  ext_state_t *st = ext_state(module);
-  sq_lattice_t acc = {.type = SQ_LATTICE_SINGLE_CAUSAL};
-  PyObject *res = NULL;
-  if (ext__siblings_join(st, siblings, &acc, "encode_single_causal") == 0)
-    res = ext_lattice_encode(st, &acc, "encode_single_causal");
-  sq_lattice_free(&acc);
-  return res;
+  return ext__encode_causal(module, SQ_LATTICE_SINGLE_CAUSAL, siblings, Py_None,
+                            "encode_single_causal");
 }
 
 PyDoc_STRVAR(ext__encode_multi_doc,
@@ -356,16 +370,10 @@ PyDoc_STRVAR(ext__encode_multi_doc,
              "dict of dependencies key -> clock.");
 
 static PyObject *ext__encode_multi(PyObject *module, PyObject *args) {
-  ext_state_t *st = ext_state(module);
-  sq_lattice_t acc = {.type = SQ_LATTICE_MULTI_CAUSAL};
-  PyObject *siblings, *deps = Py_None, *res = NULL;
+  PyObject *siblings, *deps = Py_None;
   if (!PyArg_ParseTuple(args, "O|O:encode_multi_causal", &siblings, &deps)) return NULL;
-  if (ext__siblings_join(st, siblings, &acc, "encode_multi_causal") < 0) goto out;
-  if (deps != Py_None && ext__deps_from_py(deps, &acc.u.multi) < 0) goto out;
-  res = ext_lattice_encode(st, &acc, "encode_multi_causal");
-out:
-  sq_lattice_free(&acc);
-  return res;
+  return ext__encode_causal(module, SQ_LATTICE_MULTI_CAUSAL, siblings, deps,
+                            "encode_multi_causal");
 }
 
 static PyMethodDef ext__causal_methods[] = {

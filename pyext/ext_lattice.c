@@ -42,6 +42,15 @@ int ext_lattice_decode(ext_state_t *st, sq_lattice_type_t type, PyObject *payloa
   return 0;
 }
 
+PyObject *ext_lattice_decode_py(PyObject *module, sq_lattice_type_t type, PyObject *payload,
+                                ext_lattice_to_py_fn to_py, const char *context) {
+  sq_lattice_t l;
+  PyObject *res = NULL;
+  if (ext_lattice_decode(ext_state(module), type, payload, &l, context) == 0) res = to_py(&l);
+  sq_lattice_free(&l);
+  return res;
+}
+
 PyObject *ext_bytes_new(const sq_bytes_t *b) {
   if (b->len == 0) return PyBytes_FromStringAndSize(NULL, 0); /* data may be NULL */
   return PyBytes_FromStringAndSize((const char *)b->data, (Py_ssize_t)b->len);
@@ -144,25 +153,62 @@ static PyObject *ext__lww_timestamp(PyObject *module, PyObject *arg) {
   return PyLong_FromUnsignedLongLong(ts);
 }
 
+/* Reads the scalar half of an (LWW timestamp | priority, value) pair into *l. 0 or -1
+ * (TypeError, OverflowError or ValueError set). */
+static int ext__scalar_arg(PyObject *obj, const char *context, sq_lattice_t *l) {
+  if (l->type == SQ_LATTICE_LWW) {
+    unsigned long long ts;
+    if (ext_uint_arg(obj, UINT64_MAX, "timestamp", &ts) < 0) return -1;
+    l->u.lww.timestamp = ts;
+    return 0;
+  }
+  double priority = PyFloat_AsDouble(obj);
+  if (priority == -1.0 && PyErr_Occurred()) {
+    if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+      PyErr_Clear();
+      PyErr_Format(PyExc_TypeError, "%s: priority must be a real number, not %.100s", context,
+                   Py_TYPE(obj)->tp_name);
+    }
+    return -1;
+  }
+  if (isnan(priority)) {
+    PyErr_Format(PyExc_ValueError, "%s: priority must not be NaN", context);
+    return -1;
+  }
+  l->u.priority.priority = priority;
+  return 0;
+}
+
+/* encode_lww / encode_priority: args (scalar, value) -> the payload of lattice `type`.
+ * The value stays the caller's buffer: encoding only reads it. */
+static PyObject *ext__encode_scalar_value(PyObject *module, PyObject *args,
+                                          sq_lattice_type_t type, const char *context) {
+  PyObject *scalar, *value, *res = NULL;
+  Py_buffer view = {0};
+  sq_lattice_t l = {.type = type};
+  sq_bytes_t *bytes = type == SQ_LATTICE_LWW ? &l.u.lww.value : &l.u.priority.value;
+  if (!PyArg_UnpackTuple(args, context, 2, 2, &scalar, &value)) return NULL;
+  if (ext__scalar_arg(scalar, context, &l) < 0) goto out;
+  if (PyObject_GetBuffer(value, &view, PyBUF_SIMPLE) < 0) goto out;
+  bytes->data = view.buf;
+  bytes->len = (size_t)view.len;
+  res = ext_lattice_encode(ext_state(module), &l, context);
+out:
+  PyBuffer_Release(&view);
+  return res;
+}
+
 PyDoc_STRVAR(ext__encode_lww_doc,
              "encode_lww($module, timestamp, value, /)\n--\n\n"
              "The LWWValue payload for (timestamp, value); timestamp in 0..2**64-1.");
 
 static PyObject *ext__encode_lww(PyObject *module, PyObject *args) {
-  ext_state_t *st = ext_state(module);
-  PyObject *ts_obj, *res = NULL;
-  Py_buffer view = {0};
-  unsigned long long ts;
-  if (!PyArg_ParseTuple(args, "Oy*:encode_lww", &ts_obj, &view)) return NULL;
-  if (ext_uint_arg(ts_obj, UINT64_MAX, "timestamp", &ts) < 0) goto out;
-  sq_lattice_t l = {.type = SQ_LATTICE_LWW};
-  l.u.lww.timestamp = ts;
-  l.u.lww.value.data = view.buf; /* borrowed: encode only reads */
-  l.u.lww.value.len = (size_t)view.len;
-  res = ext_lattice_encode(st, &l, "encode_lww");
-out:
-  PyBuffer_Release(&view);
-  return res;
+  return ext__encode_scalar_value(module, args, SQ_LATTICE_LWW, "encode_lww");
+}
+
+static PyObject *ext__lww_to_py(const sq_lattice_t *l) {
+  return Py_BuildValue("(KN)", (unsigned long long)l->u.lww.timestamp,
+                       ext_bytes_new(&l->u.lww.value));
 }
 
 PyDoc_STRVAR(ext__decode_lww_doc,
@@ -170,15 +216,7 @@ PyDoc_STRVAR(ext__decode_lww_doc,
              "(timestamp, value) of an LWWValue payload; LatticeError if malformed.");
 
 static PyObject *ext__decode_lww(PyObject *module, PyObject *payload) {
-  ext_state_t *st = ext_state(module);
-  sq_lattice_t l;
-  PyObject *res = NULL;
-  if (ext_lattice_decode(st, SQ_LATTICE_LWW, payload, &l, "decode_lww") < 0) goto out;
-  res = Py_BuildValue("(KN)", (unsigned long long)l.u.lww.timestamp,
-                      ext_bytes_new(&l.u.lww.value));
-out:
-  sq_lattice_free(&l);
-  return res;
+  return ext_lattice_decode_py(module, SQ_LATTICE_LWW, payload, ext__lww_to_py, "decode_lww");
 }
 
 PyDoc_STRVAR(ext__encode_priority_doc,
@@ -186,23 +224,11 @@ PyDoc_STRVAR(ext__encode_priority_doc,
              "The PriorityValue payload for (priority, value). NaN is refused (ValueError).");
 
 static PyObject *ext__encode_priority(PyObject *module, PyObject *args) {
-  ext_state_t *st = ext_state(module);
-  PyObject *res = NULL;
-  Py_buffer view = {0};
-  double priority;
-  if (!PyArg_ParseTuple(args, "dy*:encode_priority", &priority, &view)) return NULL;
-  if (isnan(priority)) {
-    PyErr_SetString(PyExc_ValueError, "encode_priority: priority must not be NaN");
-    goto out;
-  }
-  sq_lattice_t l = {.type = SQ_LATTICE_PRIORITY};
-  l.u.priority.priority = priority;
-  l.u.priority.value.data = view.buf; /* borrowed */
-  l.u.priority.value.len = (size_t)view.len;
-  res = ext_lattice_encode(st, &l, "encode_priority");
-out:
-  PyBuffer_Release(&view);
-  return res;
+  return ext__encode_scalar_value(module, args, SQ_LATTICE_PRIORITY, "encode_priority");
+}
+
+static PyObject *ext__priority_to_py(const sq_lattice_t *l) {
+  return Py_BuildValue("(dN)", l->u.priority.priority, ext_bytes_new(&l->u.priority.value));
 }
 
 PyDoc_STRVAR(ext__decode_priority_doc,
@@ -210,14 +236,8 @@ PyDoc_STRVAR(ext__decode_priority_doc,
              "(priority, value) of a PriorityValue payload; LatticeError if malformed.");
 
 static PyObject *ext__decode_priority(PyObject *module, PyObject *payload) {
-  ext_state_t *st = ext_state(module);
-  sq_lattice_t l;
-  PyObject *res = NULL;
-  if (ext_lattice_decode(st, SQ_LATTICE_PRIORITY, payload, &l, "decode_priority") < 0) goto out;
-  res = Py_BuildValue("(dN)", l.u.priority.priority, ext_bytes_new(&l.u.priority.value));
-out:
-  sq_lattice_free(&l);
-  return res;
+  return ext_lattice_decode_py(module, SQ_LATTICE_PRIORITY, payload, ext__priority_to_py,
+                               "decode_priority");
 }
 
 /* Byte order of lattice.h's canonical form: memcmp, then the shorter first. */
@@ -277,29 +297,23 @@ out:
   return res;
 }
 
+static PyObject *ext__set_to_py(const sq_lattice_t *l) {
+  PyObject *list = PyList_New((Py_ssize_t)l->u.set.count);
+  for (size_t i = 0; list && i < l->u.set.count; i++) {
+    PyObject *item = ext_bytes_new(&l->u.set.items[i]);
+    if (!item) Py_CLEAR(list);
+    else PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+  }
+  return list;
+}
+
 PyDoc_STRVAR(ext__decode_set_doc,
              "decode_set($module, payload, /)\n--\n\n"
              "The items of a SetValue payload as a sorted list of bytes without duplicates;\n"
              "LatticeError if malformed.");
 
 static PyObject *ext__decode_set(PyObject *module, PyObject *payload) {
-  ext_state_t *st = ext_state(module);
-  sq_lattice_t l;
-  PyObject *list = NULL;
-  if (ext_lattice_decode(st, SQ_LATTICE_SET, payload, &l, "decode_set") < 0) goto out;
-  list = PyList_New((Py_ssize_t)l.u.set.count);
-  if (!list) goto out;
-  for (size_t i = 0; i < l.u.set.count; i++) {
-    PyObject *item = ext_bytes_new(&l.u.set.items[i]);
-    if (!item) {
-      Py_CLEAR(list);
-      goto out;
-    }
-    PyList_SET_ITEM(list, (Py_ssize_t)i, item);
-  }
-out:
-  sq_lattice_free(&l);
-  return list;
+  return ext_lattice_decode_py(module, SQ_LATTICE_SET, payload, ext__set_to_py, "decode_set");
 }
 
 static PyMethodDef ext__lattice_methods[] = {

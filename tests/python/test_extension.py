@@ -183,6 +183,36 @@ def test_encoders_reject_wrong_argument_types_and_ranges():
         squall.merge(LT.LWW, "str", b"")
 
 
+def test_encoder_argument_errors_name_the_function_and_the_argument():
+    with pytest.raises(TypeError, match="encode_priority: priority must be a real number, not str"):
+        squall.encode_priority("high", b"")
+    with pytest.raises(TypeError, match="timestamp must be an int"):
+        squall.encode_lww(1.5, b"")
+    assert squall.decode_priority(squall.encode_priority(2, b"v")) == (2.0, b"v")
+    with pytest.raises(TypeError, match="a vector clock's items\\(\\) must be"):
+        squall.encode_single_causal([(KeyValuePairs([("a", 1, 2)]), b"")])
+    with pytest.raises(TypeError, match="deps must be a dict"):
+        squall.encode_multi_causal([], 3)
+
+
+class KeyValuePairs:
+    """A mapping-like object whose items() are whatever it was given (not pairs)."""
+
+    def __init__(self, items):
+        self._items = items
+
+    def items(self):
+        return list(self._items)
+
+
+def test_encoders_refuse_a_name_given_twice():
+    dup = KeyValuePairs([("n", 1), ("n", 2)])
+    with pytest.raises(ValueError, match="names a node twice"):
+        squall.encode_single_causal([(dup, b"")])
+    with pytest.raises(ValueError, match="deps names a key twice"):
+        squall.encode_multi_causal([], KeyValuePairs([("k", {"a": 1}), ("k", {"a": 2})]))
+
+
 # ---- merge rules against pure-Python references ---------------------------------------
 
 def ref_lww(a, b):
