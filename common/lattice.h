@@ -188,4 +188,14 @@ int sq_lattice_validate(sq_lattice_type_t type, const uint8_t *payload, size_t l
  * its own `last`. */
 uint64_t sq_lww_timestamp(uint32_t id, uint64_t *last);
 
+/* The LWW timestamp squall's own writers use (executors, supervisor, scheduler,
+ * cache, Python client): Anna's format with the writer id folded to one digit,
+ * now_ms * 10 + id % 10. Anna's variable scale lets a writer with a wide id win
+ * against every later write of a narrow one (ms*100 + 12 outweighs ms'*10 + 3 for
+ * centuries), so squall keeps all its writers on one scale, the one Anna's clients
+ * with ids 0..9 use. Two writers in one millisecond with the same digit tie, and
+ * the LWW merge breaks the tie by value bytes (docs/lattices.md). Monotonic per
+ * `last` as sq_lww_timestamp. */
+uint64_t sq_lww_writer_timestamp(uint32_t writer, uint64_t *last);
+
 #endif

@@ -470,8 +470,27 @@ static void test_lww_timestamp_strictly_increases_per_slot(void **state) {
   assert_int_equal(sq_lww_timestamp(42, &last), ahead + 100);
 }
 
+/* Anna's scale would make writer 12's stamp (ms*100+12) beat writer 3's stamp made a
+ * second later (ms'*10+3); squall's writers share one scale, so the later one wins. */
+static void test_writer_timestamps_of_any_ids_order_by_time_not_by_id(void **state) {
+  (void)state;
+  uint64_t wide_last = 0, narrow_last = 0;
+  uint64_t wide = sq_lww_writer_timestamp(12, &wide_last);
+  uint64_t anna_wide = sq_lww_timestamp(12, NULL);
+  narrow_last = wide_last + 10; /* the narrow writer writes one millisecond later */
+  uint64_t narrow = sq_lww_writer_timestamp(3, &narrow_last);
+  assert_true(narrow > wide);
+  assert_true(anna_wide > narrow); /* what Anna's own scale would have done */
+  assert_int_equal(wide % 10, 2);
+  assert_int_equal(narrow % 10, 3);
+  uint64_t before = now_ms(), ts = sq_lww_writer_timestamp(1001, NULL), after = now_ms();
+  assert_int_equal(ts % 10, 1);
+  assert_in_range(ts / 10, before, after);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_writer_timestamps_of_any_ids_order_by_time_not_by_id),
       cmocka_unit_test(test_lww_newer_timestamp_wins),
       cmocka_unit_test(test_lww_tie_is_broken_by_larger_bytes),
       cmocka_unit_test(test_priority_lower_wins_and_tie_takes_smaller_bytes),
