@@ -27,6 +27,7 @@
 #include "exec_dag.h"
 #include "exec_job.h"
 #include "exec_slot.h"
+#include "sq_buf.h"
 #include "client.h"
 #include "sq_log.h"
 #include "sq_zmq.h"
@@ -126,5 +127,9 @@ void exec_py_result_clear(exec_result_t *res);
 /* exec_run.c */
 int exec_run_loop(exec_ctx_t *x);
 int exec_run_lww(exec_ctx_t *x, const uint8_t *value, size_t len, uint8_t **payload, size_t *plen);
+/* Appends Value{response_id} to the serialized Value in *packed (protobuf merges
+ * concatenated messages), tagging a direct response with the id the client matches
+ * it by. NULL or "" leaves *packed as it is. 0 or -ENOMEM. Any thread. */
+int exec_run_tag(sq_buf_t *packed, const char *response_id);
 
 #endif

@@ -15,6 +15,8 @@
  *   kvs_get(key) -> None | (lattice_type, lww_timestamp, bytes | [bytes])
  *   kvs_put(key, value: bytes) ; kvs_put_set(key, [bytes])    synchronous, raise on error
  *   send(ip, tid, data: bytes)      queue a frame for tcp://ip:5500+offset+tid
+ *   push(address, response_id, type, body)   queue a Value{body, type, response_id}
+ *                                   for a client's response socket (captured output)
  *   recv() -> [bytes]               drain the user inbox (raw pickles)
  *   error_response(code, type, message, traceback) -> GenericResponse bytes
  *   identity() -> (ip, tid)
@@ -159,6 +161,29 @@ static PyObject *exec__send(PyObject *m, PyObject *args) {
   Py_RETURN_NONE;
 }
 
+static PyObject *exec__push(PyObject *m, PyObject *args) {
+  exec_ctx_t *x = exec__ctx(m);
+  const char *addr;
+  Value v = VALUE__INIT;
+  int type;
+  Py_buffer body;
+  if (!PyArg_ParseTuple(args, "ssiy*", &addr, &v.response_id, &type, &body)) return NULL;
+  v.type = (SerializerType)type;
+  v.body.data = body.buf;
+  v.body.len = (size_t)body.len;
+  sq_buf_t buf = {0};
+  size_t n = value__get_packed_size(&v);
+  int rc = sq_buf_reserve(&buf, n);
+  if (!rc) {
+    value__pack(&v, buf.data);
+    rc = exec_io_out(x, EXEC_OUT_PUSH, addr, buf.data, n, NULL);
+  }
+  sq_buf_free(&buf);
+  PyBuffer_Release(&body);
+  if (rc) return exec__raise("push", addr, rc, NULL);
+  Py_RETURN_NONE;
+}
+
 static PyObject *exec__recv(PyObject *m, PyObject *unused) {
   (void)unused;
   exec_ctx_t *x = exec__ctx(m);
@@ -199,6 +224,7 @@ static PyMethodDef exec__methods[] = {
     {"kvs_put", exec__kvs_put, METH_VARARGS, "kvs_put(key, bytes): LWW write"},
     {"kvs_put_set", exec__kvs_put_set, METH_VARARGS, "kvs_put_set(key, [bytes]): SET merge"},
     {"send", exec__send, METH_VARARGS, "send(ip, tid, bytes): to an executor's inbox"},
+    {"push", exec__push, METH_VARARGS, "push(address, response_id, type, body): to a client"},
     {"recv", exec__recv, METH_NOARGS, "recv() -> [bytes]: drain this executor's inbox"},
     {"error_response", exec__error_response, METH_VARARGS, "GenericResponse bytes"},
     {"identity", exec__identity, METH_NOARGS, "(ip, tid) of this executor"},
@@ -320,6 +346,14 @@ static int exec__result_from(PyObject *r, exec_result_t *res) {
   return 0;
 }
 
+/* Where the caller waits for direct responses ("" = it reads the KVS). */
+static const char *exec__reply_to(const exec_job_t *job) {
+  const char *a = NULL;
+  if (job->kind == EXEC_JOB_CALL) a = ((const FunctionCall *)job->msg)->response_address;
+  else if (job->kind == EXEC_JOB_DAG) a = ((const DagSchedule *)job->msg)->response_address;
+  return a ? a : "";
+}
+
 int exec_py_run(exec_ctx_t *x, const exec_job_t *job, exec_result_t *res) {
   int rc = SQ_EINVAL;
   memset(res, 0, sizeof(*res));
@@ -332,7 +366,8 @@ int exec_py_run(exec_ctx_t *x, const exec_job_t *job, exec_result_t *res) {
     if (!pair) goto out;
     PyList_SET_ITEM(args, (Py_ssize_t)i, pair);
   }
-  if (args) r = PyObject_CallMethod(x->py_executor, "run", "sO", job->fn, args);
+  if (args) r = PyObject_CallMethod(x->py_executor, "run", "sOs", job->fn, args,
+                                    exec__reply_to(job));
   if (r) rc = exec__result_from(r, res);
 out:
   if (rc) {

@@ -1,13 +1,17 @@
 /* exec_run: the executor thread -- takes jobs from the I/O thread, runs them in Python
  * (exec_py.c) and routes the results (exec_int.h has the thread picture).
  *
- *   CALL  -> result (or error tuple) PUT as LWW(serialized Value) at response_key
+ *   CALL  -> result (or error tuple) as a serialized Value: PUSHed to the call's
+ *            response_address (squall extension 101) tagged with response_id =
+ *            response_key, else PUT as LWW at response_key (Cloudburst)
  *   DAG   -> MULTIEXEC invalid result: nothing sent, schedule waits again
  *            error: straight to the DAG's destination (no downstream triggers)
  *            else: one DagTrigger per outgoing connection, to locations[sink]:4040+tid
  *                  (a tuple result split into one Value per element); a sink sends its
  *                  result to the continuation's scheduler, the response address, or the
- *                  KVS (output_key, else the schedule id)
+ *                  KVS (output_key, else the schedule id); a pushed result is tagged
+ *                  with response_id = that same key, so one client socket serves
+ *                  every outstanding call
  *   PIN   -> load the function, answer GenericResponse to <scheduler>:5010
  *
  * Before each call the shared slot names what runs and its deadline, so the supervisor
@@ -50,6 +54,28 @@ static int exec__pack(const Value *v, sq_buf_t *out) {
   return 0;
 }
 
+int exec_run_tag(sq_buf_t *packed, const char *response_id) {
+  if (!response_id || !*response_id) return 0;
+  Value tag = VALUE__INIT; /* appending a message's bytes merges it into the first */
+  tag.response_id = (char *)response_id;
+  return exec__pack(&tag, packed);
+}
+
+/* PUSHes a copy of packed, tagged with response_id, to addr. */
+static int exec__push_tagged(exec_ctx_t *x, const char *addr, const char *response_id,
+                             const sq_buf_t *packed) {
+  sq_buf_t copy = {0};
+  int rc = sq_buf_reserve(&copy, packed->len);
+  if (rc) goto out;
+  memcpy(copy.data, packed->data, packed->len);
+  copy.len = packed->len;
+  if ((rc = exec_run_tag(&copy, response_id))) goto out;
+  rc = exec_io_out(x, EXEC_OUT_PUSH, addr, copy.data, copy.len, NULL);
+out:
+  sq_buf_free(&copy);
+  return rc;
+}
+
 static int exec__put(exec_ctx_t *x, const char *key, const uint8_t *value, size_t len) {
   uint8_t *payload = NULL;
   size_t plen = 0;
@@ -87,14 +113,16 @@ static void exec__run_call(exec_ctx_t *x, exec_job_t *job) {
   FunctionCall *c = (FunctionCall *)job->msg;
   exec_result_t res;
   sq_buf_t packed = {0};
-  exec_slot_call_t sc = {EXEC_SLOT_CALL, job->fn, c->response_key, NULL,
+  const char *addr = c->response_address && *c->response_address ? c->response_address : NULL;
+  exec_slot_call_t sc = {EXEC_SLOT_CALL, job->fn, c->response_key, addr,
                          exec__deadline(x, c->timeout_ms)};
   if (x->slot) exec_slot_begin(x->slot, &sc);
   exec__py(x, job, &res);
   int rc = exec__pack(&res.whole, &packed);
-  if (!rc) rc = exec__put(x, c->response_key, packed.data, packed.len);
-  if (rc) sq_log_warn(x->log, "result of %s not stored at '%s': %s", job->fn, c->response_key,
-                      sq_strerror(rc));
+  if (!rc && addr) rc = exec__push_tagged(x, addr, c->response_key, &packed);
+  else if (!rc) rc = exec__put(x, c->response_key, packed.data, packed.len);
+  if (rc) sq_log_warn(x->log, "result of %s for '%s' not delivered: %s", job->fn,
+                      c->response_key, sq_strerror(rc));
   if (x->slot) exec_slot_end(x->slot);
   exec_io_out(x, EXEC_OUT_STATUS, NULL, NULL, 0, NULL);
   sq_buf_free(&packed);
@@ -105,6 +133,7 @@ static void exec__run_call(exec_ctx_t *x, exec_job_t *job) {
 /* The DAG's final result (or error) to wherever the caller waits for it. */
 static int exec__deliver(exec_ctx_t *x, const DagSchedule *s, const sq_buf_t *packed) {
   char ep[300];
+  const char *key = s->output_key && *s->output_key ? s->output_key : s->id;
   if (s->continuation && s->continuation->name && *s->continuation->name) {
     if (!x->nschedulers) return SQ_ECONFIG;
     Continuation c = CONTINUATION__INIT;
@@ -125,9 +154,8 @@ static int exec__deliver(exec_ctx_t *x, const DagSchedule *s, const sq_buf_t *pa
     return rc;
   }
   if (s->response_address && *s->response_address)
-    return exec_io_out(x, EXEC_OUT_PUSH, s->response_address, packed->data, packed->len, NULL);
-  return exec__put(x, s->output_key && *s->output_key ? s->output_key : s->id, packed->data,
-                   packed->len);
+    return exec__push_tagged(x, s->response_address, key, packed);
+  return exec__put(x, key, packed->data, packed->len);
 }
 
 /* Finds locations[fn] = "ip:tid" and makes the endpoint of its trigger port. */

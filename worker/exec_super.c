@@ -92,8 +92,9 @@ static void exec__report(exec__super_t *s, size_t t, const exec_slot_t *slot, co
   uint64_t last = 0;
   int rc = exec_errval_value(&e, &value);
   if (rc) goto out;
-  if (slot->dest_addr[0]) {
-    rc = sq_zmq_cache_send(s->push, slot->dest_addr, value.data, value.len);
+  if (slot->dest_addr[0]) { /* a direct response: tagged so the client can match it */
+    rc = exec_run_tag(&value, slot->dest_key);
+    if (!rc) rc = sq_zmq_cache_send(s->push, slot->dest_addr, value.data, value.len);
   } else if (slot->dest_key[0]) {
     sq_lattice_t l = {.type = SQ_LATTICE_LWW};
     l.u.lww.timestamp = sq_lww_timestamp((uint32_t)(1000 + t), &last);

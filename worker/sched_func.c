@@ -1,6 +1,11 @@
 /* sched_func: ports 5000 (connect), 5001 (register a function), 5002 (call one),
  * 5003 (list), and the set of function names known to be registered.
  *
+ * A FunctionCall is re-packed for the executor with every field it arrived with,
+ * squall's extensions included (timeout_ms, response_address: the executor pushes the
+ * result there instead of writing the KVS); a re-send after an executor loss
+ * (sched_retry.c) unpacks the same bytes, so it keeps them too.
+ *
  * The known set is a sorted array of names: filled by registrations here and by
  * reading funcs/index-allfuncs whenever a name is missing (another scheduler may have
  * registered it), so "not registered" is only answered after the KVS said so, or
@@ -14,6 +19,9 @@
 
 #include "sq_error.h"
 #include "sq_proto.h"
+
+/* Longest FunctionCall.response_address accepted (exec_slot.h keeps 1023 bytes). */
+#define SCHED_ADDR_MAX 1000
 
 static int sched__cmp_name(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
@@ -138,6 +146,14 @@ void sched__on_func_call(sched_t *s, const uint8_t *b, size_t n) {
   if (!sched__utf8_valid(fc->response_key)) {
     sched__reply_error(s, P, CLOUDBURST_ERROR__EXECUTION_ERROR,
                        "response_key must be UTF-8 text");
+    goto out;
+  }
+  /* squall extension 101: forwarded untouched (re-sends keep it); bounded so that the
+   * executor's crash report can still name it (exec_slot.h). */
+  if (!sched__utf8_valid(fc->response_address) ||
+      strlen(fc->response_address) >= SCHED_ADDR_MAX) {
+    sched__reply_error(s, P, CLOUDBURST_ERROR__EXECUTION_ERROR,
+                       "response_address must be UTF-8 text of under %d bytes", SCHED_ADDR_MAX);
     goto out;
   }
   char *orig_key = fc->response_key;

@@ -3,10 +3,12 @@
 ``squall.function`` calls send ``CallMeta(out_key)`` as their first argument. The
 executor (``_executor.Executor.run``) removes it before calling the function, captures
 everything the call writes to ``sys.stdout``/``sys.stderr`` and to ``logging``, and,
-when there was any, stores ``{"executor", "stdout", "stderr"}`` (cloudpickled, LWW) at
-``out_key`` *before* the result is stored. The client reads ``out_key`` once the result
-is there and prints the text tagged with the executor. Calls without the marker
-(Cloudburst clients) are run exactly as before and their output is not captured.
+when there was any, sends ``{"executor", "stdout", "stderr"}`` (cloudpickled) *before*
+the result: pushed to the call's response address as a Value whose response_id is
+``out_key`` (squall's client, which prints it as soon as it arrives, tagged with the
+executor), or stored at ``out_key`` (LWW) when the call has no response address.
+Calls without the marker (Cloudburst clients) are run exactly as before and their
+output is not captured.
 
 The class lives in its own module so that both the client and the executors import it
 without pulling in anything else.

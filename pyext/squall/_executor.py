@@ -1,8 +1,8 @@
 """The Python half of a squall executor: functions, arguments, the user library.
 
 The C executor (worker/exec_*.c) embeds CPython, imports this module once and makes one
-``Executor``. Its executor thread calls ``Executor.run(name, args)`` for every one-shot
-call and DAG function, and ``Executor.pin(name)`` when a scheduler pins a function; it
+``Executor``. Its executor thread calls ``Executor.run(name, args, reply_to)`` for every
+one-shot call and DAG function (``reply_to``: the caller's response address, or ""), and ``Executor.pin(name)`` when a scheduler pins a function; it
 routes the results itself. Everything that reaches the network or the KVS goes through
 the built-in C module ``_squall_exec`` (which releases the GIL while it waits).
 
@@ -20,8 +20,11 @@ A failure is the Cloudburst-shaped tuple ``('ERROR: <message>', GenericResponse 
 whose GenericResponse carries the exception type, message, traceback and executor.
 
 Output: a call whose first argument is a ``CallMeta`` (squall's own client sends one)
-has it removed, and its stdout, stderr and logging records are captured and stored at
-``CallMeta.out_key`` before ``run`` returns, i.e. before the result (squall/_callmeta.py).
+has it removed, and its stdout, stderr and logging records are captured and sent
+before ``run`` returns, i.e. before the result (squall/_callmeta.py): pushed to
+``reply_to`` as a Value whose response_id is ``CallMeta.out_key`` when the caller gave a
+response address (the same socket, queued ahead of the result), else stored at
+``out_key`` in the KVS.
 """
 from __future__ import annotations
 
@@ -168,9 +171,10 @@ class _OutputCapture:
         logging.getLogger().removeHandler(self.handler)
         sys.stdout, sys.stderr = self.saved
 
-    def ship(self, ident: str) -> None:
-        """Stores {"executor", "stdout", "stderr"} at out_key when there was output;
-        best effort (a failed write loses the output, never the result)."""
+    def ship(self, ident: str, reply_to: str) -> None:
+        """Sends {"executor", "stdout", "stderr"} when there was output: pushed to
+        reply_to under response_id out_key, else stored at out_key; best effort (a
+        failed send loses the output, never the result)."""
         texts = []
         for buf in (self.out, self.err):
             text = buf.getvalue()
@@ -182,7 +186,10 @@ class _OutputCapture:
             return
         rec = {"executor": ident, "stdout": texts[0], "stderr": texts[1]}
         try:
-            _x.kvs_put(self.out_key, encode_value(*dump(rec)))
+            if reply_to:
+                _x.push(reply_to, self.out_key, *dump(rec))
+            else:
+                _x.kvs_put(self.out_key, encode_value(*dump(rec)))
         except Exception:  # noqa: BLE001 -- output is best effort
             pass
 
@@ -277,8 +284,10 @@ class Executor:
         return obj
 
     # -- calls -------------------------------------------------------------------------
-    def run(self, name: str, args: List[Pair]) -> Tuple[bool, Pair, Optional[List[Pair]]]:
-        """Runs name(user_library, *args); see the module docstring for the result."""
+    def run(self, name: str, args: List[Pair], reply_to: str = ""
+            ) -> Tuple[bool, Pair, Optional[List[Pair]]]:
+        """Runs name(user_library, *args); see the module docstring for the result
+        and for ``reply_to``."""
         try:
             fn = self.function(name)
         except FunctionNotFound as e:
@@ -298,7 +307,7 @@ class Executor:
             return False, self._failure(e, ""), None
         finally:
             if capture is not None:  # stored before the result, so the caller finds it
-                capture.ship(self.ident)
+                capture.ship(self.ident, reply_to)
             if self.cache is not None:
                 self.cache.between_calls()
         return True, whole, parts

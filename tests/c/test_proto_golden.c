@@ -234,6 +234,21 @@ static void test_value_golden_bytes_decode_and_reencode_exactly(void **state) {
   golden__assert_repacks_and_free(&m->base, GOLDEN(VALUE));
 }
 
+/* squall's extension: a direct response carries the id the client matches it by. */
+static const char VALUE_WITH_RESPONSE_ID[] =
+    "\x0a\x01" "7"              /* 1 body */
+    "\xa2\x06\x03" "k.1";      /* 100 response_id (tag 802 = a2 06), 3 bytes */
+
+static void test_value_response_id_extension_golden_bytes_decode_and_reencode_exactly(
+    void **state) {
+  (void)state;
+  Value *m = (Value *)golden__unpack(&value__descriptor, GOLDEN(VALUE_WITH_RESPONSE_ID));
+  golden__assert_bytes(m->body, "7", 1);
+  assert_string_equal(m->response_id, "k.1");
+  assert_int_equal(m->base.n_unknown_fields, 0);
+  golden__assert_repacks_and_free(&m->base, GOLDEN(VALUE_WITH_RESPONSE_ID));
+}
+
 static const char FUNCTION_CALL[] =
     "\x0a\x02" "sq"             /* 1 name */
     "\x10\xac\x02"              /* 2 request_id = 300 (varint ac 02) */
@@ -261,6 +276,25 @@ static void test_function_call_golden_bytes_decode_and_reencode_exactly(void **s
   assert_string_equal(m->response_key, "rk");
   assert_int_equal(m->consistency, CONSISTENCY_TYPE__MULTI);
   golden__assert_repacks_and_free(&m->base, GOLDEN(FUNCTION_CALL));
+}
+
+/* squall's extensions of FunctionCall: a time limit and a direct-response address. */
+static const char FUNCTION_CALL_EXT[] =
+    "\x0a\x01" "f"              /* 1 name */
+    "\x22\x01" "k"              /* 4 response_key */
+    "\xa0\x06\xe8\x07"          /* 100 timeout_ms = 1000 (tag 800 = a0 06) */
+    "\xaa\x06\x0d" "tcp://h:12345"; /* 101 response_address (tag 810), 13 bytes */
+
+static void test_function_call_extensions_golden_bytes_decode_and_reencode_exactly(
+    void **state) {
+  (void)state;
+  FunctionCall *m =
+      (FunctionCall *)golden__unpack(&function_call__descriptor, GOLDEN(FUNCTION_CALL_EXT));
+  assert_string_equal(m->response_key, "k");
+  assert_int_equal(m->timeout_ms, 1000);
+  assert_string_equal(m->response_address, "tcp://h:12345");
+  assert_int_equal(m->base.n_unknown_fields, 0);
+  golden__assert_repacks_and_free(&m->base, GOLDEN(FUNCTION_CALL_EXT));
 }
 
 static const char DAG[] =
@@ -641,7 +675,9 @@ int main(void) {
       cmocka_unit_test(test_single_key_causal_value_golden_bytes_decode_and_reencode_exactly),
       cmocka_unit_test(test_priority_value_golden_bytes_decode_and_reencode_exactly),
       cmocka_unit_test(test_value_golden_bytes_decode_and_reencode_exactly),
+      cmocka_unit_test(test_value_response_id_extension_golden_bytes_decode_and_reencode_exactly),
       cmocka_unit_test(test_function_call_golden_bytes_decode_and_reencode_exactly),
+      cmocka_unit_test(test_function_call_extensions_golden_bytes_decode_and_reencode_exactly),
       cmocka_unit_test(test_dag_golden_bytes_decode_and_reencode_exactly),
       cmocka_unit_test(test_dag_call_golden_bytes_decode_and_reencode_exactly),
       cmocka_unit_test(test_dag_schedule_golden_bytes_decode_and_reencode_exactly),
