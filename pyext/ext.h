@@ -15,6 +15,8 @@
  *   ext_cache_writer.c  _CacheWriter: cache_store for tests and benchmarks
  *   ext_cache_ipc.c  CacheClient: misses, write-through and hit reports to squall-cache
  *   ext_kvs.c      KvsClient (kvs/client.h), KeyNotFoundError, SquallTimeoutError
+ *   ext_client.c   Responses: the client's PULL socket for direct responses
+ *   ext_wire.c     Cloudburst scheduler messages encoded/decoded with protobuf-c
  *
  * Conventions: functions returning PyObject * return a new reference or NULL with a
  * Python exception set; functions returning int return 0, or -1 with an exception set.
@@ -70,6 +72,13 @@ int ext_cache_ipc_exec(PyObject *module);
 /* Creates KeyNotFoundError / SquallTimeoutError into `st` and adds them and the
  * KvsClient type to `module`; needs ext_errors_exec first. 0 or -1. */
 int ext_kvs_exec(PyObject *module, ext_state_t *st);
+
+/* Adds the Responses type (ext_client.c) and the wire codecs (ext_wire_exec) to
+ * `module`. 0 or -1. */
+int ext_client_exec(PyObject *module);
+
+/* Adds encode_function & co. (ext_wire.c). 0 or -1. */
+int ext_wire_exec(PyObject *module);
 
 /* Raises the exception for result code `code` (a negative sq_error.h code) and
  * returns NULL. -ENOMEM becomes MemoryError; lattice codes (SQ_ELATTICE,

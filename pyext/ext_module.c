@@ -8,7 +8,8 @@
  * extension, so the module declares per-interpreter-GIL support on Python >= 3.12.
  *
  * Threads: every function runs with the GIL held except the C core of merge() on
- * large inputs (ext_lattice.c), which touches no Python object while it runs.
+ * large inputs (ext_lattice.c) and the network waits of KvsClient, request() and
+ * Responses.recv (ext_kvs.c, ext_client.c), which touch no Python object meanwhile.
  */
 #include "ext.h"
 
@@ -31,6 +32,7 @@ static int ext__exec(PyObject *module) {
   if (ext_blob_exec(module) < 0) return -1;
   if (ext_cache_exec(module, st) < 0) return -1;
   if (ext_cache_ipc_exec(module) < 0) return -1;
+  if (ext_client_exec(module) < 0) return -1;
   return 0;
 }
 

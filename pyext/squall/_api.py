@@ -1,33 +1,44 @@
 """The user-facing API: ``@squall.function``, futures, ``squall.dag``, wait/gather.
 
-How a call travels (PROTOCOL.md §3-§4)::
+How a call travels (PROTOCOL.md §3-§4, squall's extensions in docs/README.md)::
 
     f.remote(x)  --register once (REQ 5001: Function{name, pickle})-->  scheduler
-                 --REQ 5002: FunctionCall{name, [CallMeta, x], response_key=K}-->
-    executor runs f, stores captured output at K.out.<name>, then the result at K
-    Future(K)    <--  the process's result poller reads K from the KVS
+                 --REQ 5002: FunctionCall{name, [CallMeta(K.out), x], response_key=K,
+                              response_address=A}-->  scheduler  --PUSH-->  executor
+    executor runs f; PUSHes to A: Value{output, response_id=K.out} (if f printed),
+                                  then Value{result, response_id=K}
+    Future(K)    <--  this process's receiver thread, PULL socket bound at A
 
-Results are fetched by **KVS polling with exponential backoff** (0.5 ms doubling to a
-4 ms cap, reset whenever a result arrives or a call is submitted), done by one poller
-thread per process that reads every outstanding key in one batched ``get_many``. Why
-not direct response: a DagCall's response_address needs a bound PULL socket in the
-client, and the package has no ZeroMQ binding of its own (pyzmq is a test dependency
-only); polling works identically for one-shot calls and DAGs, batches any number of
-outstanding futures into one request per round, and sleeps on a condition variable
-(no CPU at all) when nothing is outstanding. The cost is up to 4 ms of latency and
-~250 small KVS reads a second while calls are in flight.
+A DAG call is the same with a DagCall (response_address=A, output_key=K): every
+function's executor pushes its captured output to A, the sink pushes the result.
+
+**Direct response.** Each process binds one PULL socket (``_squall.Responses``, in C:
+it waits without the GIL and skips malformed messages) on the address executors reach
+it at, and one receiver thread loops on ``recv`` and completes futures by the
+response_id squall's executors put in every pushed Value (extension field 100), so any
+number of outstanding futures share the socket. Nothing goes through the KVS: no PUT
+per result, no polling, and the result is there one network hop after the function
+returned. A future passed as an argument to another call is the exception: the
+callee reads it from the KVS, so the receiver stores that result under its key when
+it arrives (``_Receiver.publish``). Results that land in the KVS by design
+(``squall.compat`` calls without direct response, as Cloudburst does it) are polled
+with a batched ``get_many`` and backoff (0.5 ms doubling to 4 ms) by the same thread.
 
 No wait hangs forever: every future has a deadline (the call's ``timeout`` option, else
-``DEFAULT_CALL_TIMEOUT``, plus ``RESULT_SLACK``) after which the poller fails it with
-``SquallTimeoutError``; ``shutdown`` fails everything outstanding.
+``DEFAULT_CALL_TIMEOUT``, plus ``RESULT_SLACK``) after which the receiver fails it with
+``SquallTimeoutError``; ``shutdown`` fails everything outstanding. A timed-out or
+crashed call is reported by the worker's supervisor, by push to the same address.
+Rescheduling after an executor loss is at-least-once: a second result for a future
+already completed is ignored.
 
-Remote failures are stored by the executor as ``('ERROR: ...', GenericResponse)``; the
-client raises the remote exception's own type when it can import it and build it from
-the message (else ``RemoteError``), with the remote traceback as ``__cause__`` and a
-note naming the executor.
+Remote failures arrive as ``('ERROR: ...', GenericResponse)``; the client raises the
+remote exception's own type when it can import it and build it from the message (else
+``RemoteError``), with the remote traceback as ``__cause__`` and a note naming the
+executor.
 
-Threads: the poller thread owns its own KvsClient; futures complete (and their
-callbacks run) on it. Registration bookkeeping is guarded by one lock.
+Threads: the receiver thread owns its socket and KvsClient; futures complete (and
+their callbacks run) on it. A future is registered before its call is sent, so a reply
+can never arrive unclaimed. Registration bookkeeping is guarded by one lock.
 """
 from __future__ import annotations
 
@@ -37,6 +48,8 @@ import contextvars
 import functools
 import hashlib
 import importlib
+import os
+import socket
 import sys
 import threading
 import time
@@ -52,7 +65,14 @@ DEFAULT_CALL_TIMEOUT = 300.0
 RESULT_SLACK = 30.0
 #: Seconds to wait for a scheduler reply.
 SCHEDULER_TIMEOUT = 30.0
+#: KVS polling backoff for results that land in the KVS (compat calls only).
 POLL_MIN, POLL_MAX = 0.0005, 0.004
+#: Longest wait for a direct response before the receiver looks at deadlines again.
+RECV_WAIT = 0.1
+#: How often deadlines are checked.
+EXPIRY_EVERY = 0.05
+#: Seconds a DAG's output records are still printed after its result arrived.
+OUTPUT_GRACE = 5.0
 #: At most this many keys are read per poll round.
 POLL_BATCH = 512
 LWW = 1
@@ -165,7 +185,9 @@ class Future(cf.Future):
 
     ``result(timeout=None)``, ``exception()``, ``done()``, ``add_done_callback`` work
     as usual; ``await fut`` works in asyncio; ``get()`` is Cloudburst's name for
-    ``result()``. ``key`` is the KVS key the result is stored under. Remote calls
+    ``result()``. ``key`` is the call's response id: its result is pushed to this
+    process, and stored in the KVS under ``key`` only when the future is passed to
+    another call (or the call was made without a response address). Remote calls
     cannot be cancelled (``cancel()`` returns False). Even ``result()`` without a
     timeout returns: the future fails with ``SquallTimeoutError`` after its deadline.
 
@@ -197,10 +219,13 @@ class Future(cf.Future):
 
 
 class _Pending:
-    __slots__ = ("future", "deadline", "out_keys", "what")
+    __slots__ = ("future", "deadline", "out_keys", "what", "in_kvs", "publish")
 
-    def __init__(self, future: Future, deadline: float, out_keys: List[str], what: str):
+    def __init__(self, future: Future, deadline: float, out_keys: List[str], what: str,
+                 in_kvs: bool) -> None:
         self.future, self.deadline, self.out_keys, self.what = future, deadline, out_keys, what
+        self.in_kvs = in_kvs    # the result lands in the KVS (no response address)
+        self.publish = False    # store the pushed result in the KVS: a call reads it
 
 
 def _print_output(rec: Any) -> None:
@@ -214,96 +239,195 @@ def _print_output(rec: Any) -> None:
             stream.flush()
 
 
-class _Poller:
-    """One thread that completes every outstanding future of this process."""
+def _client_ip(host: str) -> str:
+    """The local address executors reach this process at: the one the kernel would
+    send from towards the scheduler's host (no packet is sent), 127.0.0.1 for loopback;
+    ``SQUALL_CLIENT_IP`` overrides it."""
+    forced = os.environ.get("SQUALL_CLIENT_IP")
+    if forced:
+        return forced
+    try:
+        addr = socket.gethostbyname(host)
+        if addr.startswith("127."):
+            return "127.0.0.1"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((addr, 9))
+            return s.getsockname()[0]
+    except OSError:
+        return "127.0.0.1"
 
-    def __init__(self, routing: str) -> None:
-        self.kvs = _squall.KvsClient(routing, timeout=2.0)
-        self.cond = threading.Condition()
+
+class _Receiver:
+    """One thread per process that completes every outstanding future.
+
+    Direct responses arrive on ``responses`` (one PULL socket) and are matched by
+    response_id: a pending call's key, or one of its output keys. Calls whose result
+    lands in the KVS (compat calls without a response address) are polled with
+    ``get_many`` and backoff, as before the transport existed. ``lock`` guards the
+    three maps; futures complete (and callbacks run) on this thread, outside the lock.
+    """
+
+    def __init__(self, cluster: Any) -> None:
+        host = cluster.scheduler or _cluster.HOST
+        self.responses = _squall.Responses(_client_ip(host))
+        self.address = self.responses.address
+        self.kvs = _squall.KvsClient(cluster.routing, timeout=2.0)
+        self.lock = threading.Lock()
         self.pending: Dict[str, _Pending] = {}
+        self.outputs: Dict[str, float] = {}      # output key -> expiry (monotonic)
+        self.polled: Dict[str, _Pending] = {}    # in_kvs subset of pending
         self.stopped = False
         self.thread = threading.Thread(target=self._run, name="squall-results", daemon=True)
         self.thread.start()
 
     def add(self, key: str, pend: _Pending) -> None:
-        with self.cond:
+        with self.lock:
             if self.stopped:
                 raise RuntimeError("squall was shut down: call squall.init() again")
             self.pending[key] = pend
-            self.cond.notify()
+            for k in pend.out_keys:
+                self.outputs[k] = pend.deadline
+            if pend.in_kvs:
+                self.polled[key] = pend
+
+    def publish(self, fut: Future) -> None:
+        """Makes fut's result readable in the KVS under fut.key (an argument of another
+        call): now if it arrived, else as soon as it arrives."""
+        with self.lock:
+            pend = self.pending.get(fut.key)
+            if pend is not None:
+                pend.publish = True
+                return
+        raw = getattr(fut, "_raw", None)
+        if raw is not None:
+            self._store(fut.key, raw)
+
+    def _store(self, key: str, raw: bytes) -> None:
+        try:
+            self.kvs.put(key, LWW, _squall.encode_lww(_squall.lww_timestamp(0), raw))
+        except Exception:  # noqa: BLE001 -- the reader times out and says which key
+            pass
+
+    def forget(self, key: str) -> None:
+        """Drops a pending call whose request the scheduler refused."""
+        with self.lock:
+            pend = self.pending.pop(key, None)
+            self.polled.pop(key, None)
+            for k in pend.out_keys if pend is not None else ():
+                self.outputs.pop(k, None)
 
     def stop(self) -> None:
-        with self.cond:
+        with self.lock:
             self.stopped = True
             left = list(self.pending.values())
             self.pending.clear()
-            self.cond.notify()
+            self.polled.clear()
         for p in left:
             _fail(p.future, RuntimeError(f"{p.what}: squall.shutdown() was called before "
                                          "its result arrived"))
         self.thread.join(5)
+        self.responses.close()
         self.kvs.close()
 
     def _run(self) -> None:
         pause = POLL_MIN
-        while True:
-            with self.cond:
-                while not self.pending and not self.stopped:
-                    self.cond.wait()
-                    pause = POLL_MIN
-                if self.stopped:
-                    return
-                batch = list(self.pending.items())[:POLL_BATCH]
-            got = self._read([k for k, _ in batch])
-            found = [(k, p, g) for (k, p), g in zip(batch, got) if g is not None]
-            now = time.monotonic()
-            late = [(k, p) for (k, p), g in zip(batch, got) if g is None and now > p.deadline]
-            with self.cond:
-                for k, _p, _g in found:
-                    self.pending.pop(k, None)
-                for k, _p in late:
-                    self.pending.pop(k, None)
-            self._complete(found)
-            for _k, p in late:
-                _fail(p.future, _squall.SquallTimeoutError(
-                    f"{p.what}: no result within its deadline (the call's timeout plus "
-                    f"{RESULT_SLACK:g} s); see `squall logs` for the executors"))
-            pause = POLL_MIN if found else min(pause * 2, POLL_MAX)
-            with self.cond:
-                if self.pending and not self.stopped:
-                    self.cond.wait(pause)
-
-    def _read(self, keys: List[str]) -> List[Any]:
-        try:
-            return self.kvs.get_many(keys)
-        except Exception:  # noqa: BLE001 -- a KVS hiccup: try again next round
-            time.sleep(POLL_MAX)
-            return [None] * len(keys)
-
-    def _complete(self, found: List[Tuple[str, _Pending, Any]]) -> None:
-        out_keys = [k for _k, p, _g in found for k in p.out_keys]
-        outs = dict(zip(out_keys, self._read(out_keys))) if out_keys else {}
-        for _k, p, got in found:
-            for ok in p.out_keys:
-                rec = outs.get(ok)
-                if rec is not None:
-                    try:
-                        _print_output(_serialize.load_value(_squall.decode_lww(rec[1])[1]))
-                    except Exception:  # noqa: BLE001 -- output is best effort
-                        pass
+        next_expiry = time.monotonic() + EXPIRY_EVERY
+        while not self.stopped:
+            wait = pause if self.polled else RECV_WAIT
             try:
-                ltype, payload = got
-                if ltype != LWW:
-                    raise TypeError(f"{p.what}: the result key holds lattice type {ltype}")
-                value = _serialize.load_value(_squall.decode_lww(payload)[1])
-            except Exception as e:  # noqa: BLE001 -- delivered to the caller
-                _fail(p.future, e)
+                msgs = self.responses.recv(wait)
+            except Exception:  # noqa: BLE001 -- closed by stop()
+                return
+            for rid, kind, body in msgs:
+                self._on_message(rid, kind, body)
+            if self.polled:
+                found = self._poll()
+                pause = POLL_MIN if found else min(pause * 2, POLL_MAX)
+            now = time.monotonic()
+            if now >= next_expiry:
+                self._expire(now)
+                next_expiry = now + EXPIRY_EVERY
+
+    def _on_message(self, rid: str, kind: int, body: bytes) -> None:
+        with self.lock:
+            pend = self.pending.pop(rid, None)
+            if pend is None:
+                is_output = rid in self.outputs
+            else:
+                self.polled.pop(rid, None)
+                for k in pend.out_keys:  # a DAG's other functions may still be heard
+                    if len(pend.out_keys) > 1:  # (one executor's output comes first)
+                        self.outputs[k] = time.monotonic() + OUTPUT_GRACE
+                    else:
+                        self.outputs.pop(k, None)
+        if pend is not None:
+            if pend.publish:
+                self._store(rid, _serialize.encode_value(kind, body))
+            self._complete(pend, kind, body)
+        elif is_output:
+            try:
+                _print_output(_serialize.load(kind, body))
+            except Exception:  # noqa: BLE001 -- output is best effort
+                pass
+        # else: a duplicate (at-least-once re-send) or a stranger's message: ignored
+
+    def _poll(self) -> bool:
+        with self.lock:
+            batch = list(self.polled.items())[:POLL_BATCH]
+        try:
+            got = self.kvs.get_many([k for k, _ in batch])
+        except Exception:  # noqa: BLE001 -- a KVS hiccup: try again next round
+            return False
+        found = False
+        for (key, _p), g in zip(batch, got):
+            if g is None:
                 continue
-            err = _error_record(value)
-            if err is not None:
-                _fail(p.future, remote_exception(err))
-            elif not p.future.done():
-                p.future.set_result(value)
+            found = True
+            ltype, payload = g
+            if ltype != LWW:
+                self._fail_key(key, TypeError(f"the result key {key} holds lattice type {ltype}"))
+                continue
+            try:
+                kind, body, _rid = _squall.decode_value(_squall.decode_lww(payload)[1])
+            except Exception as e:  # noqa: BLE001 -- delivered to the caller
+                self._fail_key(key, e)
+                continue
+            self._on_message(key, kind, body)
+        return found
+
+    def _fail_key(self, key: str, exc: BaseException) -> None:
+        with self.lock:
+            pend = self.pending.pop(key, None)
+            self.polled.pop(key, None)
+        if pend is not None:
+            _fail(pend.future, exc)
+
+    def _expire(self, now: float) -> None:
+        with self.lock:
+            late = [(k, p) for k, p in self.pending.items() if now > p.deadline]
+            for k, _p in late:
+                self.pending.pop(k, None)
+                self.polled.pop(k, None)
+            for k in [k for k, t in self.outputs.items() if now > t]:
+                del self.outputs[k]
+        for _k, p in late:
+            _fail(p.future, _squall.SquallTimeoutError(
+                f"{p.what}: no result within its deadline (the call's timeout plus "
+                f"{RESULT_SLACK:g} s); see `squall logs` for the executors"))
+
+    @staticmethod
+    def _complete(p: _Pending, kind: int, body: bytes) -> None:
+        p.future._raw = _serialize.encode_value(kind, body)
+        try:
+            value = _serialize.load(kind, body)
+        except Exception as e:  # noqa: BLE001 -- delivered to the caller
+            _fail(p.future, e)
+            return
+        err = _error_record(value)
+        if err is not None:
+            _fail(p.future, remote_exception(err))
+        elif not p.future.done():
+            p.future.set_result(value)
 
 
 def _fail(fut: Future, exc: BaseException) -> None:
@@ -311,23 +435,23 @@ def _fail(fut: Future, exc: BaseException) -> None:
         fut.set_exception(exc)
 
 
-_state: Dict[str, Any] = {"cluster": None, "poller": None, "registered": {}}
+_state: Dict[str, Any] = {"cluster": None, "receiver": None, "registered": {}}
 _lock = threading.Lock()
 
 
-def _poller() -> _Poller:
+def _receiver() -> _Receiver:
     cluster = _cluster.current()
     with _lock:
         if _state["cluster"] is not cluster:
             _reset_locked()
+            _state["receiver"] = _Receiver(cluster)
             _state["cluster"] = cluster
-            _state["poller"] = _Poller(cluster.routing)
-        return _state["poller"]
+        return _state["receiver"]
 
 
 def _reset_locked() -> None:
-    old = _state["poller"]
-    _state.update(cluster=None, poller=None, registered={})
+    old = _state["receiver"]
+    _state.update(cluster=None, receiver=None, registered={})
     if old is not None:
         old.stop()
 
@@ -338,10 +462,19 @@ def reset() -> None:
         _reset_locked()
 
 
-def _submit(key: str, out_keys: List[str], timeout: Optional[float], what: str) -> Future:
+def response_address() -> str:
+    """The address executors push this process's results to ("tcp://ip:port")."""
+    return _receiver().address
+
+
+def _submit(key: str, out_keys: List[str], timeout: Optional[float], what: str,
+            in_kvs: bool = False) -> Future:
+    """The future of a call already sent: completed by a direct response tagged with
+    key (or, with in_kvs, when key appears in the KVS)."""
     fut = Future(key)
     limit = timeout if timeout else DEFAULT_CALL_TIMEOUT
-    _poller().add(key, _Pending(fut, time.monotonic() + limit + RESULT_SLACK, out_keys, what))
+    _receiver().add(key, _Pending(fut, time.monotonic() + limit + RESULT_SLACK, out_keys,
+                                  what, in_kvs))
     return fut
 
 
@@ -487,8 +620,9 @@ def context() -> Any:
 
 
 def _argument(a: Any) -> Tuple[int, bytes]:
-    if isinstance(a, Future):  # a result not there yet: the executor waits for it
+    if isinstance(a, Future):  # by reference: the executor waits for the key to exist
         from ._reference import CloudburstReference
+        _receiver().publish(a)  # a pushed result is stored there once it arrives
         a = CloudburstReference(a.key)
     return _serialize.dump(a)
 
@@ -561,7 +695,7 @@ class RemoteFunction:
             _ship_by_value(self._fn)
             self._body = _serialize.encode_value(*_serialize.dump(_Wrapped(self._fn)))
         digest = hashlib.sha256(self._body).hexdigest()
-        _poller()
+        _receiver()
         if _state["registered"].get(self.name) == digest:
             return
         scheduler_call(5001, _wire.function(self.name, self._body),
@@ -588,9 +722,15 @@ class RemoteFunction:
         out = key + ".out"
         values = [_serialize.dump(CallMeta(out))] + [_argument(a) for a in args]
         ms = int(self.timeout * 1000) if self.timeout else 0
-        scheduler_call(5002, _wire.function_call(self.name, values, key, ms),
-                       f"calling {self.name!r}")
-        return _submit(key, [out], self.timeout, f"{self.name}()")
+        fut = _submit(key, [out], self.timeout, f"{self.name}()")
+        try:
+            scheduler_call(5002, _wire.function_call(self.name, values, key, ms,
+                                                     _receiver().address),
+                           f"calling {self.name!r}")
+        except BaseException:
+            _receiver().forget(key)
+            raise
+        return fut
 
     def map(self, items: Iterable[Any], progress: bool = False,
             timeout: Optional[float] = None) -> List[Any]:
@@ -786,10 +926,14 @@ class Dag:
         fargs = {n: [_serialize.dump(CallMeta(outs[n]))] + [_argument(a) for a in v]
                  for n, v in fixed.items()}
         ms = int(timeout * 1000) if timeout else 0
-        scheduler_call(5005, _wire.dag_call(self.name, fargs, key, ms),
-                       f"calling DAG {self.name!r}")
-        return _submit(key, [outs[f.name] for f in self.order], timeout,
-                       f"DAG {self.base_name}")
+        fut = _submit(key, [outs[f.name] for f in self.order], timeout, f"DAG {self.base_name}")
+        try:
+            scheduler_call(5005, _wire.dag_call(self.name, fargs, key, ms, _receiver().address),
+                           f"calling DAG {self.name!r}")
+        except BaseException:
+            _receiver().forget(key)
+            raise
+        return fut
 
     def __call__(self, *args: Any, args_by_function: Optional[Mapping[Any, Sequence[Any]]] = None
                  ) -> Any:

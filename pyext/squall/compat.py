@@ -11,6 +11,8 @@ fixes of Cloudburst's failure modes:
 * nothing waits forever: futures fail with ``SquallTimeoutError`` after their
   deadline, and ``call_dag(direct_response=True)`` waits up to ``direct_timeout``
   seconds (default 30) instead of returning None after 1 s;
+* direct responses are matched to their call (squall's executors tag each pushed
+  result with its output key), so a late answer never reaches the next call;
 * a failed call raises the remote exception from ``get()`` (Cloudburst returned the
   ``('ERROR: ...', bytes)`` tuple);
 * ``list()`` prints the names as Cloudburst does and also returns them;
@@ -65,7 +67,7 @@ class CloudburstFunction:
 
     def __call__(self, *args: Any) -> Optional[_api.Future]:
         rid = self._conn.exec_func(self.name, args)
-        return _api._submit(rid, [], None, f"{self.name}()") if rid else None
+        return _api._submit(rid, [], None, f"{self.name}()", in_kvs=True) if rid else None
 
 
 class CloudburstConnection:
@@ -105,7 +107,8 @@ class CloudburstConnection:
         return CloudburstFunction(name, self)
 
     def exec_func(self, name: str, args: Sequence[Any]) -> str:
-        """Calls ``name(*args)`` once; returns the result key ('' on failure)."""
+        """Calls ``name(*args)`` once; returns the result key ('' on failure). The
+        executor stores the result there, as in Cloudburst (no response address)."""
         key = str(uuid.uuid4())
         msg = _wire.function_call(name, [_dump_arg(a) for a in args], key)
         try:
@@ -150,10 +153,21 @@ class CloudburstConnection:
                                       "without dry_run/continuation")
         key = output_key or str(uuid.uuid4())
         fargs = {fn: [_dump_arg(a) for a in _arguments(v)] for fn, v in arg_map.items()}
-        resp = _api.scheduler_call(5005, _wire.dag_call(dname, fargs, key),
-                                   f"calling DAG {dname!r}")
-        fut = _api._submit(resp.response_id or key, [], None, f"DAG {dname}")
-        return fut.result(self.direct_timeout) if direct_response else fut
+        if not direct_response:  # Cloudburst: the sink stores the result at the key
+            resp = _api.scheduler_call(5005, _wire.dag_call(dname, fargs, key),
+                                       f"calling DAG {dname!r}")
+            return _api._submit(resp.response_id or key, [], None, f"DAG {dname}",
+                                in_kvs=True)
+        # the sink pushes to this process's socket, tagged with the output key
+        fut = _api._submit(key, [], None, f"DAG {dname}")
+        try:
+            _api.scheduler_call(5005, _wire.dag_call(dname, fargs, key,
+                                                     response_address=_api.response_address()),
+                                f"calling DAG {dname!r}")
+        except BaseException:
+            _api._receiver().forget(key)
+            raise
+        return fut.result(self.direct_timeout)
 
     def delete_dag(self, dname: str) -> Tuple[bool, Optional[str]]:
         """Deletes a DAG; ``(success, error)``."""

@@ -236,3 +236,146 @@ def test_cloudburst_compat_calls(cluster, capsys):
     assert inc(CloudburstReference(ref.key)).get().tolist() == [2.0] * 4
     assert conn.delete_dag("compat_dag") == (True, None)
     assert conn.get_function("no_such_function") is None
+
+
+# ---- the transport: direct responses pushed to this process -----------------------------
+
+@squall.function
+def crashes_once(marker):
+    if not os.path.exists(marker):  # the scheduler's re-send then succeeds
+        open(marker, "w").close()
+        os._exit(7)
+    return "survived"
+
+
+def _stored(cluster, key):
+    """True when the KVS holds a value under key."""
+    try:
+        cluster.kvs.get(key)
+        return True
+    except KeyError:
+        return False
+
+
+def test_direct_call_result_is_pushed_and_never_stored_in_the_kvs(cluster):
+    fut = square.remote(5)
+    assert fut.result(timeout=30) == 25
+    time.sleep(0.2)  # a KVS write, were there one, would have landed by now
+    assert not _stored(cluster, fut.key)
+    assert not _stored(cluster, fut.key + ".out")
+
+
+def test_output_is_pushed_before_the_result_and_not_stored(cluster, capsys):
+    fut = chatty.remote("pushed")
+    assert fut.result(timeout=30) == "pushed"
+    out, err = capsys.readouterr()  # printed before the future completed
+    assert "] chatty got pushed" in out and "warned about pushed" in err
+    assert not _stored(cluster, fut.key + ".out")
+
+
+def test_dag_result_and_every_functions_output_are_pushed(cluster, capsys):
+    fut = (chatty >> add_one).remote(41)
+    assert fut.result(timeout=30) == 42
+    seen = ""
+    deadline = time.monotonic() + 5  # an upstream's output may trail the sink's result
+    while "chatty got 41" not in seen and time.monotonic() < deadline:
+        time.sleep(0.02)
+        seen += capsys.readouterr().out
+    assert "] chatty got 41" in seen
+    assert not _stored(cluster, fut.key)
+
+
+def test_remote_error_is_pushed_not_stored(cluster):
+    fut = fails.remote(9)
+    with pytest.raises(ValueError, match="no good: 9"):
+        fut.result(timeout=30)
+    assert not _stored(cluster, fut.key)
+
+
+def test_timeout_and_crash_reports_arrive_by_push(cluster, tmp_path):
+    quick = nap.options(name="test_api.nap_push_timeout", timeout=1.0)
+    t0 = time.monotonic()
+    fut = quick.remote(20)
+    with pytest.raises(squall.RemoteError) as info:
+        fut.result(timeout=30)
+    assert info.value.type_name == "squall.TimeoutError"
+    assert time.monotonic() - t0 < 15  # the supervisor's push, not the client's deadline
+    assert not _stored(cluster, fut.key)
+    fut = crashes_once.remote(str(tmp_path / "crashed"))
+    with pytest.raises(squall.RemoteError) as info:
+        fut.result(timeout=30)
+    assert info.value.type_name == "squall.ExecutorCrashed"
+    assert not _stored(cluster, fut.key)
+    _keeps_serving()
+
+
+def _keeps_serving():
+    """The node serves again once the supervisor restarted the executors (a crashing
+    call re-sent by the scheduler may have taken both down for a moment)."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            assert square.remote(12).result(timeout=30) == 144
+            return
+        except squall.SchedulerError as e:
+            assert e.error == "NO_RESOURCES" and time.monotonic() < deadline
+            time.sleep(0.2)
+
+
+def test_many_outstanding_futures_share_one_socket_matched_by_id(cluster):
+    from squall import _api
+    before = _api._receiver().responses.received
+    futs = [square.remote(i) for i in range(300)]
+    assert len({f.key for f in futs}) == 300
+    assert squall.gather(futs, timeout=90) == [i * i for i in range(300)]
+    assert _api._receiver().responses.received - before >= 300
+
+
+def test_malformed_message_on_the_response_socket_is_skipped(cluster):
+    zmq = pytest.importorskip("zmq")
+    from squall import _api
+    rx = _api._receiver()
+    before = rx.responses.malformed
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    try:
+        push.connect(rx.address)
+        push.send(b"\xff\xff\xff\xff")                 # not a Value
+        push.send_multipart([b"\x0a\x01x", b"two"])    # a Value is one frame
+        push.send(b"\x0a\x01x\xa2\x06\x03" + b"\xff\xfe\xfd")  # response_id not UTF-8
+        push.send(b"\x0a\x01x\xa2\x06\x07nobody!")     # well-formed, unknown id: ignored
+        assert square.remote(6).result(timeout=30) == 36
+        deadline = time.monotonic() + 5
+        while rx.responses.malformed - before < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert rx.responses.malformed - before == 3
+        assert add_one.remote(1).result(timeout=30) == 2
+    finally:
+        push.close(0)
+        ctx.term()
+
+
+def test_finished_future_passed_as_argument_is_stored_for_the_executor(cluster):
+    first = square.remote(4)
+    assert first.result(timeout=30) == 16
+    assert add_one.remote(first).result(timeout=30) == 17
+    assert squall.gather([add_one.remote(square.remote(i)) for i in range(3)],
+                         timeout=60) == [1, 2, 5]
+
+
+def test_compat_dag_direct_response_is_pushed_and_kvs_mode_still_stores(cluster):
+    conn = CloudburstConnection(f"127.0.0.1:{cluster.port_offset}")
+    conn.register(lambda lib, x: x + 1, "compat_push_inc")
+    conn.register(lambda lib, x: 2 * x, "compat_push_dbl")
+    assert conn.register_dag("compat_push", ["compat_push_inc", "compat_push_dbl"],
+                             [("compat_push_inc", "compat_push_dbl")]) == (True, None)
+    assert conn.call_dag("compat_push", {"compat_push_inc": 4}, direct_response=True,
+                         output_key="compat_push_direct") == 10
+    assert [conn.call_dag("compat_push", {"compat_push_inc": i}, direct_response=True)
+            for i in range(5)] == [2 * (i + 1) for i in range(5)]
+    time.sleep(0.2)
+    assert not _stored(cluster, "compat_push_direct")
+    fut = conn.call_dag("compat_push", {"compat_push_inc": 5}, output_key="compat_push_kvs")
+    assert fut.get(timeout=30) == 12
+    assert conn.get_object("compat_push_kvs") == 12  # Cloudburst's contract: in the KVS
+    assert conn.delete_dag("compat_push") == (True, None)

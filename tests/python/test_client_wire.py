@@ -1,0 +1,103 @@
+"""The client's C transport pieces without a cluster: the protobuf-c encoders and
+decoders of squall._wire (checked against the generated Python protobuf classes) and
+squall._squall.Responses (bind, recv with and without messages, malformed input
+counted and skipped, close)."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import zmq
+
+from squall import _squall, _wire
+import cb_harness  # noqa: F401 -- generates and imports the protobuf modules
+from cb_harness import cb
+
+
+def test_function_call_carries_arguments_and_both_extensions():
+    raw = _wire.function_call("f", [(0, b"\x01"), (2, b"txt")], "key", 1500, "tcp://h:9")
+    m = cb.FunctionCall.FromString(raw)
+    assert (m.name, m.response_key, m.timeout_ms, m.response_address) == \
+        ("f", "key", 1500, "tcp://h:9")
+    assert [(v.type, v.body) for v in m.arguments.values] == [(0, b"\x01"), (2, b"txt")]
+    plain = cb.FunctionCall.FromString(_wire.function_call("f", [], "k"))
+    assert plain.response_address == "" and plain.timeout_ms == 0
+
+
+def test_dag_and_dag_call_round_trip_through_protobuf():
+    d = cb.Dag.FromString(_wire.dag("d", ["a", "b"], [("a", "b")]))
+    assert [f.name for f in d.functions] == ["a", "b"]
+    assert [(c.source, c.sink) for c in d.connections] == [("a", "b")]
+    raw = _wire.dag_call("d", {"a": [(0, b"x")], "b": []}, "out", 7, "tcp://h:1")
+    c = cb.DagCall.FromString(raw)
+    assert (c.name, c.output_key, c.timeout_ms, c.response_address) == ("d", "out", 7, "tcp://h:1")
+    assert [v.body for v in c.function_args["a"].values] == [b"x"]
+    assert "b" in c.function_args and not c.function_args["b"].values
+
+
+def test_function_registration_keeps_the_body_bytes():
+    f = cb.Function.FromString(_wire.function("f", b"\x00body\xff"))
+    assert (f.name, f.body) == ("f", b"\x00body\xff")
+
+
+def test_encoders_refuse_bad_arguments():
+    with pytest.raises(TypeError):
+        _wire.function_call("f", [(0, "not bytes")], "k")
+    with pytest.raises(TypeError):
+        _wire.dag("d", ["a"], [("a",)])
+    with pytest.raises(TypeError):
+        _squall.encode_dag_call("d", [("a", [])], "k")
+
+
+def test_generic_response_and_string_set_decode_and_reject_malformed_bytes():
+    r = cb.GenericResponse(success=False, response_id="r", error=3, error_message="m",
+                           error_type="t", traceback="tb", executor="1.2.3.4:0")
+    got = _wire.parse_generic_response(r.SerializeToString())
+    assert got == _wire.GenericResponse(False, "r", 3, "m", "t", "tb", "1.2.3.4:0")
+    import shared_pb2
+    assert _wire.parse_string_set(shared_pb2.StringSet(keys=["a", "b"]).SerializeToString()) \
+        == ["a", "b"]
+    for bad in (b"\x12\x05ab", b"\xff", b"\x0b"):
+        with pytest.raises(ValueError):
+            _wire.parse_generic_response(bad)
+
+
+def test_decode_value_reads_the_response_id_extension():
+    v = cb.Value(body=b"7", type=2)
+    raw = v.SerializeToString() + b"\xa2\x06\x03k.1"
+    assert _squall.decode_value(raw) == (2, b"7", "k.1")
+    assert _squall.decode_value(b"") == (0, b"", "")
+
+
+def test_responses_receives_tagged_values_and_skips_malformed_ones():
+    with _squall.Responses("127.0.0.1") as rx:
+        assert rx.address.startswith("tcp://127.0.0.1:")
+        t0 = time.monotonic()
+        assert rx.recv(0.05) == []
+        assert time.monotonic() - t0 >= 0.04
+        ctx = zmq.Context()
+        push = ctx.socket(zmq.PUSH)
+        try:
+            push.connect(rx.address)
+            push.send(b"\x0a\x01a\xa2\x06\x02id")
+            push.send(b"\xff\xff")
+            push.send_multipart([b"\x0a\x01a", b"x"])
+            push.send(b"\x0a\x01b")  # untagged, Cloudburst-style
+            got, deadline = [], time.monotonic() + 5
+            while len(got) < 2 and time.monotonic() < deadline:
+                got += rx.recv(0.1)
+            assert got == [("id", 0, b"a"), ("", 0, b"b")]
+            assert (rx.received, rx.malformed) == (2, 2)
+        finally:
+            push.close(0)
+            ctx.term()
+    assert rx.closed
+    with pytest.raises(_squall.SquallError):
+        rx.recv(0)
+
+
+def test_responses_refuses_an_ip_it_cannot_bind():
+    with pytest.raises(_squall.SquallError):
+        _squall.Responses("tcp://x")
+    with pytest.raises(ValueError):
+        _squall.Responses("127.0.0.1", max_bytes=10)
