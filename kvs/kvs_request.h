@@ -59,9 +59,14 @@ int kvs_request_ctx_init(kvs_request_ctx_t *rq, const kvs_worker_params_t *param
 /* Finishes in-flight log writes and frees everything. Safe on a half-built context. */
 void kvs_request_ctx_destroy(kvs_request_ctx_t *rq);
 
-/* Receives and handles one message from `socket` without blocking.
- * 0 when one was handled, -EAGAIN when none was waiting. */
-int kvs_request_receive(kvs_request_ctx_t *rq, void *socket);
+/* Most requests kvs_request_receive_batch() takes off the socket at once. */
+#define KVS_REQUEST_PIPELINE 32
+
+/* Receives up to `max` (at most KVS_REQUEST_PIPELINE) waiting messages from `socket`
+ * without blocking, decodes them all, prefetches their keys' store memory, then
+ * handles them in order (as kvs_request_handle). Returns how many were handled: 0
+ * when none was waiting, fewer than max when the socket ran dry. */
+int kvs_request_receive_batch(kvs_request_ctx_t *rq, void *socket, int max);
 
 /* Handles one request message (bytes as received). Exposed for tests. */
 void kvs_request_handle(kvs_request_ctx_t *rq, const uint8_t *bytes, size_t len);

@@ -85,10 +85,16 @@ static int kvs__worker_bind(kvs_worker_t *w, void **requests, void **control, ch
   return 0;
 }
 
-/* Receives up to KVS__BATCH requests without blocking; returns how many. */
+/* Receives up to KVS__BATCH requests without blocking, KVS_REQUEST_PIPELINE at a
+ * time (each group decoded and prefetched together); returns how many. */
 static int kvs__worker_batch(kvs_request_ctx_t *rq, void *requests) {
   int n = 0;
-  while (n < KVS__BATCH && kvs_request_receive(rq, requests) == 0) n++;
+  while (n < KVS__BATCH) {
+    int want = KVS__BATCH - n < KVS_REQUEST_PIPELINE ? KVS__BATCH - n : KVS_REQUEST_PIPELINE;
+    int got = kvs_request_receive_batch(rq, requests, want);
+    n += got;
+    if (got < want) break;
+  }
   return n;
 }
 

@@ -212,3 +212,18 @@ void kvs_store_entry_at(const kvs_store_t *store, size_t i, kvs_store_entry_t *e
 void kvs_store_stats(const kvs_store_t *store, kvs_store_stats_t *stats) {
   *stats = store->stats;
 }
+
+void kvs_store_prefetch(const kvs_store_t *store, const char *key, size_t keylen, int step) {
+  uint64_t hash = sq_hash_std(key, keylen);
+  size_t i = hash & store->slot_mask;
+  if (step == 0) {
+    __builtin_prefetch(&store->slots[i]);
+    return;
+  }
+  /* The first slot of this hash: no key comparison (that would wait for the entry). */
+  while (store->slots[i].entry && store->slots[i].hash != hash) i = (i + 1) & store->slot_mask;
+  const kvs__entry_t *e = store->slots[i].entry;
+  if (!e) return;
+  if (step == 1) __builtin_prefetch(e);
+  else __builtin_prefetch(e->payload);
+}

@@ -63,4 +63,10 @@ void kvs_store_entry_at(const kvs_store_t *store, size_t i, kvs_store_entry_t *e
 
 void kvs_store_stats(const kvs_store_t *store, kvs_store_stats_t *stats);
 
+/* A hint, for a lookup of `key` soon after: step 0 asks the CPU to bring the key's
+ * index slot into cache, step 1 its entry, step 2 its value. Each step reads what the
+ * previous one fetched, so run them over a whole batch of keys, one pass per step.
+ * Changes nothing; harmless for absent keys (it may fetch another key's entry). */
+void kvs_store_prefetch(const kvs_store_t *store, const char *key, size_t keylen, int step);
+
 #endif

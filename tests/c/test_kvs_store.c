@@ -116,6 +116,43 @@ static void test_store_grows_and_entry_indices_never_move(void **state) {
   kvs_store_destroy(s);
 }
 
+static void test_store_prefetch_of_present_and_absent_keys_changes_nothing(void **state) {
+  (void)state;
+  kvs_store_t *s;
+  sq_buf_t p = {0};
+  char key[32];
+  assert_int_equal(kvs_store_create(&s), 0);
+  for (int i = 0; i < 3000; i++) { /* enough to grow the index and collide */
+    int n = snprintf(key, sizeof(key), "k%d", i);
+    lww_payload(&p, (uint64_t)i + 1, key);
+    assert_int_equal(kvs_store_merge(s, key, (size_t)n, SQ_LATTICE_LWW, p.data, p.len, NULL), 0);
+  }
+  /* Every step on every key, present (k0..k2999) or absent (k3000..k5999). */
+  for (int step = 0; step < 3; step++)
+    for (int i = 0; i < 6000; i++) {
+      int n = snprintf(key, sizeof(key), "k%d", i);
+      kvs_store_prefetch(s, key, (size_t)n, step);
+    }
+  assert_int_equal(kvs_store_count(s), 3000);
+  for (int i = 0; i < 6000; i++) {
+    int n = snprintf(key, sizeof(key), "k%d", i);
+    kvs_store_entry_t e;
+    int rc = kvs_store_get(s, key, (size_t)n, &e);
+    if (i >= 3000) {
+      assert_int_equal(rc, SQ_EKEYDNE);
+      continue;
+    }
+    assert_int_equal(rc, 0);
+    uint64_t ts;
+    char value[32];
+    decode_lww(&e, &ts, value, sizeof(value));
+    assert_int_equal(ts, (uint64_t)i + 1);
+    assert_string_equal(value, key);
+  }
+  sq_buf_free(&p);
+  kvs_store_destroy(s);
+}
+
 static void test_store_set_values_are_stored_canonical(void **state) {
   (void)state;
   kvs_store_t *s;
@@ -145,6 +182,7 @@ int main(void) {
       cmocka_unit_test(test_store_refuses_other_type_and_bad_payload_without_change),
       cmocka_unit_test(test_store_grows_and_entry_indices_never_move),
       cmocka_unit_test(test_store_set_values_are_stored_canonical),
+      cmocka_unit_test(test_store_prefetch_of_present_and_absent_keys_changes_nothing),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
