@@ -18,8 +18,8 @@
  * is dropped silently, its timeout already counted.
  *
  *   thread loop: zmq_poll(the thread's PULL socket, 10 ms)
- *     -> receive every waiting reply (DONTWAIT, up to a batch), decode with an arena,
- *        complete the slot
+ *     -> receive every waiting reply (DONTWAIT, up to a batch), decode it by hand
+ *        (bounds-checked), complete the slot
  *     -> top up every client that got a slot back (closed loop), sends back to back:
  *        next key, KeyRequest -> PUSH (DONTWAIT)
  *
@@ -43,7 +43,6 @@
 
 #include "anna.pb-c.h"
 #include "lattice.h"
-#include "sq_arena.h"
 #include "sq_buf.h"
 #include "sq_error.h"
 #include "sq_zmq.h"
@@ -257,8 +256,7 @@ typedef struct {
   void **push;                     /* per endpoint, connected on first use */
   uint64_t outstanding;
   uint8_t *value;
-  sq_buf_t payload;   /* reused LWW encoding buffer */
-  sq_arena_t arena;   /* reply decoding, reset per reply */
+  sq_buf_t payload;   /* reused request encoding buffer */
   size_t max_reply;
 } anna__loop_t;
 
@@ -277,6 +275,136 @@ static uint64_t anna__timestamp(uint32_t id, uint64_t *last) {
   if (*last / scale >= us) us = *last / scale + 1;
   *last = us * scale + id;
   return *last;
+}
+
+/* ---- the wire, by hand (like the Redis side's RESP) -------------------------------
+ * Requests are encoded and replies decoded without protobuf-c: the bytes are exactly
+ * what key_request__pack() writes (fields in number order, defaults omitted), which
+ * anna__selfcheck() verifies against protobuf-c when each thread starts. The load
+ * generator's CPU is CPU the server does not get on a small machine; protobuf-c's
+ * descriptor-driven pack/unpack cost more than the whole Redis client per request. */
+
+static size_t anna__vlen(uint64_t v) {
+  size_t n = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    n++;
+  }
+  return n;
+}
+
+static uint8_t *anna__vput(uint8_t *o, uint64_t v) {
+  while (v >= 0x80) {
+    *o++ = (uint8_t)(v | 0x80);
+    v >>= 7;
+  }
+  *o++ = (uint8_t)v;
+  return o;
+}
+
+/* A length-delimited field (omitted when empty, as proto3 does). */
+static size_t anna__ld_size(size_t n) { return n ? 1 + anna__vlen(n) + n : 0; }
+
+static uint8_t *anna__ld(uint8_t *o, uint8_t tag, const void *p, size_t n) {
+  if (!n) return o;
+  *o++ = tag;
+  o = anna__vput(o, n);
+  memcpy(o, p, n);
+  return o + n;
+}
+
+typedef struct {
+  int type;             /* REQUEST_TYPE__GET or __PUT */
+  const char *key;
+  uint32_t nips;        /* address_cache_size */
+  uint64_t timestamp;   /* PUT: LWW timestamp */
+  const uint8_t *value; /* PUT: LWW value */
+  size_t value_len;
+  const char *addr;     /* response_address */
+  const char *id;       /* request_id */
+} anna__req_t;
+
+/* Encodes a one-tuple KeyRequest (with its LWWValue payload for a PUT) into out. */
+static int anna__encode(const anna__req_t *r, sq_buf_t *out) {
+  size_t klen = strlen(r->key), alen = strlen(r->addr), ilen = strlen(r->id);
+  bool put = r->type == REQUEST_TYPE__PUT;
+  size_t plen = put ? 1 + anna__vlen(r->timestamp) + anna__ld_size(r->value_len) : 0;
+  size_t tlen = anna__ld_size(klen) + (put ? 2 + anna__ld_size(plen) : 0) +
+                (r->nips ? 1 + anna__vlen(r->nips) : 0);
+  size_t total = 2 + 1 + anna__vlen(tlen) + tlen + anna__ld_size(alen) + anna__ld_size(ilen);
+  sq_buf_reset(out);
+  int rc = sq_buf_reserve(out, total);
+  if (rc != 0) return rc;
+  uint8_t *o = out->data;
+  *o++ = 0x08; /* type */
+  *o++ = (uint8_t)r->type;
+  *o++ = 0x12; /* the tuple */
+  o = anna__vput(o, tlen);
+  o = anna__ld(o, 0x0a, r->key, klen);
+  if (put) {
+    *o++ = 0x10; /* lattice_type LWW */
+    *o++ = LATTICE_TYPE__LWW;
+    *o++ = 0x22; /* payload: LWWValue {timestamp = 1, value = 2} */
+    o = anna__vput(o, plen);
+    *o++ = 0x08;
+    o = anna__vput(o, r->timestamp);
+    o = anna__ld(o, 0x12, r->value, r->value_len);
+  }
+  if (r->nips) {
+    *o++ = 0x28;
+    o = anna__vput(o, r->nips);
+  }
+  o = anna__ld(o, 0x1a, r->addr, alen);
+  o = anna__ld(o, 0x22, r->id, ilen);
+  out->len = (size_t)(o - out->data);
+  return out->len == total ? 0 : SQ_EPROTO;
+}
+
+/* The same request through protobuf-c and sq_lattice_encode, for the self-check. */
+static int anna__encode_pb(const anna__req_t *r, sq_buf_t *out) {
+  KeyTuple tup = KEY_TUPLE__INIT;
+  KeyTuple *tups[1] = {&tup};
+  KeyRequest req = KEY_REQUEST__INIT;
+  sq_buf_t payload = {0};
+  tup.key = (char *)r->key;
+  tup.address_cache_size = r->nips;
+  req.tuples = tups;
+  req.n_tuples = 1;
+  req.response_address = (char *)r->addr;
+  req.request_id = (char *)r->id;
+  req.type = (RequestType)r->type;
+  int rc = 0;
+  if (r->type == REQUEST_TYPE__PUT) {
+    sq_lattice_t l = {.type = SQ_LATTICE_LWW};
+    l.u.lww.timestamp = r->timestamp;
+    l.u.lww.value.data = (uint8_t *)r->value;
+    l.u.lww.value.len = r->value_len;
+    rc = sq_lattice_encode(&l, &payload);
+    tup.lattice_type = LATTICE_TYPE__LWW;
+    tup.payload.data = payload.data;
+    tup.payload.len = payload.len;
+  }
+  size_t n = key_request__get_packed_size(&req);
+  sq_buf_reset(out);
+  if (rc == 0) rc = sq_buf_reserve(out, n);
+  if (rc == 0) out->len = key_request__pack(&req, out->data);
+  sq_buf_free(&payload);
+  return rc;
+}
+
+/* Checks, once per thread, that the hand encoder writes protobuf-c's bytes. */
+static int anna__selfcheck(anna__loop_t *lp) {
+  anna__req_t r = {.type = lp->t->op == LOAD_OP_PUT ? REQUEST_TYPE__PUT : REQUEST_TYPE__GET,
+                   .key = "key:00000042", .nips = 1, .timestamp = 1764230400000000123ull,
+                   .value = lp->value, .value_len = lp->t->opts->value_size,
+                   .addr = lp->addr, .id = "49.15.1234567"};
+  sq_buf_t a = {0}, b = {0};
+  int rc = anna__encode(&r, &a);
+  if (rc == 0) rc = anna__encode_pb(&r, &b);
+  if (rc == 0 && (a.len != b.len || memcmp(a.data, b.data, a.len) != 0)) rc = SQ_EPROTO;
+  sq_buf_free(&a);
+  sq_buf_free(&b);
+  return rc;
 }
 
 /* Sends one KeyRequest for key from client c into a free slot. */
@@ -299,29 +427,13 @@ static int anna__send(anna__loop_t *lp, anna__client_t *c, uint64_t key, uint64_
   len += load_u64_text(s, 1, id + len);
   id[len++] = '.';
   load_u64_text(slot->seq, 1, id + len);
-  KeyTuple tup = KEY_TUPLE__INIT;
-  KeyTuple *tups[1] = {&tup};
-  KeyRequest req = KEY_REQUEST__INIT;
-  tup.key = name;
-  tup.address_cache_size = tb->key_nips[key];
-  req.tuples = tups;
-  req.n_tuples = 1;
-  req.response_address = lp->addr;
-  req.request_id = id;
-  req.type = lp->t->op == LOAD_OP_PUT ? REQUEST_TYPE__PUT : REQUEST_TYPE__GET;
-  if (lp->t->op == LOAD_OP_PUT) {
-    sq_lattice_t l = {.type = SQ_LATTICE_LWW};
-    l.u.lww.timestamp = anna__timestamp(c->id, &c->last_ts);
-    l.u.lww.value.data = lp->value;
-    l.u.lww.value.len = lp->t->opts->value_size;
-    sq_buf_reset(&lp->payload);
-    rc = sq_lattice_encode(&l, &lp->payload);
-    if (rc != 0) goto fail;
-    tup.lattice_type = LATTICE_TYPE__LWW;
-    tup.payload.data = lp->payload.data;
-    tup.payload.len = lp->payload.len;
-  }
-  rc = sq_zmq_send_pb(lp->push[ep], &req.base);
+  bool put = lp->t->op == LOAD_OP_PUT;
+  anna__req_t r = {.type = put ? REQUEST_TYPE__PUT : REQUEST_TYPE__GET, .key = name,
+                   .nips = tb->key_nips[key], .value = lp->value,
+                   .value_len = lp->t->opts->value_size, .addr = lp->addr, .id = id};
+  if (put) r.timestamp = anna__timestamp(c->id, &c->last_ts);
+  rc = anna__encode(&r, &lp->payload);
+  if (rc == 0) rc = sq_zmq_send_bytes(lp->push[ep], lp->payload.data, lp->payload.len);
   if (rc != 0) goto fail;
   lp->outstanding++;
   return 0;
@@ -354,32 +466,99 @@ static bool anna__varint(const uint8_t *p, size_t len, size_t *i, uint64_t *v) {
   return false;
 }
 
-/* Size of the value inside an LWWValue payload, or -1 when it is not one. Walks the
- * wire bytes only (field 1 varint, field 2 bytes; others skipped), no allocation. */
+/* One field of a protobuf message at p[*i]: its number, and its varint value or
+ * bytes. Fixed-width fields are skipped over (*data NULL, *v 0). False when the
+ * bytes are cut off or malformed. */
+static bool anna__field(const uint8_t *p, size_t len, size_t *i, uint64_t *num, uint64_t *v,
+                        const uint8_t **data) {
+  uint64_t tag;
+  *data = NULL;
+  *v = 0;
+  if (!anna__varint(p, len, i, &tag)) return false;
+  *num = tag >> 3;
+  switch (tag & 7) {
+    case 0: return anna__varint(p, len, i, v);
+    case 1:
+    case 5: {
+      size_t w = (tag & 7) == 1 ? 8 : 4;
+      if (w > len - *i) return false;
+      *i += w;
+      return true;
+    }
+    case 2:
+      if (!anna__varint(p, len, i, v) || *v > len - *i) return false;
+      *data = p + *i;
+      *i += *v;
+      return true;
+    default: return false;
+  }
+}
+
+/* Size of the value inside an LWWValue payload, or -1 when it is not one. */
 static long anna__lww_value_len(const uint8_t *p, size_t len) {
   size_t i = 0;
   long value_len = 0;
   while (i < len) {
-    uint64_t tag, v;
-    if (!anna__varint(p, len, &i, &tag)) return -1;
-    if ((tag & 7) == 0) {
-      if (!anna__varint(p, len, &i, &v)) return -1;
-      continue;
-    }
-    if ((tag & 7) != 2 || !anna__varint(p, len, &i, &v) || v > len - i) return -1;
-    if (tag >> 3 == 2) value_len = (long)v;
-    i += v;
+    uint64_t num, v;
+    const uint8_t *data;
+    if (!anna__field(p, len, &i, &num, &v, &data)) return -1;
+    if (num == 2 && data) value_len = (long)v;
   }
   return value_len;
 }
 
+/* What the load generator reads of a KeyResponse (untrusted bytes, bounds-checked). */
+typedef struct {
+  const uint8_t *rid; /* response_id, not NUL-terminated */
+  size_t rid_len;
+  uint64_t error;
+  size_t ntuples;
+  uint64_t t_error, t_type; /* of the first tuple */
+  const uint8_t *payload;
+  size_t payload_len;
+} anna__reply_t;
+
+static bool anna__parse_tuple(const uint8_t *p, size_t len, anna__reply_t *r) {
+  size_t i = 0;
+  while (i < len) {
+    uint64_t num, v;
+    const uint8_t *data;
+    if (!anna__field(p, len, &i, &num, &v, &data)) return false;
+    if (num == 2 && !data) r->t_type = v;
+    else if (num == 3 && !data) r->t_error = v;
+    else if (num == 4 && data) {
+      r->payload = data;
+      r->payload_len = v;
+    }
+  }
+  return true;
+}
+
+static bool anna__parse_reply(const uint8_t *p, size_t len, anna__reply_t *r) {
+  size_t i = 0;
+  memset(r, 0, sizeof(*r));
+  while (i < len) {
+    uint64_t num, v;
+    const uint8_t *data;
+    if (!anna__field(p, len, &i, &num, &v, &data)) return false;
+    if (num == 2 && data) {
+      if (r->ntuples++ == 0 && !anna__parse_tuple(data, v, r)) return false;
+    } else if (num == 3 && data) {
+      r->rid = data;
+      r->rid_len = v;
+    } else if (num == 4 && !data) {
+      r->error = v;
+    }
+  }
+  return true;
+}
+
 /* The error kind of a decoded reply (-1: success). */
-static int anna__reply_error(const anna__loop_t *lp, const KeyResponse *r) {
+static int anna__reply_error(const anna__loop_t *lp, const anna__reply_t *r) {
   if (r->error != ANNA_ERROR__NO_ERROR)
     return r->error == ANNA_ERROR__LATTICE ? LOAD_ERR_LATTICE : LOAD_ERR_SERVER;
-  if (r->n_tuples != 1 || !r->tuples[0]) return LOAD_ERR_PROTO;
-  const KeyTuple *tp = r->tuples[0];
-  switch (tp->error) {
+  if (r->ntuples != 1) return LOAD_ERR_PROTO;
+  switch (r->t_error) {
     case ANNA_ERROR__NO_ERROR: break;
     case ANNA_ERROR__KEY_DNE: return LOAD_ERR_KEY_DNE;
     case ANNA_ERROR__WRONG_THREAD: return LOAD_ERR_WRONG_THREAD;
@@ -388,28 +567,37 @@ static int anna__reply_error(const anna__loop_t *lp, const KeyResponse *r) {
     default: return LOAD_ERR_SERVER;
   }
   if (lp->t->op == LOAD_OP_GET) {
-    if (tp->lattice_type != LATTICE_TYPE__LWW) return LOAD_ERR_BAD_VALUE;
-    long n = anna__lww_value_len(tp->payload.data, tp->payload.len);
+    if (r->t_type != LATTICE_TYPE__LWW) return LOAD_ERR_BAD_VALUE;
+    long n = anna__lww_value_len(r->payload, r->payload_len);
     if (n < 0 || (uint64_t)n != lp->t->opts->value_size) return LOAD_ERR_BAD_VALUE;
   }
   return -1;
 }
 
+/* A decimal number of at most 19 digits at p[*i], followed by `end` (or the end of
+ * the text when end is 0). */
+static bool anna__decimal(const uint8_t *p, size_t len, size_t *i, char end, uint64_t *v) {
+  size_t start = *i;
+  *v = 0;
+  while (*i < len && p[*i] >= '0' && p[*i] <= '9' && *i - start < 19)
+    *v = *v * 10 + (uint64_t)(p[(*i)++] - '0');
+  if (*i == start) return false;
+  if (end == 0) return *i == len;
+  return *i < len && p[(*i)++] == (uint8_t)end;
+}
+
 /* Finds the client and slot a response_id ("<client>.<slot>.<seq>") names. NULL for
  * a malformed id (*stale false) or for a slot that has moved on since (*stale true:
  * its timeout was already counted). */
-static anna__slot_t *anna__slot_of(anna__loop_t *lp, const char *rid, anna__client_t **cp,
-                                   bool *stale) {
-  char *end = NULL;
+static anna__slot_t *anna__slot_of(anna__loop_t *lp, const anna__reply_t *r,
+                                   anna__client_t **cp, bool *stale) {
+  uint64_t ci, s, seq;
+  size_t i = 0;
   *stale = false;
-  if (!rid) return NULL;
-  errno = 0;
-  unsigned long ci = strtoul(rid, &end, 10);
-  if (errno || *end != '.' || ci >= (unsigned long)lp->n) return NULL;
-  unsigned long s = strtoul(end + 1, &end, 10);
-  if (errno || *end != '.' || s >= lp->depth) return NULL;
-  unsigned long long seq = strtoull(end + 1, &end, 10);
-  if (errno || *end) return NULL;
+  if (!anna__decimal(r->rid, r->rid_len, &i, '.', &ci) || ci >= (uint64_t)lp->n ||
+      !anna__decimal(r->rid, r->rid_len, &i, '.', &s) || s >= lp->depth ||
+      !anna__decimal(r->rid, r->rid_len, &i, 0, &seq))
+    return NULL;
   anna__client_t *c = &lp->clients[ci];
   anna__slot_t *slot = &c->slots[s];
   if (!slot->busy || slot->seq != seq) {
@@ -420,37 +608,43 @@ static anna__slot_t *anna__slot_of(anna__loop_t *lp, const char *rid, anna__clie
   return slot;
 }
 
+/* Completes one reply's slot; its client goes on lp->refill (once). */
+static void anna__complete(anna__loop_t *lp, const uint8_t *p, size_t len, uint64_t now) {
+  anna__reply_t r;
+  bool stale;
+  anna__client_t *c = NULL;
+  anna__slot_t *slot = NULL;
+  if (len <= lp->max_reply && anna__parse_reply(p, len, &r))
+    slot = anna__slot_of(lp, &r, &c, &stale);
+  else
+    stale = false;
+  if (!slot) {
+    if (!stale) load_complete(lp->t, LOAD_ERR_PROTO, 0, now);
+    return;
+  }
+  load_complete(lp->t, anna__reply_error(lp, &r), now - slot->sent_ns, now);
+  slot->busy = false;
+  c->free_slots[c->nfree++] = (uint32_t)(slot - c->slots);
+  if (!c->listed) {
+    c->listed = true;
+    lp->refill[lp->nrefill++] = (uint32_t)(c - lp->clients);
+  }
+  lp->outstanding--;
+}
+
 /* Handles the replies waiting on the thread's PULL socket (at most 256 per call);
  * each client that got a slot back is listed in lp->refill (once). */
 static int anna__drain(anna__loop_t *lp) {
+  zmq_msg_t msg;
   for (int i = 0; i < 256; i++) {
-    ProtobufCMessage *m = NULL;
-    sq_arena_reset(&lp->arena);
-    int rc = sq_zmq_recv_pb(lp->pull, &key_response__descriptor, lp->max_reply,
-                            sq_arena_allocator(&lp->arena), ZMQ_DONTWAIT, &m);
-    if (rc == -EAGAIN) return 0;
-    uint64_t now = load_now_ns();
-    if (rc == SQ_EPROTO || rc == SQ_ETOOBIG) {
-      load_complete(lp->t, LOAD_ERR_PROTO, 0, now);
-      continue;
+    zmq_msg_init(&msg);
+    if (zmq_msg_recv(&msg, lp->pull, ZMQ_DONTWAIT) < 0) {
+      int err = zmq_errno();
+      zmq_msg_close(&msg);
+      return err == EAGAIN ? 0 : -err;
     }
-    if (rc != 0) return rc;
-    const KeyResponse *r = (const KeyResponse *)m;
-    bool stale;
-    anna__client_t *c = NULL;
-    anna__slot_t *slot = anna__slot_of(lp, r->response_id, &c, &stale);
-    if (!slot) {
-      if (!stale) load_complete(lp->t, LOAD_ERR_PROTO, 0, now);
-      continue;
-    }
-    load_complete(lp->t, anna__reply_error(lp, r), now - slot->sent_ns, now);
-    slot->busy = false;
-    c->free_slots[c->nfree++] = (uint32_t)(slot - c->slots);
-    if (!c->listed) {
-      c->listed = true;
-      lp->refill[lp->nrefill++] = (uint32_t)(c - lp->clients);
-    }
-    lp->outstanding--;
+    anna__complete(lp, zmq_msg_data(&msg), zmq_msg_size(&msg), load_now_ns());
+    zmq_msg_close(&msg);
   }
   return 0;
 }
@@ -543,7 +737,11 @@ static int anna__open(anna__loop_t *lp) {
     if (rc != 0) return rc;
   }
   for (uint64_t i = 0; i < t->opts->value_size; i++) lp->value[i] = (uint8_t)('a' + i % 26);
-  return 0;
+  rc = anna__selfcheck(lp);
+  if (rc != 0)
+    snprintf(t->fatal_msg, sizeof(t->fatal_msg), "request encoder self-check: %s",
+             sq_strerror(rc));
+  return rc;
 }
 
 int load_anna_run(load_thread_t *t, void *zctx) {
@@ -551,7 +749,6 @@ int load_anna_run(load_thread_t *t, void *zctx) {
                      .n = t->client_hi - t->client_lo, .depth = (uint32_t)t->opts->depth,
                      .max_reply = t->opts->value_size + ANNA__REPLY_SLACK};
   int rc = -ENOMEM;
-  sq_arena_init(&lp.arena, 64 * 1024);
   lp.clients = calloc((size_t)(lp.n > 0 ? lp.n : 1), sizeof(*lp.clients));
   lp.refill = calloc((size_t)(lp.n > 0 ? lp.n : 1), sizeof(*lp.refill));
   lp.value = malloc(t->opts->value_size ? t->opts->value_size : 1);
@@ -575,7 +772,6 @@ int load_anna_run(load_thread_t *t, void *zctx) {
   free(lp.refill);
   free(lp.value);
   sq_buf_free(&lp.payload);
-  sq_arena_destroy(&lp.arena);
   t->fatal = rc;
   return rc;
 }
