@@ -10,14 +10,22 @@ an executor's position) then measures, per size:
   warm    CacheReader.get(key) -> read-only array over the shared mapping (the value
           is cached; the first lookup of the run, which maps the segment, is excluded)
   pickle  pickle.loads(in-band protocol-5 pickle of the same array) from memory
-  cold    a miss: GET over the daemon's ipc socket (the daemon fetches from the KVS and
-          stores into LMDB / a segment), then CacheReader.get -> array. Two keys per
-          size alternate under a budget that holds one of them, so every GET misses.
+  cold    a miss as an executor takes it: NodeCache.get(key) (squall._nodecache): the
+          LMDB lookup misses, CacheClient.get asks the daemon over its unix socket
+          (cache/cache_uds.h), the daemon fetches from the KVS; a value up to 1 MiB
+          comes back inline and is decoded from those bytes (the daemon stores it
+          after answering), a larger one is stored first and read zero copy from the
+          cache. Three keys per size rotate under a budget that holds one of them,
+          so every GET misses (checked with the daemon's counters: the daemon answers
+          before it stores, so with two keys the next GET could still find the
+          previous-but-one value not yet evicted).
+  cold_zmq the previous miss path, for comparison: a GET over the daemon's ZeroMQ ipc
+          socket (pyzmq), the daemon stores before answering, then CacheReader.get.
   kvs     a direct KVS get of the same key (KvsClient), the LWW and Value fields
           walked without copies, loads_blob -> array
 
 It prints a table, then one JSON object with every figure and the ratios warm/pickle
-and cold/kvs (issue targets: warm p50 < 10 us at every size, >= 1000x faster than
+and cold/kvs, cold_zmq/kvs (issue targets: warm p50 < 10 us at every size, >= 1000x faster than
 pickle.loads at 80 MB; cold <= 1.2x a direct KVS get). Without squall-kvs /
 squall-cache binaries (or pyzmq/protobuf) only warm and pickle are measured, over a
 cache written by _CacheWriter, and cold/kvs are null with the reason.
@@ -47,7 +55,8 @@ import numpy as np
 
 import squall
 from squall import _squall
-from squall._blob import dumps_blob, loads_blob
+from squall._blob import dumps_blob
+from squall._nodecache import _load_lww
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = {"80KB": 80_000, "8MB": 8_000_000, "80MB": 80_000_000}
@@ -83,44 +92,12 @@ def make_array(size: int, seed: int) -> np.ndarray:
     return np.arange(size // 8, dtype="<f8") + seed
 
 
-# ---- protobuf-free field walking (direct KVS path) ------------------------------------
-
-def _varint(buf: memoryview, i: int) -> tuple[int, int]:
-    v = shift = 0
-    while True:
-        b = buf[i]
-        i += 1
-        v |= (b & 0x7F) << shift
-        if b < 0x80:
-            return v, i
-        shift += 7
-
-
-def bytes_field(buf: memoryview, number: int) -> memoryview:
-    """The first length-delimited field `number` of a protobuf message, no copy."""
-    i = 0
-    while i < len(buf):
-        key, i = _varint(buf, i)
-        wt = key & 7
-        if wt == 0:
-            _, i = _varint(buf, i)
-        elif wt == 2:
-            n, i = _varint(buf, i)
-            if key >> 3 == number:
-                return buf[i:i + n]
-            i += n
-        elif wt == 1:
-            i += 8
-        elif wt == 5:
-            i += 4
-        else:
-            raise ValueError("bad wire type")
-    raise KeyError(number)
-
+# ---- direct KVS path ----------------------------------------------------------------
 
 def object_from_kvs_payload(payload: bytes):
-    """LWWValue.value (2) -> Value.body (1) -> loads_blob, zero copy after the get."""
-    return loads_blob(bytes_field(bytes_field(memoryview(payload), 2), 1))
+    """LWWValue.value (2) -> Value.body (1) -> loads_blob, zero copy after the get: the
+    same walk NodeCache does on an inline miss (squall._nodecache._load_lww)."""
+    return _load_lww(payload)
 
 
 # ---- reader process -------------------------------------------------------------------
@@ -161,20 +138,26 @@ class IpcExecutor:
 def reader_main(spec: dict) -> dict:
     """Measures every size as described in the module docstring; returns figures."""
     r = _squall.CacheReader(spec["dir"])
-    ipc = kvs = None
+    ipc = kvs = nc = None
     if spec.get("routing"):
         sys.path.insert(0, str(ROOT / "tests" / "python"))
         from kvs_harness import wire
+        from squall._nodecache import NodeCache
         ipc = IpcExecutor(spec["dir"], wire())
         kvs = squall.KvsClient(spec["routing"], timeout=60.0)
+        nc = NodeCache(spec["dir"], fetch_timeout=60.0)
+        if nc._client.channel != "unix":
+            raise RuntimeError("squall-cache's unix socket is not there (an old binary?)")
     out = {}
     for name, size in spec["sizes"].items():
         keys = spec["keys"][name]
         res: dict = {}
         want = make_array(size, 0)
         if ipc:
-            res["cold"] = pct(timed(lambda: cold_get(ipc, r, keys), spec["cold_n"], 20.0))
-            res["cold_gets"] = res["cold"]["n"]
+            res["cold"] = pct(timed(lambda: cold_get(nc, keys, want), spec["cold_n"], 20.0))
+            res["cold_zmq"] = pct(timed(lambda: cold_get_zmq(ipc, r, keys), spec["cold_n"],
+                                        20.0))
+            res["cold_gets"] = res["cold"]["n"] + res["cold_zmq"]["n"]
             res["kvs"] = pct(timed(lambda: object_from_kvs_payload(kvs.get(keys[0])[1]),
                                    spec["cold_n"], 20.0))
             ipc.get(keys[0])  # leave keys[0] cached for the warm loop
@@ -190,21 +173,34 @@ def reader_main(spec: dict) -> dict:
         out[name] = res
         log(f"{name}: warm p50 {res['warm']['p50_us']} us, pickle.loads p50 "
             f"{res['pickle']['p50_us']} us"
-            + (f", cold p50 {res['cold']['p50_us']} us, kvs p50 {res['kvs']['p50_us']} us"
-               if ipc else ""))
+            + (f", cold p50 {res['cold']['p50_us']} us (zmq {res['cold_zmq']['p50_us']}),"
+               f" kvs p50 {res['kvs']['p50_us']} us" if ipc else ""))
     if ipc:
         ipc.close()
+        nc.close()
         kvs.close()
     r.close()
     return out
 
 
-def cold_get(ipc: IpcExecutor, r, keys: list[str]):
-    """One miss: the key alternates so the previous fetch evicted this one. Unmaps
-    the evicted segments first (an executor should trim too: an idle mapping of an
-    unlinked segment pins its tmpfs pages)."""
+def cold_get(nc, keys: list[str], want: np.ndarray):
+    """One miss through the executor's NodeCache (the key alternates so the previous
+    fetches evicted this one), trimming idle mappings of evicted segments first as
+    cold_get_zmq does."""
+    nc._reader.trim()
+    keys.append(keys.pop(0))
+    found, a = nc.get(keys[0])
+    if not found or not isinstance(a, np.ndarray) or a.nbytes != want.nbytes:
+        raise RuntimeError(f"cold get of {keys[0]} gave {type(a).__name__}")
+    return a
+
+
+def cold_get_zmq(ipc: IpcExecutor, r, keys: list[str]):
+    """One miss over ZeroMQ ipc: the keys rotate so the previous fetches evicted
+    this one. Unmaps the evicted segments first (an executor should trim too: an
+    idle mapping of an unlinked segment pins its tmpfs pages)."""
     r.trim()
-    keys.reverse()
+    keys.append(keys.pop(0))
     ipc.get(keys[0])
     return r.get(keys[0])
 
@@ -290,10 +286,10 @@ def run_size(tmp: Path, kvs: Kvs | None, name: str, size: int, args) -> dict:
     spec = {"sizes": {name: size}, "warm_n": args.iterations, "cold_n": args.cold_iterations}
     daemon = None
     if kvs:
-        keys = [f"bench-{name}-a", f"bench-{name}-b"]
+        keys = [f"bench-{name}-{k}" for k in "abc"]
         for k in keys:
             kvs.put(k, make_array(size, 0))
-        # Room for one value of this size, not two: the alternating keys evict each
+        # Room for one value of this size, not two: the rotating keys evict each
         # other, so every cold GET is a miss (checked with the daemon's counters).
         daemon = CacheDaemon(kvs, tmp / f"cache-{name}", int(size * 1.2) + (16 << 10))
         spec.update(dir=str(daemon.dir), keys={name: keys}, routing=kvs.routing)
@@ -314,7 +310,9 @@ def run_size(tmp: Path, kvs: Kvs | None, name: str, size: int, args) -> dict:
     fig = json.loads(proc.stdout.strip().splitlines()[-1])[name]
     if daemon:
         fig["daemon"] = {k: counters.get(k) for k in ("hits", "misses", "fetches",
-                                                      "evictions")}
+                                                      "evictions", "inline_replies")}
+        # every cold GET (both paths) reached the daemon as a miss
+        fig["cold_all_missed"] = (counters.get("misses") or 0) >= fig.get("cold_gets", 0)
     return fig
 
 
@@ -353,6 +351,8 @@ def report(figures: dict, cold_reason: str | None, args: argparse.Namespace) -> 
         f["pickle_over_warm_p50"] = ratio(f["pickle"]["p50_us"], f["warm"]["p50_us"])
         f["cold_vs_kvs_p50"] = ratio(f.get("cold", {}).get("p50_us"),
                                      f.get("kvs", {}).get("p50_us"))
+        f["cold_zmq_vs_kvs_p50"] = ratio(f.get("cold_zmq", {}).get("p50_us"),
+                                         f.get("kvs", {}).get("p50_us"))
         f["meets_warm_target"] = f["warm"]["p50_us"] < WARM_TARGET_US
         rows.append(f)
     big = figures.get("80MB")
@@ -380,7 +380,8 @@ def report(figures: dict, cold_reason: str | None, args: argparse.Namespace) -> 
 
 def print_table(figures: dict) -> None:
     head = ["size", "warm p50", "warm p99", "pickle p50", "pickle p99", "pickle/warm",
-            "cold p50", "cold p99", "kvs p50", "kvs p99", "cold/kvs"]
+            "cold p50", "cold p99", "kvs p50", "kvs p99", "cold/kvs", "zmq cold p50",
+            "zmq/kvs"]
     fmt = lambda v: "-" if v is None else (f"{v:.2f}" if v < 100 else f"{v:.0f}")
     rows = []
     for name, f in figures.items():
@@ -389,7 +390,9 @@ def print_table(figures: dict) -> None:
                      fmt(f["pickle"]["p50_us"]), fmt(f["pickle"]["p99_us"]),
                      fmt(f["pickle_over_warm_p50"]) + "x", fmt(c.get("p50_us")),
                      fmt(c.get("p99_us")), fmt(k.get("p50_us")), fmt(k.get("p99_us")),
-                     fmt(f["cold_vs_kvs_p50"]) + ("x" if f["cold_vs_kvs_p50"] else "")])
+                     fmt(f["cold_vs_kvs_p50"]) + ("x" if f["cold_vs_kvs_p50"] else ""),
+                     fmt(f.get("cold_zmq", {}).get("p50_us")),
+                     fmt(f["cold_zmq_vs_kvs_p50"]) + ("x" if f["cold_zmq_vs_kvs_p50"] else "")])
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     line = lambda cols: "  ".join(str(c).rjust(w) if i else str(c).ljust(w)
                                   for i, (c, w) in enumerate(zip(cols, widths)))
@@ -399,7 +402,8 @@ def print_table(figures: dict) -> None:
         print(line(row))
     print("microseconds; warm = CacheReader.get -> read-only array over the shared "
           "mapping; pickle = pickle.loads of an in-band pickle from memory; cold = miss "
-          "through squall-cache + squall-kvs; kvs = direct KVS get + loads_blob")
+          "through squall-cache + squall-kvs (NodeCache.get, unix socket); kvs = direct "
+          "KVS get + loads_blob; zmq cold = the miss over ZeroMQ ipc (previous path)")
     sys.stdout.flush()
 
 

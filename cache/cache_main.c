@@ -44,6 +44,8 @@ static const sq_opt_t cache__options[] = {
     CACHE_OPT(kvs_retries, "kvs-retries", SQ_OPT_INT64, "2", "retries after a KVS timeout"),
     CACHE_OPT(stats_interval_s, "stats-interval", SQ_OPT_INT64, "60",
               "seconds between counter lines in the log (0 = at shutdown and SIGHUP)"),
+    CACHE_OPT(keyset_interval_ms, "keyset-interval-ms", SQ_OPT_INT64, "100",
+              "least milliseconds between two key-set reports to the KVS"),
     CACHE_OPT(discard, "discard", SQ_OPT_BOOL, "false",
               "start with an empty cache instead of reopening the previous one"),
     SQ_OPT_ENUMOF(cache_daemon_config_t, log_level, "log-level", cache__level_names, "info",
@@ -70,6 +72,8 @@ static const char *cache__config_problem(const cache_daemon_config_t *cfg) {
   if (cfg->kvs_timeout_ms <= 0 || cfg->kvs_retries < 0)
     return "--kvs-timeout-ms must be > 0 and --kvs-retries >= 0";
   if (cfg->stats_interval_s < 0) return "--stats-interval must be >= 0";
+  if (cfg->keyset_interval_ms < 1 || cfg->keyset_interval_ms > 60000)
+    return "--keyset-interval-ms must be between 1 and 60000";
   return NULL;
 }
 

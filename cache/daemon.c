@@ -4,7 +4,10 @@
  * Loop (one thread):
  *   zmq_poll(get, put, update, kvs replies, signalfd; timeout = next timer)
  *   -> drain each socket (bounded per round, so no source starves the others)
+ *   -> unix-socket connections (daemon_uds.c): accept, GETs
  *   -> kvs_client_poll(0): completions -> answers, merges, key-set acks
+ *   -> stores deferred by the previous turn (daemon_defer.c; an idle loop wakes
+ *      after CACHE_DEFER_IDLE_MS for them)
  *   -> timers: reader check (1 s), key-set report (daemon_keyset.h), counters
  * Start: open store (validates what a previous daemon left) -> clear stale readers ->
  * KVS client -> bind sockets -> refetch cached keys -> first key-set report.
@@ -79,11 +82,11 @@ static void cache__log_counters(cache__daemon_t *d, const char *when) {
               " updates_ignored=%" PRIu64 " touches=%" PRIu64 " bad_requests=%" PRIu64
               " reply_drops=%" PRIu64 " evictions=%" PRIu64 " values=%" PRIu64
               " bytes=%" PRIu64 " budget=%" PRIu64 " stale_readers=%" PRIu64
-              " keyset_reports=%" PRIu64,
+              " keyset_reports=%" PRIu64 " inline_replies=%" PRIu64 " refetches=%" PRIu64,
               when, c->hits, c->misses, c->coalesced, c->fetches, c->puts, c->put_errors,
               c->updates, c->updates_ignored, c->touches, c->bad_requests, c->reply_drops,
               st.evictions, st.values, st.bytes, st.budget, st.stale_readers,
-              d->keyset.reports);
+              d->keyset.reports, c->inline_replies, c->refetches);
 }
 
 /* The keys of the store, copied (foreach_key's pointers die with its txn). */
@@ -123,6 +126,7 @@ static void cache__report_keyset(cache__daemon_t *d, int64_t now) {
   sq_buf_t payload = {0};
   uint64_t id = 0;
   const char **keys = NULL;
+  cache__defer_flush(d, true); /* so the report lists every key fetched so far */
   int rc = cache_store_foreach_key(d->store, cache__collect_key, &kl);
   if (rc == 0 && !(keys = calloc(kl.n ? kl.n : 1, sizeof(*keys)))) rc = -ENOMEM;
   for (size_t i = 0; rc == 0 && i < kl.n; i++)
@@ -138,6 +142,7 @@ static void cache__report_keyset(cache__daemon_t *d, int64_t now) {
   cache_keyset_started(&d->keyset, now);
   if (rc == 0) {
     d->keyset_call = id;
+    cache__window_started(d);
     sq_log_debug(d->log, "key-set report: %zu keys", kl.n);
   } else {
     cache_keyset_done(&d->keyset, rc);
@@ -213,6 +218,7 @@ static int cache__start(cache__daemon_t *d, char *why, size_t cap) {
   if (rc == 0) rc = sq_zmq_cache_create(d->zctx, NULL, &d->replies);
   if (rc == 0) rc = cache_fetch_table_create(0, &d->fetches);
   if (rc == 0) rc = cache__bind(d, dir, why, cap);
+  if (rc == 0) rc = cache__uds_open(d, dir, why, cap);
   if (rc == 0) rc = cache_keyset_key(d->keyset_key, sizeof(d->keyset_key), d->cfg->public_ip,
                                      (unsigned)(CACHE_UPDATE_PORT + d->cfg->port_offset));
   if (rc == 0) {
@@ -225,8 +231,9 @@ static int cache__start(cache__daemon_t *d, char *why, size_t cap) {
     if (d->sigfd < 0) rc = -errno;
   }
   if (rc == 0)
-    sq_log_info(d->log, "serving cache %s: ipc://%s/requests-{get,put}, updates on port %" PRId64
-                ", key set %s, KVS %s", dir, dir, CACHE_UPDATE_PORT + d->cfg->port_offset,
+    sq_log_info(d->log, "serving cache %s: ipc://%s/requests-{get,put}, %s/requests.sock, "
+                "updates on port %" PRId64 ", key set %s, KVS %s", dir, dir, dir,
+                CACHE_UPDATE_PORT + d->cfg->port_offset,
                 d->keyset_key, d->cfg->kvs);
   return rc;
 }
@@ -242,7 +249,7 @@ static void cache__drain(cache__daemon_t *d, void *sock, int kind) {
       sq_log_warn(d->log, "undecodable message dropped: %s", sq_strerror(rc));
       continue;
     }
-    if (kind == 0) cache__handle_get(d, req);
+    if (kind == 0) cache__handle_get(d, req, 0);
     if (kind == 2) cache__handle_update(d, req);
     if (kind == 1) cache__handle_put(d, req); /* takes req */
     else key_request__free_unpacked(req, NULL);
@@ -270,6 +277,7 @@ static long cache__wait_ms(cache__daemon_t *d, int64_t now, int64_t next_check,
   int t = kvs_client_next_timeout(d->kvs);
   if (t >= 0 && t < wait) wait = t;
   if (next_stats > 0 && next_stats - now < wait) wait = next_stats - now;
+  if (d->deferred && wait > CACHE_DEFER_IDLE_MS) wait = CACHE_DEFER_IDLE_MS;
   return wait > 0 ? (long)wait : 0;
 }
 
@@ -277,19 +285,25 @@ static int cache__loop(cache__daemon_t *d) {
   int64_t every = d->cfg->stats_interval_s * 1000;
   int64_t now = cache__now_ms();
   int64_t next_check = now + CACHE_READER_CHECK_MS, next_stats = every > 0 ? now + every : 0;
+  zmq_pollitem_t items[5 + CACHE_UDS_MAX_CONNS + 1];
   while (!d->stop) {
-    zmq_pollitem_t items[] = {{d->get_sock, 0, ZMQ_POLLIN, 0}, {d->put_sock, 0, ZMQ_POLLIN, 0},
-                              {d->upd_sock, 0, ZMQ_POLLIN, 0},
-                              {kvs_client_socket(d->kvs), 0, ZMQ_POLLIN, 0},
-                              {NULL, d->sigfd, ZMQ_POLLIN, 0}};
-    if (zmq_poll(items, 5, cache__wait_ms(d, now, next_check, next_stats)) < 0 &&
+    items[0] = (zmq_pollitem_t){d->get_sock, 0, ZMQ_POLLIN, 0};
+    items[1] = (zmq_pollitem_t){d->put_sock, 0, ZMQ_POLLIN, 0};
+    items[2] = (zmq_pollitem_t){d->upd_sock, 0, ZMQ_POLLIN, 0};
+    items[3] = (zmq_pollitem_t){kvs_client_socket(d->kvs), 0, ZMQ_POLLIN, 0};
+    items[4] = (zmq_pollitem_t){NULL, d->sigfd, ZMQ_POLLIN, 0};
+    size_t nu = cache__uds_items(d, items + 5);
+    if (zmq_poll(items, (int)(5 + nu), cache__wait_ms(d, now, next_check, next_stats)) < 0 &&
         zmq_errno() != EINTR)
       return -zmq_errno();
     if (items[4].revents) cache__read_signals(d);
+    cache__uds_serve(d, items + 5, nu);
     for (int k = 0; k < 3; k++)
       if (items[k].revents) cache__drain(d, items[k].socket, k);
     int rc = kvs_client_poll(d->kvs, 0, cache__on_kvs_done, d);
     if (rc < 0) return rc;
+    cache__defer_flush(d, false); /* what the previous turn answered inline */
+    d->turn++;
     now = cache__now_ms();
     if (now >= next_check) {
       int dead = 0;
@@ -315,7 +329,8 @@ static void cache__finish_writes(cache__daemon_t *d) {
 
 int cache_daemon_run(const cache_daemon_config_t *cfg, sq_log_t *log) {
   cache__daemon_t d = {.cfg = cfg, .log = log, .sigfd = -1};
-  cache_keyset_init(&d.keyset, 0, 0);
+  cache__uds_init(&d);
+  cache_keyset_init(&d.keyset, cfg->keyset_interval_ms, 0);
   char why[512] = "";
   int rc = (d.zctx = zmq_ctx_new()) ? 0 : -ENOMEM;
   if (rc == 0) rc = cache__start(&d, why, sizeof(why));
@@ -324,17 +339,20 @@ int cache_daemon_run(const cache_daemon_config_t *cfg, sq_log_t *log) {
     cache__revalidate(&d);
     rc = cache__loop(&d);
     if (rc) sq_log_error(log, "stopped on error: %s", sq_strerror(rc));
+    cache__defer_flush(&d, true);
     cache__finish_writes(&d);
     cache__log_counters(&d, "final counters");
   }
   kvs_client_destroy(d.kvs);
   cache__drop_pending(&d);
+  cache__window_free(&d);
   cache_fetch_table_destroy(d.fetches);
   sq_zmq_cache_destroy(d.replies);
   if (d.get_sock) zmq_close(d.get_sock);
   if (d.put_sock) zmq_close(d.put_sock);
   if (d.upd_sock) zmq_close(d.upd_sock);
   if (d.sigfd >= 0) close(d.sigfd);
+  cache__uds_close(&d);
   cache_store_close(d.store);
   if (d.zctx) zmq_ctx_term(d.zctx);
   return rc;

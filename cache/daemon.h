@@ -61,6 +61,7 @@ typedef struct {
   int64_t kvs_timeout_ms;
   int64_t kvs_retries;
   int64_t stats_interval_s; /* counters in the log; 0 = only at shutdown / SIGHUP */
+  int64_t keyset_interval_ms; /* least time between key-set reports; 0 = 100 */
   bool discard;             /* start with an empty cache */
   int64_t log_level;
   int64_t log_format;

@@ -15,11 +15,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache_uds.h"
 #include "daemon_int.h"
 #include "daemon_value.h"
 #include "sq_error.h"
 
 #define CACHE_KEY_MAX 511 /* LMDB's default maximum key size */
+#define CACHE_REFETCH_SLOT 1 /* waiter {NULL, 1}: a refetch (daemon_window.c) */
 
 static int cache__anna_error(int err) {
   switch (err) {
@@ -32,26 +34,31 @@ static int cache__anna_error(int err) {
   }
 }
 
-static void cache__send(cache__daemon_t *d, const char *addr, KeyResponse *resp) {
-  int rc = sq_zmq_cache_send_pb(d->replies, addr, &resp->base);
+/* Sends resp to the ZeroMQ address addr, or on unix-socket connection conn (!= 0). */
+static void cache__send(cache__daemon_t *d, const char *addr, uint64_t conn,
+                        KeyResponse *resp) {
+  int rc = conn ? cache__uds_reply(d, conn, resp)
+                : sq_zmq_cache_send_pb(d->replies, addr, &resp->base);
   if (rc) {
     d->c.reply_drops++;
-    sq_log_debug(d->log, "reply to %s dropped: %s", addr, sq_strerror(rc));
+    sq_log_debug(d->log, "reply to %s dropped: %s", conn ? CACHE_UDS_NAME : addr,
+                 sq_strerror(rc));
   }
 }
 
 /* Answers a request we refuse as a whole (error LATTICE + sentence), if it can be. */
-static void cache__refuse(cache__daemon_t *d, const KeyRequest *req, const char *why) {
+static void cache__refuse(cache__daemon_t *d, const KeyRequest *req, uint64_t conn,
+                          const char *why) {
   d->c.bad_requests++;
   sq_log_warn(d->log, "refused request %s: %s",
               req->request_id ? req->request_id : "", why);
-  if (!req->response_address || !req->response_address[0]) return;
+  if (!conn && (!req->response_address || !req->response_address[0])) return;
   KeyResponse resp = KEY_RESPONSE__INIT;
   resp.type = req->type;
   resp.response_id = req->request_id ? req->request_id : "";
   resp.error = ANNA_ERROR__LATTICE;
   resp.error_message = (char *)why;
-  cache__send(d, req->response_address, &resp);
+  cache__send(d, req->response_address, conn, &resp);
 }
 
 /* Checks counts and keys (and for PUT types and payloads). NULL or the complaint,
@@ -111,9 +118,11 @@ static void cache__get_answer(cache__daemon_t *d, cache__get_t *g) {
       tuples[i].lattice_type = (LatticeType)g->slots[i].type;
       tuples[i].error = (AnnaError)cache__anna_error(g->slots[i].err);
       if (g->slots[i].message) tuples[i].error_message = g->slots[i].message;
+      tuples[i].payload.data = (uint8_t *)g->slots[i].payload;
+      tuples[i].payload.len = g->slots[i].payload ? g->slots[i].len : 0;
       ptrs[i] = &tuples[i];
     }
-    cache__send(d, g->reply, &resp);
+    cache__send(d, g->reply, g->conn, &resp);
   } else {
     d->c.reply_drops++;
   }
@@ -122,12 +131,18 @@ static void cache__get_answer(cache__daemon_t *d, cache__get_t *g) {
   cache__get_free(d, g);
 }
 
+/* Slot i of g is done. payload (borrowed, may be NULL) goes into the reply only if
+ * the reply is sent now (this was the last slot); a later reply reads LMDB instead. */
 static void cache__slot_done(cache__daemon_t *d, cache__get_t *g, uint32_t i, int err,
-                             sq_lattice_type_t type, const char *msg) {
+                             sq_lattice_type_t type, const char *msg,
+                             const uint8_t *payload, size_t len) {
   g->slots[i].err = err;
   g->slots[i].type = type;
   if (err && msg && msg[0] && !g->slots[i].message) g->slots[i].message = strdup(msg);
+  g->slots[i].payload = payload;
+  g->slots[i].len = len;
   if (--g->outstanding == 0) cache__get_answer(d, g);
+  else g->slots[i].payload = NULL;
 }
 
 /* Joins (or opens) the fetch of key for waiter w. 0 or an error (w not added). */
@@ -143,7 +158,7 @@ static int cache__fetch(cache__daemon_t *d, const char *key, cache_waiter_t w) {
   uint64_t id = 0;
   rc = kvs_client_get_async(d->kvs, &key, 1, NULL, &id);
   if (rc == 0) {
-    d->c.fetches++;
+    if (w.req || w.slot != CACHE_REFETCH_SLOT) d->c.fetches++; /* refetches: their own */
     cache_fetch_set_call(d->fetches, key, klen, id);
     return 0;
   }
@@ -159,12 +174,13 @@ static void cache__get_key(cache__daemon_t *d, cache__get_t *g, uint32_t i) {
   const char *key = g->slots[i].key;
   sq_buf_t meta = {0};
   sq_lattice_type_t type = SQ_LATTICE_NONE;
+  cache__defer_flush_key(d, key);
   int rc = cache_store_get_meta(d->store, key, strlen(key), &type, &meta);
   sq_buf_free(&meta);
   if (rc == 0) {
     d->c.hits++;
     cache_store_touch(d->store, key, strlen(key));
-    cache__slot_done(d, g, i, 0, type, NULL);
+    cache__slot_done(d, g, i, 0, type, NULL, NULL, 0);
     return;
   }
   if (rc == SQ_ENOTFOUND) {
@@ -172,17 +188,17 @@ static void cache__get_key(cache__daemon_t *d, cache__get_t *g, uint32_t i) {
     rc = cache__fetch(d, key, (cache_waiter_t){.req = g, .slot = i});
     if (rc == 0) return;
   }
-  cache__slot_done(d, g, i, rc, SQ_LATTICE_NONE, sq_strerror(rc));
+  cache__slot_done(d, g, i, rc, SQ_LATTICE_NONE, sq_strerror(rc), NULL, 0);
 }
 
-void cache__handle_get(cache__daemon_t *d, KeyRequest *req) {
+void cache__handle_get(cache__daemon_t *d, KeyRequest *req, uint64_t conn) {
   char why[160];
   const char *bad = cache__check(req, REQUEST_TYPE__GET, why, sizeof(why));
   if (bad) {
-    cache__refuse(d, req, bad);
+    cache__refuse(d, req, conn, bad);
     return;
   }
-  if (!req->response_address || !req->response_address[0]) { /* hit report */
+  if (!conn && (!req->response_address || !req->response_address[0])) { /* hit report */
     for (size_t i = 0; i < req->n_tuples; i++)
       if (cache_store_touch(d->store, req->tuples[i]->key, strlen(req->tuples[i]->key)) == 0)
         d->c.touches++;
@@ -192,15 +208,16 @@ void cache__handle_get(cache__daemon_t *d, KeyRequest *req) {
   if (g) {
     g->n = g->outstanding = req->n_tuples;
     g->slots = calloc(g->n, sizeof(*g->slots));
-    g->reply = strdup(req->response_address);
+    g->conn = conn;
+    g->reply = conn ? NULL : strdup(req->response_address);
     g->request_id = strdup(req->request_id ? req->request_id : "");
   }
-  bool ok = g && g->slots && g->reply && g->request_id;
+  bool ok = g && g->slots && (conn || g->reply) && g->request_id;
   for (size_t i = 0; ok && i < g->n; i++)
     ok = (g->slots[i].key = strdup(req->tuples[i]->key)) != NULL;
   if (!ok) {
     cache__get_free(d, g);
-    cache__refuse(d, req, "out of memory");
+    cache__refuse(d, req, conn, "out of memory");
     return;
   }
   g->next = d->gets;
@@ -274,6 +291,7 @@ void cache__handle_put(cache__daemon_t *d, KeyRequest *req) {
     const KeyTuple *t = req->tuples[i];
     sq_buf_t meta = {0};
     sq_lattice_type_t have = SQ_LATTICE_NONE;
+    cache__defer_flush_key(d, t->key);
     if (cache_store_get_meta(d->store, t->key, strlen(t->key), &have, &meta) == 0 &&
         have != (sq_lattice_type_t)t->lattice_type) {
       snprintf(why, sizeof(why), "key %.64s is cached as %s, the PUT says %s", t->key,
@@ -301,7 +319,7 @@ void cache__handle_put(cache__daemon_t *d, KeyRequest *req) {
   req = NULL;
   p = NULL;
 out:
-  if (bad) cache__refuse(d, req, bad);
+  if (bad) cache__refuse(d, req, 0, bad);
   if (req) key_request__free_unpacked(req, NULL);
   free(p);
   free(kvs);
@@ -318,6 +336,7 @@ static void cache__put_done(cache__daemon_t *d, cache__put_t *p,
     const kvs_client_result_t *r = &done->results[i];
     if (r->err == 0) {
       d->c.puts++;
+      cache__defer_flush_key(d, t->key);
       int rc = cache__merge_into(d, t->key, (sq_lattice_type_t)t->lattice_type,
                                  t->payload.data, t->payload.len);
       if (rc == SQ_ENOTFOUND && cache_fetch_pending(d->fetches, t->key, strlen(t->key)))
@@ -329,6 +348,9 @@ static void cache__put_done(cache__daemon_t *d, cache__put_t *p,
                     sq_strerror(rc));
     } else {
       d->c.put_errors++;
+      if (!req->response_address || !req->response_address[0]) /* nobody else hears it */
+        sq_log_warn(d->log, "asynchronous PUT of %.64s failed: %s", t->key,
+                    r->message[0] ? r->message : sq_strerror(r->err));
     }
     if (!tuples || !ptrs) continue;
     key_tuple__init(&tuples[i]);
@@ -345,15 +367,71 @@ static void cache__put_done(cache__daemon_t *d, cache__put_t *p,
     resp.response_id = req->request_id ? req->request_id : "";
     resp.n_tuples = done->n < req->n_tuples ? done->n : req->n_tuples;
     resp.tuples = ptrs;
-    cache__send(d, req->response_address, &resp);
+    cache__send(d, req->response_address, 0, &resp);
   }
   free(tuples);
   free(ptrs);
   cache__note_store(d);
 }
 
-/* A fetch completed: store the value (or learn it does not exist), answer waiters,
- * and only then do the bookkeeping that can wait (noting the key-set change). */
+/* True when g, waiting on a fetched value of len bytes, can be answered before the
+ * value is stored: a unix-socket GET whose last open slot this is, and whose reply
+ * with the payload inline fits one datagram (estimated generously). */
+static bool cache__answer_early(cache__daemon_t *d, const cache__get_t *g, size_t len) {
+  if (!g || !g->conn || g->outstanding != 1 || len == 0 || len > CACHE_UDS_INLINE_MAX)
+    return false;
+  size_t est = len + strlen(g->request_id) + 64;
+  for (size_t i = 0; i < g->n; i++)
+    est += strlen(g->slots[i].key) + 32 + (g->slots[i].message ? strlen(g->slots[i].message) : 0);
+  return est <= cache__uds_room(d, g->conn);
+}
+
+/* Answers, with the payload inline, the waiters that can be answered before the
+ * store (cache__answer_early), and only when nothing is cached under key yet: a PUT
+ * acked during the fetch may be cached and newer, and then only the merged value in
+ * LMDB is right. Answered waiters are cleared (req = NULL). Returns true when every
+ * waiter was answered (the store may then be deferred: daemon_defer.c). */
+static bool cache__answer_inline(cache__daemon_t *d, const char *key,
+                                 const kvs_client_result_t *r, cache_waiter_t *ws, size_t n) {
+  sq_buf_t meta = {0};
+  sq_lattice_type_t have = SQ_LATTICE_NONE;
+  bool any = false, all = true;
+  for (size_t i = 0; i < n && !any; i++) any = cache__answer_early(d, ws[i].req, r->len);
+  if (!any || cache_store_get_meta(d->store, key, strlen(key), &have, &meta) != SQ_ENOTFOUND ||
+      sq_lattice_validate(r->type, r->payload, r->len) != 0) {
+    sq_buf_free(&meta);
+    return false;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (!cache__answer_early(d, ws[i].req, r->len)) {
+      all = all && !ws[i].req;
+      continue;
+    }
+    d->c.inline_replies++;
+    cache__slot_done(d, ws[i].req, ws[i].slot, 0, r->type, NULL, r->payload, r->len);
+    ws[i].req = NULL;
+  }
+  return all;
+}
+
+int cache__store_fetched(cache__daemon_t *d, const char *key, sq_lattice_type_t type,
+                         const uint8_t *payload, size_t len, bool announced) {
+  /* Merge, not replace: a PUT acked while this fetch was in flight may already be
+   * cached (cache__put_done), and the fetch may have been answered before it. */
+  int err = cache__merge_into(d, key, type, payload, len);
+  if (err == SQ_ENOTFOUND && announced) return 0; /* evicted since: a refetch only refreshes */
+  if (err == SQ_ENOTFOUND || err == SQ_ELATTICE) /* the KVS's type wins */
+    err = cache_value_store(d->store, key, strlen(key), type, payload, len, NULL);
+  if (err) sq_log_warn(d->log, "cannot cache %s: %s", key, sq_strerror(err));
+  if (err == 0 && !announced) cache__window_add(d, key);
+  cache__note_store(d);
+  return err;
+}
+
+/* A fetch completed: answer the waiters that can take the value inline (when that
+ * was all of them, the store is deferred: daemon_defer.c), else store the value (or
+ * learn it does not exist) and answer the waiters (they read LMDB); only then the
+ * bookkeeping that can wait (noting the key-set change). */
 static void cache__fetch_done(cache__daemon_t *d, const kvs_client_completion_t *done) {
   const char *key = done->keys[0];
   const kvs_client_result_t *r = &done->results[0];
@@ -361,25 +439,25 @@ static void cache__fetch_done(cache__daemon_t *d, const kvs_client_completion_t 
   int err = r->err;
   const char *msg = r->message;
   bool changed = false;
-  if (err == 0) {
-    /* Merge, not replace: a PUT acked while this fetch was in flight may already be
-     * cached (cache__put_done), and the fetch may have been answered before it. */
-    err = cache__merge_into(d, key, r->type, r->payload, r->len);
-    if (err == SQ_ENOTFOUND || err == SQ_ELATTICE) /* the KVS's type wins */
-      err = cache_value_store(d->store, key, klen, r->type, r->payload, r->len, NULL);
+  cache_waiter_t *ws = NULL;
+  size_t n = 0;
+  bool announced = false;
+  if (cache_fetch_finish(d->fetches, key, klen, done->id, &ws, &n) != 0) n = 0;
+  for (size_t i = 0; i < n; i++)
+    announced = announced || (!ws[i].req && ws[i].slot == CACHE_REFETCH_SLOT);
+  if (err == 0 && cache__answer_inline(d, key, r, ws, n)) {
+    uint8_t *payload = r->payload;
+    done->results[0].payload = NULL; /* taken: the deferred store owns it */
+    cache__defer_store(d, key, r->type, payload, r->len, announced);
+  } else if (err == 0) {
+    err = cache__store_fetched(d, key, r->type, r->payload, r->len, announced);
     msg = sq_strerror(err);
-    if (err) sq_log_warn(d->log, "cannot cache %s: %s", key, sq_strerror(err));
-    changed = true;
   } else if (err == SQ_EKEYDNE && cache_store_delete(d->store, key, klen) == 0) {
     changed = true;
   }
-  cache_waiter_t *ws = NULL;
-  size_t n = 0;
-  if (cache_fetch_finish(d->fetches, key, klen, done->id, &ws, &n) == 0) {
-    for (size_t i = 0; i < n; i++)
-      if (ws[i].req) cache__slot_done(d, ws[i].req, ws[i].slot, err, r->type, msg);
-    free(ws);
-  }
+  for (size_t i = 0; i < n; i++)
+    if (ws[i].req) cache__slot_done(d, ws[i].req, ws[i].slot, err, r->type, msg, NULL, 0);
+  free(ws);
   if (changed) cache__note_store(d);
 }
 
@@ -394,6 +472,7 @@ void cache__on_kvs_done(void *arg, const kvs_client_completion_t *done) {
     int err = done->n ? done->results[0].err : SQ_EPROTO;
     if (err) sq_log_warn(d->log, "key-set report failed: %s", sq_strerror(err));
     cache_keyset_done(&d->keyset, err);
+    cache__window_done(d, err);
     return;
   }
   for (cache__put_t **link = &d->puts; *link; link = &(*link)->next) {
@@ -414,9 +493,11 @@ void cache__handle_update(cache__daemon_t *d, const KeyRequest *req) {
                  ? sq_lattice_validate((sq_lattice_type_t)t->lattice_type, t->payload.data,
                                        t->payload.len)
                  : SQ_EINVAL;
-    if (rc == 0)
+    if (rc == 0) {
+      cache__defer_flush_key(d, t->key);
       rc = cache__merge_into(d, t->key, (sq_lattice_type_t)t->lattice_type, t->payload.data,
                              t->payload.len);
+    }
     if (rc == 0) {
       d->c.updates++;
       continue;
@@ -439,6 +520,19 @@ static int cache__revalidate_one(void *arg, const void *key, size_t klen) {
   int rc = cache__fetch(d, buf, (cache_waiter_t){.req = NULL, .slot = 0});
   if (rc == 0) d->c.revalidated++;
   return rc == SQ_ETOOBIG ? rc : 0;
+}
+
+int cache__refetch(cache__daemon_t *d, const char *key) {
+  sq_buf_t meta = {0};
+  sq_lattice_type_t type = SQ_LATTICE_NONE;
+  int rc = cache_store_get_meta(d->store, key, strlen(key), &type, &meta);
+  sq_buf_free(&meta);
+  if (rc) return rc; /* evicted meanwhile: nothing to keep fresh */
+  if (cache_fetch_pending(d->fetches, key, strlen(key))) { /* it may have read too early */
+    cache__window_add(d, key); /* the next report's ack tries again */
+    return SQ_EEXISTS;
+  }
+  return cache__fetch(d, key, (cache_waiter_t){.req = NULL, .slot = CACHE_REFETCH_SLOT});
 }
 
 void cache__revalidate(cache__daemon_t *d) {

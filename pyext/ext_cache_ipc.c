@@ -1,10 +1,21 @@
 /* ext_cache_ipc: _squall.CacheClient, an executor's requests to its node's squall-cache.
  *
  *   c = CacheClient(dir, timeout=1.0)
+ *   c.get(key, timeout=None) -> (anna_error, lattice_type, payload or None)   a miss
  *   c.fetch([key, ...], timeout=None) -> {key: anna_error}   miss: GET, wait for the reply
- *   c.put(key, lattice_type, payload, timeout=None) -> anna_error   write-through PUT
+ *   c.put(key, lattice_type, payload, timeout=None, wait=True) -> anna_error  write-through
  *   c.report([key, ...]) -> bool     hit report (GET, empty response address), no reply
- *   c.response_address  c.close()
+ *   c.response_address  c.channel  c.close()
+ *
+ * Misses (get, fetch) go over the daemon's unix socket <dir>/requests.sock when it
+ * listens (cache/cache_uds.h): blocking send and wait on the socket by the calling
+ * thread, no ZeroMQ I/O thread in the way, and a fetched value small enough comes back
+ * inline (get returns its payload: the KVS's lattice bytes; None = read LMDB). Without
+ * that socket (an older daemon, too many connections, the daemon restarting) they
+ * use the ZeroMQ sockets below; the socket is retried at most once a second.
+ * put(wait=False) is the opt-in asynchronous write: it returns 0 once the daemon's
+ * queue took the request, before the KVS acknowledged it (a write that then fails is
+ * only logged and counted by the daemon: put_errors).
  *
  * The daemon (docs/cache.md "squall-cache: the daemon") listens on PULL sockets
  * ipc://<dir>/requests-get and ipc://<dir>/requests-put and answers a KeyRequest with
@@ -32,7 +43,10 @@
 
 #include <zmq.h>
 
+#include <unistd.h>
+
 #include "anna.pb-c.h"
+#include "cache_uds.h"
 #include "sq_error.h"
 #include "sq_proto.h"
 #include "sq_zmq.h"
@@ -49,6 +63,11 @@ typedef struct {
   uint64_t next_id;
   int timeout_ms;
   char reply_addr[SQ_ZMQ_ENDPOINT_MAX];
+  char dir[4096];
+  bool uds_open;           /* uds is a connected requests.sock */
+  int uds;
+  int64_t uds_retry_ms;    /* monotonic ms before which no reconnect is tried */
+  sq_buf_t ubuf;           /* request / reply bytes on the unix socket */
 } ext_cclient_t;
 
 static ext_state_t *ext__cc_state(PyObject *self) {
@@ -109,7 +128,30 @@ out:
   return rc;
 }
 
+static int64_t ext__cc_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void ext__cc_uds_drop(ext_cclient_t *c) {
+  if (c->uds_open) close(c->uds);
+  c->uds_open = false;
+  c->uds_retry_ms = ext__cc_now_ms() + 1000;
+}
+
+/* True when the unix socket is connected (connecting if it is time to try). */
+static bool ext__cc_uds_ready(ext_cclient_t *c) {
+  if (c->uds_open) return true;
+  if (ext__cc_now_ms() < c->uds_retry_ms) return false;
+  if (cache_uds_connect(c->dir, &c->uds) == 0) c->uds_open = true;
+  else c->uds_retry_ms = ext__cc_now_ms() + 1000;
+  return c->uds_open;
+}
+
 static void ext__cc_close(ext_cclient_t *c) {
+  ext__cc_uds_drop(c);
+  sq_buf_free(&c->ubuf);
   if (c->get_sock) zmq_close(c->get_sock);
   if (c->put_sock) zmq_close(c->put_sock);
   if (c->pull) zmq_close(c->pull);
@@ -136,11 +178,16 @@ static int ext__cc_init(PyObject *self, PyObject *args, PyObject *kw) {
     PyErr_NoMemory();
     goto out;
   }
+  if (snprintf(c->dir, sizeof c->dir, "%s", PyBytes_AS_STRING(path)) >= (int)sizeof c->dir) {
+    PyErr_SetString(PyExc_ValueError, "CacheClient: directory name too long");
+    goto out;
+  }
   if ((rc = ext__cc_open(c, PyBytes_AS_STRING(path)))) {
     ext__cc_close(c);
     ext_error_raise(ext__cc_state(self), rc, "CacheClient: cannot open the sockets");
     goto out;
   }
+  (void)ext__cc_uds_ready(c); /* no unix socket yet: ZeroMQ until it appears */
   ret = 0;
 out:
   Py_XDECREF(path);
@@ -235,12 +282,62 @@ static int ext__cc_wait(ext_cclient_t *c, const char *id, int timeout_ms, KeyRes
   return SQ_ETIMEOUT;
 }
 
-/* Sends r on sock and, when it has a response address, waits for the reply, all with
- * the GIL released and the client's lock held. 0 with *out (or NULL for reports),
- * SQ_ECLOSED, SQ_ETIMEOUT (also: the queue to the daemon is full), -errno. */
+/* Sends r on the ZeroMQ socket sock (waiting up to EXT__IPC_CONNECT_MS for a
+ * connection when timeout_ms > 0) and, when answer, waits for the reply on the PULL
+ * socket. GIL released, lock held. 0 with *out (when answer), SQ_ETIMEOUT, -errno. */
+static int ext__cc_zmq_exchange(ext_cclient_t *c, void *sock, ext__cc_req_t *r, int timeout_ms,
+                                bool answer, KeyResponse **out) {
+  int rc = sq_zmq_send_pb(sock, &r->req.base);
+  if (rc == -EAGAIN && timeout_ms) { /* not connected (yet): give the pipe a moment */
+    zmq_pollitem_t it = {.socket = sock, .events = ZMQ_POLLOUT};
+    if (zmq_poll(&it, 1, timeout_ms < EXT__IPC_CONNECT_MS ? timeout_ms : EXT__IPC_CONNECT_MS) > 0)
+      rc = sq_zmq_send_pb(sock, &r->req.base);
+  }
+  if (rc == -EAGAIN) rc = SQ_ETIMEOUT;
+  if (!rc && answer) rc = ext__cc_wait(c, r->id, timeout_ms, out);
+  return rc;
+}
+
+/* One GET over the unix socket (GIL released, lock held): packs r, sends it, waits
+ * for the reply with r's id (late replies to earlier requests are dropped). 0 with
+ * *out, SQ_ECLOSED (the socket is gone: use ZeroMQ; nothing is pending on it),
+ * SQ_ETIMEOUT, -errno. */
+static int ext__cc_uds_exchange(ext_cclient_t *c, ext__cc_req_t *r, int timeout_ms,
+                                KeyResponse **out) {
+  size_t len = key_request__get_packed_size(&r->req);
+  int rc = len > CACHE_UDS_MAX_REQUEST ? SQ_ETOOBIG : 0;
+  sq_buf_reset(&c->ubuf);
+  if (!rc) rc = sq_buf_reserve(&c->ubuf, len);
+  if (rc) return rc == SQ_ETOOBIG ? SQ_ECLOSED : rc; /* too big for the socket: ZeroMQ */
+  key_request__pack(&r->req, c->ubuf.data);
+  int64_t end = ext__cc_now_ms() + timeout_ms;
+  rc = cache_uds_send(c->uds, c->ubuf.data, len, timeout_ms);
+  while (rc == 0) {
+    int left = (int)(end - ext__cc_now_ms());
+    rc = cache_uds_recv(c->uds, left > 0 ? left : 0, EXT__IPC_MAX_REPLY, &c->ubuf);
+    if (rc) break;
+    ProtobufCMessage *m = NULL;
+    if (sq_proto_unpack(&key_response__descriptor, NULL, c->ubuf.data, c->ubuf.len,
+                        EXT__IPC_MAX_REPLY, &m) != 0)
+      continue; /* undecodable: not ours to trust */
+    KeyResponse *resp = (KeyResponse *)m;
+    if (resp->response_id && strcmp(resp->response_id, r->id) == 0) {
+      *out = resp;
+      return 0;
+    }
+    key_response__free_unpacked(resp, NULL);
+  }
+  if (rc == SQ_ECLOSED || rc == -EMSGSIZE || rc == SQ_ETOOBIG) ext__cc_uds_drop(c);
+  return rc == -EMSGSIZE || rc == SQ_ETOOBIG ? SQ_ECLOSED : rc;
+}
+
+/* Sends r on sock and, when answer, waits for the reply (with a response address),
+ * all with the GIL released and the client's lock held; GETs that wait go over the
+ * unix socket when it is there. 0 with *out (NULL when !answer), SQ_ECLOSED,
+ * SQ_ETIMEOUT (also: the queue to the daemon is full), -errno. */
 static int ext__cc_exchange(ext_cclient_t *c, void *sock, ext__cc_req_t *r, int timeout_ms,
-                            KeyResponse **out) {
-  int rc;
+                            bool answer, KeyResponse **out) {
+  int rc = SQ_ECLOSED;
   *out = NULL;
   Py_BEGIN_ALLOW_THREADS
   PyThread_acquire_lock(c->lock, WAIT_LOCK);
@@ -251,21 +348,15 @@ static int ext__cc_exchange(ext_cclient_t *c, void *sock, ext__cc_req_t *r, int 
   }
   snprintf(r->id, sizeof r->id, "%llu", (unsigned long long)++c->next_id);
   r->req.request_id = r->id;
-  r->req.response_address = out && timeout_ms ? c->reply_addr : (char *)"";
+  r->req.response_address = answer ? c->reply_addr : (char *)"";
   Py_BEGIN_ALLOW_THREADS
-  rc = sq_zmq_send_pb(sock, &r->req.base);
-  if (rc == -EAGAIN && timeout_ms) { /* not connected (yet): give the pipe a moment */
-    zmq_pollitem_t it = {.socket = sock, .events = ZMQ_POLLOUT};
-    if (zmq_poll(&it, 1, timeout_ms < EXT__IPC_CONNECT_MS ? timeout_ms : EXT__IPC_CONNECT_MS) > 0)
-      rc = sq_zmq_send_pb(sock, &r->req.base);
-  }
-  if (rc == -EAGAIN) rc = SQ_ETIMEOUT;
-  if (!rc && timeout_ms) rc = ext__cc_wait(c, r->id, timeout_ms, out);
+  if (answer && sock == c->get_sock && ext__cc_uds_ready(c))
+    rc = ext__cc_uds_exchange(c, r, timeout_ms, out);
+  if (rc == SQ_ECLOSED) rc = ext__cc_zmq_exchange(c, sock, r, timeout_ms, answer, out);
   Py_END_ALLOW_THREADS
   PyThread_release_lock(c->lock);
   return rc;
 }
-
 /* {key: error} of a response. New reference or NULL. */
 static PyObject *ext__cc_errors(const KeyResponse *resp) {
   PyObject *d = PyDict_New();
@@ -301,7 +392,7 @@ static PyObject *ext__cc_fetch(PyObject *self, PyObject *args, PyObject *kw) {
   if (ext__cc_timeout(timeout, &ms) < 0) return NULL;
   if (!(seq = PySequence_Fast(keys, "keys must be a list of str"))) return NULL;
   if (ext__cc_req_build(&r, REQUEST_TYPE__GET, seq) < 0) goto out;
-  int rc = ext__cc_exchange(c, c->get_sock, &r, ms, &resp);
+  int rc = ext__cc_exchange(c, c->get_sock, &r, ms, true, &resp);
   if (rc) {
     ext__cc_raise(self, rc, "GET (cache miss)");
     goto out;
@@ -314,6 +405,44 @@ out:
   return res;
 }
 
+/* (error, lattice type, payload or None) of key's tuple in resp. New reference. */
+static PyObject *ext__cc_get_result(const KeyResponse *resp, const char *key) {
+  if (resp->error != ANNA_ERROR__NO_ERROR && resp->n_tuples == 0)
+    return Py_BuildValue("(iiO)", (int)resp->error, 0, Py_None);
+  for (size_t i = 0; i < resp->n_tuples; i++) {
+    const KeyTuple *t = resp->tuples[i];
+    if (!t->key || strcmp(t->key, key) != 0) continue;
+    if (t->error != ANNA_ERROR__NO_ERROR || t->payload.len == 0)
+      return Py_BuildValue("(iiO)", (int)t->error, (int)t->lattice_type, Py_None);
+    return Py_BuildValue("(iiy#)", 0, (int)t->lattice_type, (const char *)t->payload.data,
+                         (Py_ssize_t)t->payload.len);
+  }
+  return Py_BuildValue("(iiO)", (int)ANNA_ERROR__LATTICE, 0, Py_None); /* key missing */
+}
+
+static PyObject *ext__cc_get(PyObject *self, PyObject *args, PyObject *kw) {
+  static char *kwlist[] = {"key", "timeout", NULL};
+  ext_cclient_t *c = (ext_cclient_t *)self;
+  PyObject *key, *timeout = NULL, *one = NULL, *res = NULL;
+  ext__cc_req_t r = {0};
+  KeyResponse *resp = NULL;
+  int ms = c->timeout_ms;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "U|O:get", kwlist, &key, &timeout)) return NULL;
+  if (ext__cc_timeout(timeout, &ms) < 0 || !(one = PyTuple_Pack(1, key))) goto out;
+  if (ext__cc_req_build(&r, REQUEST_TYPE__GET, one) < 0) goto out;
+  int rc = ext__cc_exchange(c, c->get_sock, &r, ms, true, &resp);
+  if (rc) {
+    ext__cc_raise(self, rc, "GET (cache miss)");
+    goto out;
+  }
+  res = ext__cc_get_result(resp, r.tuples[0].key);
+out:
+  if (resp) key_response__free_unpacked(resp, NULL);
+  ext__cc_req_free(&r);
+  Py_XDECREF(one);
+  return res;
+}
+
 static PyObject *ext__cc_report(PyObject *self, PyObject *keys) {
   ext_cclient_t *c = (ext_cclient_t *)self;
   PyObject *seq = PySequence_Fast(keys, "keys must be a list of str"), *res = NULL;
@@ -321,7 +450,7 @@ static PyObject *ext__cc_report(PyObject *self, PyObject *keys) {
   KeyResponse *none = NULL;
   if (!seq) return NULL;
   if (ext__cc_req_build(&r, REQUEST_TYPE__GET, seq) < 0) goto out;
-  int rc = ext__cc_exchange(c, c->get_sock, &r, 0, &none);
+  int rc = ext__cc_exchange(c, c->get_sock, &r, 0, false, &none);
   if (rc == SQ_ECLOSED) ext__cc_raise(self, rc, "hit report");
   else res = PyBool_FromLong(rc == 0);
 out:
@@ -331,27 +460,29 @@ out:
 }
 
 static PyObject *ext__cc_put(PyObject *self, PyObject *args, PyObject *kw) {
-  static char *kwlist[] = {"key", "lattice_type", "payload", "timeout", NULL};
+  static char *kwlist[] = {"key", "lattice_type", "payload", "timeout", "wait", NULL};
   ext_cclient_t *c = (ext_cclient_t *)self;
   PyObject *key, *timeout = NULL, *one = NULL, *res = NULL;
-  int type, ms = c->timeout_ms;
+  int type, ms = c->timeout_ms, wait = 1;
   Py_buffer payload = {0};
   ext__cc_req_t r = {0};
   KeyResponse *resp = NULL;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "Uiy*|O:put", kwlist, &key, &type, &payload,
-                                   &timeout))
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "Uiy*|Op:put", kwlist, &key, &type, &payload,
+                                   &timeout, &wait))
     return NULL;
   if (ext__cc_timeout(timeout, &ms) < 0 || !(one = PyTuple_Pack(1, key))) goto out;
   if (ext__cc_req_build(&r, REQUEST_TYPE__PUT, one) < 0) goto out;
   r.tuples[0].lattice_type = (LatticeType)type;
   r.tuples[0].payload.data = payload.buf;
   r.tuples[0].payload.len = (size_t)payload.len;
-  int rc = ext__cc_exchange(c, c->put_sock, &r, ms, &resp);
+  int rc = ext__cc_exchange(c, c->put_sock, &r, ms, wait != 0, &resp);
   if (rc) {
     ext__cc_raise(self, rc, "PUT (write-through)");
     goto out;
   }
-  if (resp->error != ANNA_ERROR__NO_ERROR && resp->n_tuples == 0)
+  if (!resp) /* wait=False: queued to the daemon, not acknowledged */
+    res = PyLong_FromLong(0L);
+  else if (resp->error != ANNA_ERROR__NO_ERROR && resp->n_tuples == 0)
     res = PyLong_FromLong((long)resp->error);
   else
     res = PyLong_FromLong(resp->n_tuples ? (long)resp->tuples[0]->error : 0L);
@@ -380,20 +511,35 @@ static PyObject *ext__cc_addr(PyObject *self, void *closure) {
 }
 
 static PyMethodDef ext__cc_methods[] = {
+    {"get", (PyCFunction)(void (*)(void))ext__cc_get, METH_VARARGS | METH_KEYWORDS,
+     "get(key, timeout=None) -> (AnnaError, lattice_type, payload or None)\n\nA miss: asks "
+     "squall-cache for key and waits. AnnaError 0 = the key is cached now; payload is\n"
+     "then the value's lattice bytes when the daemon sent it inline (small values, unix\n"
+     "socket), else None: read it from the cache (CacheReader). 1 = KEY_DNE.\n"
+     "SquallTimeoutError when the daemon does not answer within timeout seconds."},
     {"fetch", (PyCFunction)(void (*)(void))ext__cc_fetch, METH_VARARGS | METH_KEYWORDS,
      "fetch(keys, timeout=None) -> {key: AnnaError}\n\nAsks squall-cache to fetch the keys "
      "into the cache and waits for its answer (0 = cached now, 1 = KEY_DNE). Raises\n"
      "SquallTimeoutError when it does not answer within timeout seconds."},
     {"put", (PyCFunction)(void (*)(void))ext__cc_put, METH_VARARGS | METH_KEYWORDS,
-     "put(key, lattice_type, payload, timeout=None) -> AnnaError\n\nWrites through "
-     "squall-cache; 0 once the KVS acknowledged. SquallTimeoutError when no answer."},
+     "put(key, lattice_type, payload, timeout=None, wait=True) -> AnnaError\n\nWrites "
+     "through squall-cache; 0 once the KVS acknowledged. SquallTimeoutError when no\n"
+     "answer. wait=False (asynchronous): 0 as soon as the daemon's queue took the write,\n"
+     "BEFORE the KVS acknowledged it; a failure is then only logged by the daemon, and\n"
+     "a read right after may not see the write yet."},
     {"report", ext__cc_report, METH_O,
      "report(keys) -> bool\n\nHit report for LRU (no reply); False when it was dropped."},
     {"close", ext__cc_close_m, METH_NOARGS, "Closes the sockets; later calls fail."},
     {NULL, NULL, 0, NULL},
 };
 
+static PyObject *ext__cc_channel(PyObject *self, void *closure) {
+  return PyUnicode_FromString(((ext_cclient_t *)self)->uds_open ? "unix" : "zmq");
+}
+
 static PyGetSetDef ext__cc_getset[] = {
+    {"channel", ext__cc_channel, NULL,
+     "'unix' while misses go over requests.sock, else 'zmq'.", NULL},
     {"response_address", ext__cc_addr, NULL, "Where squall-cache sends replies.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };

@@ -5,7 +5,8 @@ squall-cache-peek (cache_reader.h, as an executor reads it).
 Pins: miss then hit, KEY_DNE, object blobs stored zero-copy and aligned, coalesced
 concurrent misses (one KVS fetch), write-through (in the KVS when the PUT is
 answered), bad requests refused while serving on, pushed updates (straight to the
-update port, and from the KVS after a write by someone else), key-set reports,
+update port, and from the KVS after a write by someone else), a write landing before
+the key set announcing its key (refetched once announced), key-set reports,
 eviction under a small budget, a SIGKILLed reader, restart.
 """
 from __future__ import annotations
@@ -415,6 +416,33 @@ def test_write_by_another_client_is_pushed_and_visible_to_the_next_read(anna, ca
     wait_for(lambda: bytes.fromhex(cache.peek("fresh")["fresh"]["pickle"]) == lww(b"v2", 2),
              what="KVS push reaching the cache")
     assert cache.counters()["updates"] >= 1
+
+
+def test_write_landing_before_the_key_set_announcement_still_reaches_the_cache(
+        tmp_path, kvs, anna):
+    """The announcement gap: the daemon fetched a key, and a write of it reached the
+    KVS before the KVS had a key set listing the key, so nothing is pushed. Once the
+    report is acknowledged the daemon reads the key again and sees the write."""
+    cache = CacheDaemon(tmp_path, kvs, extra=["--keyset-interval-ms", "1500"]).start()
+    ex = Executor(cache, tmp_path)
+    try:
+        anna.put_lww("first", b"x", 1)
+        ex.get("first")
+        wait_for(lambda: "first" in (keyset(anna, cache) or set()), what="a key-set report")
+        anna.put_lww("gap", b"v1", 1)
+        t0 = time.monotonic()
+        ex.get("gap")  # reported no sooner than 1.5 s after the first report
+        assert anna.put_lww("gap", b"v2", 2).error == PB.NO_ERROR
+        assert time.monotonic() - t0 < 1.0, "too slow to land inside the gap"
+        assert bytes.fromhex(cache.peek("gap")["gap"]["pickle"]) == lww(b"v1", 1)
+        wait_for(lambda: bytes.fromhex(cache.peek("gap")["gap"]["pickle"]) == lww(b"v2", 2),
+                 what="refetch after the announcement")
+        assert "gap" in keyset(anna, cache)
+        c = cache.counters()
+        assert c["refetches"] >= 1 and c["updates"] == 0 and c["fetches"] == 2
+    finally:
+        ex.close()
+        assert cache.stop() == 0
 
 
 def test_key_set_is_reported_to_the_kvs(anna, cache, ex):

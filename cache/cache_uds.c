@@ -1,0 +1,98 @@
+/* cache_uds: client side of the unix-socket request channel (cache_uds.h).
+ *
+ * Blocking I/O bounded by poll(): the caller's thread waits on the socket itself, so
+ * a request costs two syscalls and one wakeup each way. Sizes come from the daemon
+ * and are untrusted: a datagram's length is read with MSG_PEEK | MSG_TRUNC and
+ * checked against the caller's maximum before any buffer grows.
+ */
+#include "cache_uds.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sq_error.h"
+
+int cache_uds_connect(const char *dir, int *fd) {
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  int n = snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", dir, CACHE_UDS_NAME);
+  *fd = -1;
+  if (n < 0 || (size_t)n >= sizeof(sa.sun_path)) return SQ_ETOOBIG;
+  int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  if (s < 0) return -errno;
+  int size = CACHE_UDS_SNDBUF;
+  (void)setsockopt(s, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size)); /* best effort */
+  if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+    int rc = -errno;
+    close(s);
+    return rc;
+  }
+  *fd = s;
+  return 0;
+}
+
+static int64_t cache__uds_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits for events on fd until deadline. 1 ready, SQ_ETIMEOUT, SQ_ECLOSED, -errno. */
+static int cache__uds_wait(int fd, short events, int64_t deadline) {
+  for (;;) {
+    int64_t left = deadline - cache__uds_ms();
+    if (left < 0) left = 0;
+    struct pollfd p = {.fd = fd, .events = events};
+    int n = poll(&p, 1, (int)left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return -errno;
+    if (n == 0) return SQ_ETIMEOUT;
+    if (p.revents & events) return 1;
+    return SQ_ECLOSED; /* POLLHUP / POLLERR without data */
+  }
+}
+
+int cache_uds_send(int fd, const void *buf, size_t len, int timeout_ms) {
+  int64_t deadline = cache__uds_ms() + timeout_ms;
+  for (;;) {
+    ssize_t n = send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n == (ssize_t)len) return 0;
+    if (n >= 0) return -EIO; /* seqpacket sends whole datagrams or nothing */
+    if (errno == EINTR) continue;
+    if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN) return SQ_ECLOSED;
+    if (errno != EAGAIN) return -errno;
+    int rc = cache__uds_wait(fd, POLLOUT, deadline);
+    if (rc < 0) return rc;
+  }
+}
+
+int cache_uds_recv(int fd, int timeout_ms, size_t max, sq_buf_t *out) {
+  int64_t deadline = cache__uds_ms() + timeout_ms;
+  sq_buf_reset(out);
+  for (;;) {
+    ssize_t n = recv(fd, NULL, 0, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
+    if (n == 0) return SQ_ECLOSED; /* orderly shutdown (empty datagrams are never sent) */
+    if (n > 0) {
+      if ((size_t)n > max) {
+        (void)recv(fd, NULL, 0, MSG_DONTWAIT); /* drop it: the stream stays in step */
+        return SQ_ETOOBIG;
+      }
+      int rc = sq_buf_reserve(out, (size_t)n);
+      if (rc) return rc;
+      ssize_t got = recv(fd, out->data, (size_t)n, MSG_DONTWAIT);
+      if (got != n) return got < 0 ? -errno : -EIO;
+      out->len = (size_t)n;
+      return 0;
+    }
+    if (errno == EINTR) continue;
+    if (errno == ECONNRESET) return SQ_ECLOSED;
+    if (errno != EAGAIN) return -errno;
+    int rc = cache__uds_wait(fd, POLLIN, deadline);
+    if (rc < 0) return rc;
+  }
+}

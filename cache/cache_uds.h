@@ -1,0 +1,54 @@
+/* cache_uds: the executor <-> squall-cache request channel on a unix socket.
+ *
+ * Why: a miss used to cost a ZeroMQ ipc round trip (~170 us on a busy 2-core VM: the
+ * executor's zmq I/O thread, the daemon's, and back: four thread hand-offs) before the
+ * KVS fetch even started. A SOCK_SEQPACKET unix socket keeps message boundaries (one
+ * datagram = one protobuf message, as on ZeroMQ) and needs no I/O thread: the
+ * executor sends and waits on the socket itself, the daemon polls the fd in the same
+ * zmq_poll as its other sockets. The ZeroMQ sockets stay (stock clients, hit reports,
+ * puts); this channel is an addition, not a replacement.
+ *
+ *   executor                         <dir>/requests.sock              squall-cache
+ *   connect() once ----------------> listen/accept (up to 128 conns)
+ *   KeyRequest GET (1 datagram) ---> answered on the same connection, in order of
+ *   <-- KeyResponse (1 datagram)     completion (response_id = request_id)
+ *
+ * Protocol: only GET. Every request is answered (there is no fire-and-forget form;
+ * response_address is ignored). A key the daemon had to fetch may come back WITH its
+ * lattice payload inline (KeyTuple.payload, the KVS's bytes) when it is small enough
+ * (CACHE_UDS_INLINE_MAX and the reply fits one datagram): the daemon answers before it
+ * stores the value, so the executor need not wait for the store nor read LMDB again.
+ * Without a payload, the value is in LMDB when the reply is sent (as on ZeroMQ).
+ * Request datagrams are at most CACHE_UDS_MAX_REQUEST bytes; larger ones are refused.
+ *
+ * These helpers are the client side (blocking, with timeouts); the daemon's side is
+ * cache/daemon_uds.c. Threads: a connection belongs to one thread at a time.
+ * Errors: 0, -errno, SQ_ETIMEOUT, SQ_ETOOBIG, SQ_ECLOSED (the daemon closed it).
+ */
+#ifndef CACHE_UDS_H
+#define CACHE_UDS_H
+
+#include <stddef.h>
+
+#include "sq_buf.h"
+
+#define CACHE_UDS_NAME "requests.sock"
+#define CACHE_UDS_MAX_REQUEST ((size_t)1 << 20)
+#define CACHE_UDS_INLINE_MAX ((size_t)1 << 20) /* largest payload sent inline */
+#define CACHE_UDS_SNDBUF (4 << 20)             /* asked for; the kernel may give less */
+
+/* Connects to <dir>/requests.sock. On 0, *fd is the caller's (close()). -ENOENT or
+ * -ECONNREFUSED when no daemon (of this version) listens, SQ_ETOOBIG when the path
+ * does not fit a sockaddr_un, other -errno. */
+int cache_uds_connect(const char *dir, int *fd);
+
+/* Sends one datagram, waiting at most timeout_ms for room. 0, SQ_ETIMEOUT, SQ_ECLOSED
+ * (peer gone), -EMSGSIZE, -errno. */
+int cache_uds_send(int fd, const void *buf, size_t len, int timeout_ms);
+
+/* Waits up to timeout_ms for one datagram and appends it to *out (which is reset
+ * first). 0, SQ_ETIMEOUT, SQ_ECLOSED (the daemon closed the connection), SQ_ETOOBIG
+ * (larger than max), -ENOMEM, -errno. */
+int cache_uds_recv(int fd, int timeout_ms, size_t max, sq_buf_t *out);
+
+#endif

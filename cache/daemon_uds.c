@@ -1,0 +1,169 @@
+/* daemon_uds: squall-cache's side of the unix-socket request channel (cache_uds.h).
+ *
+ * The daemon listens on <dir>/requests.sock (SOCK_SEQPACKET, non-blocking) and keeps
+ * up to CACHE_UDS_MAX_CONNS connections in a fixed table; the loop polls the listener
+ * and every connection fd in its one zmq_poll. A pending GET names its connection by
+ * id = generation << 32 | (slot + 1), so a reply for a connection that closed (and
+ * whose slot was reused) is recognised and dropped, never sent to a stranger.
+ *
+ * Each datagram is one KeyRequest GET, at most CACHE_UDS_MAX_REQUEST bytes (a longer
+ * one is truncated by the kernel, detected with MSG_TRUNC and refused). Everything
+ * read is untrusted and goes through the same checks as the ZeroMQ sockets
+ * (cache__handle_get). Replies are sent with MSG_DONTWAIT: an executor that stopped
+ * reading loses its replies (counted in reply_drops), the daemon never blocks.
+ *
+ * Threads: the daemon loop only.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "cache_uds.h"
+#include "daemon_int.h"
+#include "sq_error.h"
+#include "sq_proto.h"
+
+void cache__uds_init(cache__daemon_t *d) {
+  d->uds_fd = -1;
+  for (size_t i = 0; i < CACHE_UDS_MAX_CONNS; i++) d->conns[i].fd = -1;
+}
+
+int cache__uds_open(cache__daemon_t *d, const char *dir, char *why, size_t cap) {
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  int n = snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", dir, CACHE_UDS_NAME);
+  if (n < 0 || (size_t)n >= sizeof(sa.sun_path)) {
+    snprintf(why, cap, "cache directory name too long for %s", CACHE_UDS_NAME);
+    return SQ_ETOOBIG;
+  }
+  int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (s < 0) return -errno;
+  (void)unlink(sa.sun_path); /* a previous daemon's; the writer lock makes us the owner */
+  if (bind(s, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(s, 64) != 0) {
+    int rc = -errno;
+    snprintf(why, cap, "cannot listen on %s: %s", sa.sun_path, strerror(-rc));
+    close(s);
+    return rc;
+  }
+  d->uds_fd = s;
+  return 0;
+}
+
+void cache__uds_close(cache__daemon_t *d) {
+  for (size_t i = 0; i < CACHE_UDS_MAX_CONNS; i++)
+    if (d->conns[i].fd >= 0) close(d->conns[i].fd);
+  for (size_t i = 0; i < CACHE_UDS_MAX_CONNS; i++) d->conns[i].fd = -1;
+  if (d->uds_fd >= 0) close(d->uds_fd);
+  d->uds_fd = -1;
+  sq_buf_free(&d->uds_in);
+  sq_buf_free(&d->uds_out);
+}
+
+static cache__conn_t *cache__conn_find(cache__daemon_t *d, uint64_t id) {
+  uint32_t slot = (uint32_t)id;
+  if (slot == 0 || slot > CACHE_UDS_MAX_CONNS) return NULL;
+  cache__conn_t *c = &d->conns[slot - 1];
+  return (c->fd >= 0 && c->gen == (uint32_t)(id >> 32)) ? c : NULL;
+}
+
+size_t cache__uds_room(cache__daemon_t *d, uint64_t id) {
+  cache__conn_t *c = cache__conn_find(d, id);
+  return c ? c->max_dgram : 0;
+}
+
+static void cache__conn_close(cache__conn_t *c) {
+  close(c->fd);
+  c->fd = -1;
+  c->gen++; /* replies still pending for it now find nothing */
+}
+
+static void cache__uds_accept(cache__daemon_t *d) {
+  for (;;) {
+    int fd = accept4(d->uds_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return; /* EAGAIN, or a transient error: the next poll retries */
+    size_t i = 0;
+    while (i < CACHE_UDS_MAX_CONNS && d->conns[i].fd >= 0) i++;
+    if (i == CACHE_UDS_MAX_CONNS) {
+      sq_log_warn(d->log, "refused an executor connection: %d already open",
+                  CACHE_UDS_MAX_CONNS);
+      close(fd); /* its client falls back to the ZeroMQ sockets */
+      continue;
+    }
+    int size = CACHE_UDS_SNDBUF;
+    socklen_t sl = sizeof(size);
+    (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+    if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, &sl) != 0 || size < 4096) size = 4096;
+    d->conns[i].fd = fd;
+    d->conns[i].max_dgram = (size_t)size - 1024; /* the kernel wants room for its header */
+  }
+}
+
+int cache__uds_reply(cache__daemon_t *d, uint64_t id, const KeyResponse *resp) {
+  cache__conn_t *c = cache__conn_find(d, id);
+  if (!c) return SQ_ECLOSED;
+  size_t len = key_response__get_packed_size(resp);
+  if (len > c->max_dgram) return SQ_ETOOBIG;
+  sq_buf_reset(&d->uds_out);
+  int rc = sq_buf_reserve(&d->uds_out, len);
+  if (rc) return rc;
+  key_response__pack(resp, d->uds_out.data);
+  ssize_t n = send(c->fd, d->uds_out.data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (n == (ssize_t)len) return 0;
+  rc = n < 0 ? -errno : -EIO;
+  if (rc == -EPIPE || rc == -ECONNRESET) cache__conn_close(c);
+  return rc;
+}
+
+/* Reads and handles up to a batch of datagrams from connection i. */
+static void cache__uds_read(cache__daemon_t *d, size_t i) {
+  cache__conn_t *c = &d->conns[i];
+  uint64_t id = ((uint64_t)c->gen << 32) | (uint64_t)(i + 1);
+  if (!d->uds_in.data && sq_buf_reserve(&d->uds_in, CACHE_UDS_MAX_REQUEST) != 0) return;
+  for (int k = 0; k < 64 && c->fd >= 0; k++) {
+    ssize_t n = recv(c->fd, d->uds_in.data, CACHE_UDS_MAX_REQUEST, MSG_DONTWAIT | MSG_TRUNC);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) return;
+    if (n <= 0) { /* EOF or a broken connection: its pending replies will be dropped */
+      cache__conn_close(c);
+      return;
+    }
+    if ((size_t)n > CACHE_UDS_MAX_REQUEST) { /* the kernel cut it: refuse, keep serving */
+      d->c.bad_requests++;
+      sq_log_warn(d->log, "request of %zd bytes on %s refused (max %zu)", n, CACHE_UDS_NAME,
+                  CACHE_UDS_MAX_REQUEST);
+      continue;
+    }
+    KeyRequest *req = NULL;
+    int rc = sq_proto_unpack(&key_request__descriptor, NULL, d->uds_in.data, (size_t)n,
+                             CACHE_UDS_MAX_REQUEST, (ProtobufCMessage **)&req);
+    if (rc) {
+      d->c.bad_requests++;
+      sq_log_warn(d->log, "undecodable request on %s dropped: %s", CACHE_UDS_NAME,
+                  sq_strerror(rc));
+      continue;
+    }
+    cache__handle_get(d, req, id);
+    key_request__free_unpacked(req, NULL);
+  }
+}
+
+size_t cache__uds_items(cache__daemon_t *d, zmq_pollitem_t *items) {
+  size_t n = 0;
+  items[n++] = (zmq_pollitem_t){NULL, d->uds_fd, ZMQ_POLLIN, 0};
+  for (size_t i = 0; i < CACHE_UDS_MAX_CONNS; i++) {
+    if (d->conns[i].fd < 0) continue;
+    d->uds_polled[n] = i;
+    items[n++] = (zmq_pollitem_t){NULL, d->conns[i].fd, ZMQ_POLLIN, 0};
+  }
+  return n;
+}
+
+void cache__uds_serve(cache__daemon_t *d, const zmq_pollitem_t *items, size_t n) {
+  for (size_t k = 1; k < n; k++)
+    if (items[k].revents && d->conns[d->uds_polled[k]].fd == items[k].fd)
+      cache__uds_read(d, d->uds_polled[k]);
+  if (n && items[0].revents) cache__uds_accept(d);
+}
