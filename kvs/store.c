@@ -18,8 +18,9 @@
 #include "sq_error.h"
 
 typedef struct {
-  uint8_t *payload; /* owned */
+  uint8_t *payload; /* owned, cap bytes allocated */
   size_t len;
+  size_t cap;
   uint32_t keylen;
   uint8_t type;
   char key[]; /* keylen bytes, not NUL-terminated */
@@ -37,6 +38,7 @@ struct kvs_store {
   kvs__slot_t *slots;
   size_t slot_mask; /* capacity - 1 */
   kvs_store_stats_t stats;
+  sq_buf_t scratch; /* merge output, reused */
 };
 
 #define KVS__INITIAL_SLOTS 1024
@@ -62,6 +64,7 @@ void kvs_store_destroy(kvs_store_t *store) {
   }
   free(store->entries);
   free(store->slots);
+  sq_buf_free(&store->scratch);
   free(store);
 }
 
@@ -137,6 +140,7 @@ static int kvs__insert(kvs_store_t *s, kvs__slot_t *slot, uint64_t hash, const c
   e->type = (uint8_t)type;
   e->payload = copy;
   e->len = len;
+  e->cap = len ? len : 1;
   slot->hash = hash;
   slot->entry = e;
   s->entries[s->count++] = e;
@@ -145,28 +149,36 @@ static int kvs__insert(kvs_store_t *s, kvs__slot_t *slot, uint64_t hash, const c
   return 0;
 }
 
+/* Merges into the entry through the store's scratch buffer; the result is copied
+ * into the entry's own allocation when it fits (a same-size overwrite, the common
+ * PUT, then costs one copy instead of a malloc and a free). */
 static int kvs__merge_into(kvs_store_t *s, kvs__entry_t *e, sq_lattice_type_t type,
                            const uint8_t *payload, size_t len, bool *changed) {
   if (e->type != type) return SQ_ELATTICE;
-  sq_buf_t merged = {0};
   bool differs = false;
-  int rc = sq_lattice_merge_payloads(type, e->payload, e->len, payload, len, &merged,
+  sq_buf_reset(&s->scratch);
+  int rc = sq_lattice_merge_payloads(type, e->payload, e->len, payload, len, &s->scratch,
                                      &differs);
-  if (rc) goto out;
+  if (rc) return rc;
   s->stats.merges++;
   if (differs) {
-    size_t new_len;
-    uint8_t *bytes = sq_buf_take(&merged, &new_len);
+    size_t new_len = s->scratch.len;
+    /* A new allocation when it does not fit, or to give back most of a big one. */
+    if (new_len > e->cap || (e->cap > 4096 && new_len < e->cap / 2)) {
+      uint8_t *bytes = malloc(new_len ? new_len : 1);
+      if (!bytes) return -ENOMEM; /* the stored value is unchanged */
+      free(e->payload);
+      e->payload = bytes;
+      e->cap = new_len ? new_len : 1;
+    }
+    memcpy(e->payload, s->scratch.data, new_len);
     s->stats.payload_bytes += new_len;
     s->stats.payload_bytes -= e->len;
-    free(e->payload);
-    e->payload = bytes;
     e->len = new_len;
   }
+  if (s->scratch.cap > (1u << 20)) sq_buf_free(&s->scratch); /* keep no huge scratch */
   if (changed) *changed = differs;
-out:
-  sq_buf_free(&merged);
-  return rc;
+  return 0;
 }
 
 int kvs_store_merge(kvs_store_t *store, const char *key, size_t keylen,

@@ -153,6 +153,45 @@ static void test_store_prefetch_of_present_and_absent_keys_changes_nothing(void 
   kvs_store_destroy(s);
 }
 
+static void test_store_overwrites_of_any_size_keep_exactly_the_newest_bytes(void **state) {
+  (void)state;
+  kvs_store_t *s;
+  sq_buf_t p = {0};
+  static const size_t sizes[] = {1, 10000, 10000, 5, 3000, 9000, 2, 0, 700};
+  char value[10001];
+  assert_int_equal(kvs_store_create(&s), 0);
+  for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+    memset(value, (int)('a' + i), sizes[i]);
+    value[sizes[i]] = '\0';
+    lww_payload(&p, i + 1, value);
+    bool changed = false;
+    assert_int_equal(kvs_store_merge(s, "k", 1, SQ_LATTICE_LWW, p.data, p.len, &changed), 0);
+    assert_true(changed);
+    kvs_store_entry_t e;
+    assert_int_equal(kvs_store_get(s, "k", 1, &e), 0);
+    assert_int_equal(e.len, p.len);
+    assert_memory_equal(e.payload, p.data, p.len);
+    kvs_store_stats_t st;
+    kvs_store_stats(s, &st);
+    assert_int_equal(st.payload_bytes, p.len);
+  }
+  /* An older write changes nothing, whatever its size. */
+  memset(value, 'z', 9000);
+  value[9000] = '\0';
+  lww_payload(&p, 1, value);
+  bool changed = true;
+  assert_int_equal(kvs_store_merge(s, "k", 1, SQ_LATTICE_LWW, p.data, p.len, &changed), 0);
+  assert_false(changed);
+  kvs_store_entry_t e;
+  uint64_t ts;
+  assert_int_equal(kvs_store_get(s, "k", 1, &e), 0);
+  decode_lww(&e, &ts, value, sizeof(value));
+  assert_int_equal(ts, sizeof(sizes) / sizeof(sizes[0]));
+  assert_int_equal(strlen(value), 700);
+  sq_buf_free(&p);
+  kvs_store_destroy(s);
+}
+
 static void test_store_set_values_are_stored_canonical(void **state) {
   (void)state;
   kvs_store_t *s;
@@ -182,6 +221,7 @@ int main(void) {
       cmocka_unit_test(test_store_refuses_other_type_and_bad_payload_without_change),
       cmocka_unit_test(test_store_grows_and_entry_indices_never_move),
       cmocka_unit_test(test_store_set_values_are_stored_canonical),
+      cmocka_unit_test(test_store_overwrites_of_any_size_keep_exactly_the_newest_bytes),
       cmocka_unit_test(test_store_prefetch_of_present_and_absent_keys_changes_nothing),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
