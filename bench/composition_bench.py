@@ -22,6 +22,10 @@ Systems, each in its own child process (its imports, threads and daemons die wit
           client -> scheduler -> f1 -> ... -> f10 -> client (12 hops); d/e over b's path
           length of a (3 hops).
 
+squall is also measured through its own Python API (rows a_api, b_api, e_api): the same
+cluster, ``@squall.function`` / ``squall.dag`` futures with ``.result()``, i.e. what a
+user gets (CallMeta output capture, the client's receiver thread, direct responses).
+
 Invariants: every process started here is stopped on the way out (success, error,
 timeout, Ctrl-C, SIGTERM): children run in their own session and are killed as a group;
 squall's cluster is stopped with squall._cluster.down. A peer that cannot be imported or
@@ -271,7 +275,9 @@ def run_squall(args) -> dict:
         st = _cluster.up(home=home, executors=args.executors, port_offset=offset,
                          timeout=60.0)
         with H.CloudburstClient(offset=offset, timeout=15.0) as c:
-            return squall_workloads(args, c, H, sq, st, offset)
+            out = squall_workloads(args, c, H, sq, st, offset)
+        out.update(squall_api_workloads(args, home, offset))
+        return out
     finally:
         _cluster.down(home=home, grace=5.0)
         import shutil
@@ -310,6 +316,49 @@ def squall_measure(args, c, drv, sq, st) -> dict:
     out["d"] = measure_sequential(one, args)
     out["e"] = drv.pipelined("bench_one", "square", args.throughput_seconds, args.inflight)
     return out
+
+
+def squall_api_workloads(args, home: Path, offset: int) -> dict:
+    """a, b and e through squall's own API on the running cluster."""
+    import squall
+    squall.init(home=home, port_offset=offset)
+    try:
+        sq = squall.function(p_square, name="bench.api_square")
+        inc = squall.function(p_increment, name="bench.api_increment")
+        pipeline = sq >> inc
+        out = {}
+        out["a_api"] = measure_latency(lambda i: sq.remote(i).result(10), args,
+                                       lambda i, r: r == i * i)
+        out["b_api"] = measure_latency(lambda i: pipeline.remote(i).result(10), args,
+                                       lambda i, r: r == i * i + 1)
+        out["e_api"] = squall_api_pipelined(sq, args)
+        return out
+    finally:
+        squall.shutdown()
+
+
+def squall_api_pipelined(fn, args) -> dict:
+    """Keeps `inflight` futures of fn outstanding for `--throughput-seconds`."""
+    import queue
+    done: queue.SimpleQueue = queue.SimpleQueue()
+    lat: list[float] = []
+    nxt = outstanding = 0
+    t0 = time.perf_counter()
+    end = t0 + args.throughput_seconds
+    while True:
+        while time.perf_counter() < end and outstanding < args.inflight:
+            t = time.perf_counter_ns()
+            fn.remote(nxt).add_done_callback(lambda f, i=nxt, t=t: done.put((i, t, f)))
+            nxt += 1
+            outstanding += 1
+        if not outstanding:
+            break
+        i, t, f = done.get(timeout=10)
+        outstanding -= 1
+        if f.result() != i * i:
+            raise RuntimeError(f"squall api: wrong result for {i}")
+        lat.append((time.perf_counter_ns() - t) / 1000)
+    return pipelined_figures(len(lat), time.perf_counter() - t0, lat, args.inflight)
 
 
 # ---- Ray ------------------------------------------------------------------------------
@@ -603,13 +652,13 @@ def ratios(results: dict) -> dict:
         if "unavailable" in sq or "unavailable" in pr:
             continue
         r = {}
-        for w in ("a", "b", "c"):
-            if w in sq and w in pr:
-                r[w] = {"p50": ratio(sq[w]["p50_us"], pr[w]["p50_us"]),
-                        "p99": ratio(sq[w]["p99_us"], pr[w]["p99_us"])}
-        for w in ("d", "e"):
-            if w in sq and w in pr:
-                r[w] = {"throughput": ratio(sq[w]["calls_per_s"], pr[w]["calls_per_s"])}
+        for w, pw in (("a", "a"), ("b", "b"), ("c", "c"), ("a_api", "a"), ("b_api", "b")):
+            if w in sq and pw in pr:
+                r[w] = {"p50": ratio(sq[w]["p50_us"], pr[pw]["p50_us"]),
+                        "p99": ratio(sq[w]["p99_us"], pr[pw]["p99_us"])}
+        for w, pw in (("d", "d"), ("e", "e"), ("e_api", "e")):
+            if w in sq and pw in pr:
+                r[w] = {"throughput": ratio(sq[w]["calls_per_s"], pr[pw]["calls_per_s"])}
         out[peer] = r
     return out
 
@@ -637,7 +686,7 @@ def cell(res: dict, w: str) -> str:
     f = res.get(w)
     if not f:
         return "-"
-    if w in ("d", "e"):
+    if w in ("d", "e", "e_api"):
         return f"{f['calls_per_s']:.0f}/s"
     return f"{f['p50_us']:.0f} / {f['p99_us']:.0f}"
 
@@ -645,7 +694,9 @@ def cell(res: dict, w: str) -> str:
 def print_table(results: dict, rat: dict, ver: dict, args) -> None:
     names = {"a": "a  one call (p50/p99 us)", "a_kvs": "a' one call, result via KVS",
              "b": "b  square->increment DAG", "c": f"c  {args.chain}-function chain",
-             "d": "d  sequential calls/s", "e": f"e  pipelined calls/s ({args.inflight})"}
+             "d": "d  sequential calls/s", "e": f"e  pipelined calls/s ({args.inflight})",
+             "a_api": "a  via squall's API", "b_api": "b  via squall's API",
+             "e_api": "e  via squall's API"}
     systems = [s for s in SYSTEMS if s in results]
     head = ["workload"] + systems + [f"sq/{p}" for p in ("ray", "dask", "floor")]
     rows = []

@@ -16,6 +16,7 @@
  *   ext_cache_ipc.c  CacheClient: misses, write-through and hit reports to squall-cache
  *   ext_kvs.c      KvsClient (kvs/client.h), KeyNotFoundError, SquallTimeoutError
  *   ext_client.c   Responses: the client's PULL socket for direct responses
+ *   ext_channel.c  Channel: a kept request/reply connection to a scheduler port
  *   ext_wire.c     Cloudburst scheduler messages encoded/decoded with protobuf-c
  *
  * Conventions: functions returning PyObject * return a new reference or NULL with a
@@ -73,9 +74,12 @@ int ext_cache_ipc_exec(PyObject *module);
  * KvsClient type to `module`; needs ext_errors_exec first. 0 or -1. */
 int ext_kvs_exec(PyObject *module, ext_state_t *st);
 
-/* Adds the Responses type (ext_client.c) and the wire codecs (ext_wire_exec) to
- * `module`. 0 or -1. */
+/* Adds the Responses type (ext_client.c), Channel (ext_channel_exec) and the wire
+ * codecs (ext_wire_exec) to `module`. 0 or -1. */
 int ext_client_exec(PyObject *module);
+
+/* Adds the Channel type (ext_channel.c). 0 or -1. */
+int ext_channel_exec(PyObject *module);
 
 /* Adds encode_function & co. (ext_wire.c). 0 or -1. */
 int ext_wire_exec(PyObject *module);

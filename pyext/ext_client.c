@@ -319,6 +319,6 @@ int ext_client_exec(PyObject *module) {
   if (!type) return -1;
   int rc = PyModule_AddObjectRef(module, "Responses", type);
   Py_DECREF(type);
-  if (rc < 0) return -1;
+  if (rc < 0 || ext_channel_exec(module) < 0) return -1;
   return ext_wire_exec(module);
 }

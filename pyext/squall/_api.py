@@ -3,8 +3,10 @@
 How a call travels (PROTOCOL.md §3-§4, squall's extensions in docs/README.md)::
 
     f.remote(x)  --register once (REQ 5001: Function{name, pickle})-->  scheduler
-                 --REQ 5002: FunctionCall{name, [CallMeta(K.out), x], response_key=K,
+                 --5002: FunctionCall{name, [CallMeta(K.out), x], response_key=K,
                               response_address=A}-->  scheduler  --PUSH-->  executor
+                 (sent on a kept channel without waiting; the scheduler's reply is read
+                  by the receiver thread and only matters when it is a refusal)
     executor runs f; PUSHes to A: Value{output, response_id=K.out} (if f printed),
                                   then Value{result, response_id=K}
     Future(K)    <--  this process's receiver thread, PULL socket bound at A
@@ -48,6 +50,7 @@ import contextvars
 import functools
 import hashlib
 import importlib
+import itertools
 import os
 import socket
 import sys
@@ -57,7 +60,7 @@ import uuid
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from . import _cluster, _serialize, _squall, _wire
-from ._callmeta import CallMeta
+from ._callmeta import dump_meta
 
 #: Seconds a call may run when no ``timeout`` option is given (the executors' default).
 DEFAULT_CALL_TIMEOUT = 300.0
@@ -69,6 +72,8 @@ SCHEDULER_TIMEOUT = 30.0
 POLL_MIN, POLL_MAX = 0.0005, 0.004
 #: Longest wait for a direct response before the receiver looks at deadlines again.
 RECV_WAIT = 0.1
+#: The same while scheduler replies to pipelined calls are outstanding (refusals).
+REPLY_WAIT = 0.005
 #: How often deadlines are checked.
 EXPIRY_EVERY = 0.05
 #: Seconds a DAG's output records are still printed after its result arrived.
@@ -261,14 +266,18 @@ class _Receiver:
     """One thread per process that completes every outstanding future.
 
     Direct responses arrive on ``responses`` (one PULL socket) and are matched by
-    response_id: a pending call's key, or one of its output keys. Calls whose result
-    lands in the KVS (compat calls without a response address) are polled with
-    ``get_many`` and backoff, as before the transport existed. ``lock`` guards the
-    three maps; futures complete (and callbacks run) on this thread, outside the lock.
+    response_id: a pending call's key, or one of its output keys. Calls are sent by
+    ``send`` on a kept channel per scheduler port without waiting for the scheduler's
+    reply; the replies are collected here (``sent`` maps a request's sequence number to
+    its key) and a refusal fails the future with ``SchedulerError``. Calls whose
+    result lands in the KVS (compat calls without a response address) are polled with
+    ``get_many`` and backoff. ``lock`` guards the maps and the channels' send side;
+    futures complete (and callbacks run) on this thread, outside the lock.
     """
 
     def __init__(self, cluster: Any) -> None:
         host = cluster.scheduler or _cluster.HOST
+        self.cluster = cluster
         self.responses = _squall.Responses(_client_ip(host))
         self.address = self.responses.address
         self.kvs = _squall.KvsClient(cluster.routing, timeout=2.0)
@@ -276,6 +285,8 @@ class _Receiver:
         self.pending: Dict[str, _Pending] = {}
         self.outputs: Dict[str, float] = {}      # output key -> expiry (monotonic)
         self.polled: Dict[str, _Pending] = {}    # in_kvs subset of pending
+        self.chans: Dict[int, Any] = {}          # scheduler port -> _squall.Channel
+        self.sent: Dict[Tuple[int, int], Tuple[str, str]] = {}  # (port, seq) -> key, what
         self.stopped = False
         self.thread = threading.Thread(target=self._run, name="squall-results", daemon=True)
         self.thread.start()
@@ -289,6 +300,39 @@ class _Receiver:
                 self.outputs[k] = pend.deadline
             if pend.in_kvs:
                 self.polled[key] = pend
+
+    def send(self, port: int, payload: bytes, key: str, what: str) -> None:
+        """Sends a call for the pending future of ``key`` to the scheduler's ``port``
+        without waiting: the reply is read by this thread, a refusal fails the future."""
+        with self.lock:
+            if self.stopped:
+                raise RuntimeError("squall was shut down: call squall.init() again")
+            chan = self.chans.get(port)
+            if chan is None:
+                if self.cluster.scheduler is None:
+                    raise RuntimeError("the cluster has no scheduler: squall-scheduler is "
+                                       "not built or not running (`squall status`)")
+                chan = self.chans[port] = _squall.Channel(_cluster.scheduler_endpoint(
+                    self.cluster.scheduler, self.cluster.port_offset, port))
+            self.sent[(port, chan.send(payload))] = (key, what)
+
+    def _replies(self) -> None:
+        with self.lock:
+            got = [(port, seq, data) for port, chan in self.chans.items()
+                   for seq, data in chan.replies()]
+            calls = [(self.sent.pop((port, seq), None), data) for port, seq, data in got]
+        for call, data in calls:
+            if call is None:
+                continue
+            key, what = call
+            try:
+                resp = _wire.parse_generic_response(data)
+            except ValueError as e:
+                self._fail_key(key, SchedulerError(what, _wire.GenericResponse(
+                    False, "", 0, f"malformed scheduler reply: {e}", "", "", "")))
+                continue
+            if not resp.success:
+                self._fail_key(key, SchedulerError(what, resp))
 
     def publish(self, fut: Future) -> None:
         """Makes fut's result readable in the KVS under fut.key (an argument of another
@@ -328,18 +372,22 @@ class _Receiver:
         self.thread.join(5)
         self.responses.close()
         self.kvs.close()
+        for chan in self.chans.values():
+            chan.close()
 
     def _run(self) -> None:
         pause = POLL_MIN
         next_expiry = time.monotonic() + EXPIRY_EVERY
         while not self.stopped:
-            wait = pause if self.polled else RECV_WAIT
+            wait = pause if self.polled else REPLY_WAIT if self.sent else RECV_WAIT
             try:
                 msgs = self.responses.recv(wait)
             except Exception:  # noqa: BLE001 -- closed by stop()
                 return
             for rid, kind, body in msgs:
                 self._on_message(rid, kind, body)
+            if self.sent:
+                self._replies()
             if self.polled:
                 found = self._poll()
                 pause = POLL_MIN if found else min(pause * 2, POLL_MAX)
@@ -410,6 +458,8 @@ class _Receiver:
                 self.polled.pop(k, None)
             for k in [k for k, t in self.outputs.items() if now > t]:
                 del self.outputs[k]
+            for s in [s for s, (k, _w) in self.sent.items() if k not in self.pending]:
+                del self.sent[s]  # settled without its reply: the reply is not needed
         for _k, p in late:
             _fail(p.future, _squall.SquallTimeoutError(
                 f"{p.what}: no result within its deadline (the call's timeout plus "
@@ -435,7 +485,7 @@ def _fail(fut: Future, exc: BaseException) -> None:
         fut.set_exception(exc)
 
 
-_state: Dict[str, Any] = {"cluster": None, "receiver": None, "registered": {}}
+_state: Dict[str, Any] = {"cluster": None, "receiver": None, "registered": {}, "channels": {}}
 _lock = threading.Lock()
 
 
@@ -450,8 +500,10 @@ def _receiver() -> _Receiver:
 
 
 def _reset_locked() -> None:
-    old = _state["receiver"]
-    _state.update(cluster=None, receiver=None, registered={})
+    old, chans = _state["receiver"], _state["channels"]
+    _state.update(cluster=None, receiver=None, registered={}, channels={})
+    for chan in chans.values():
+        chan.close()
     if old is not None:
         old.stop()
 
@@ -465,6 +517,22 @@ def reset() -> None:
 def response_address() -> str:
     """The address executors push this process's results to ("tcp://ip:port")."""
     return _receiver().address
+
+
+_ids = {"prefix": uuid.uuid4().hex, "counter": itertools.count()}
+
+
+def _new_ids() -> None:
+    _ids.update(prefix=uuid.uuid4().hex, counter=itertools.count())
+
+
+os.register_at_fork(after_in_child=_new_ids)  # a forked child must not reuse the ids
+
+
+def _new_key() -> str:
+    """A fresh response id (also the KVS key a result is published under): a random
+    prefix per process and a counter, 13 us cheaper than a uuid4 per call."""
+    return f"{_ids['prefix']}-{next(_ids['counter'])}"
 
 
 def _submit(key: str, out_keys: List[str], timeout: Optional[float], what: str,
@@ -516,13 +584,18 @@ def gather(futures: Iterable[Future], timeout: Optional[float] = None) -> List[A
 # ---- the scheduler ---------------------------------------------------------------------
 
 def scheduler_request(port: int, payload: bytes, timeout: float = SCHEDULER_TIMEOUT) -> bytes:
-    """One REQ/REP exchange with the scheduler's ``port`` (5000..5006, no offset)."""
+    """One request/reply exchange with the scheduler's ``port`` (5000..5006, no offset)
+    on a connection kept per port (``_squall.Channel``)."""
     cluster = _cluster.current()
     if cluster.scheduler is None:
         raise RuntimeError("the cluster has no scheduler: squall-scheduler is not built or "
                            "not running (`squall status` shows the daemons)")
     ep = _cluster.scheduler_endpoint(cluster.scheduler, cluster.port_offset, port)
-    return _squall.request(ep, payload, timeout=timeout)
+    with _lock:
+        chan = _state["channels"].get(ep)
+        if chan is None:  # kept open: a call costs one round trip, not a connect
+            chan = _state["channels"][ep] = _squall.Channel(ep)
+    return chan.request(payload, timeout=timeout)
 
 
 def scheduler_call(port: int, payload: bytes, what: str) -> _wire.GenericResponse:
@@ -708,6 +781,8 @@ class RemoteFunction:
 
         Arguments are pickled; ``squall.Ref`` arguments (from ``squall.put``) are
         replaced by their values on the executor, and so are other calls' futures.
+        The call is sent without waiting for the scheduler: if it refuses (no live
+        executor, unknown function), the future fails with ``SchedulerError``.
 
         Example:
 
@@ -718,17 +793,17 @@ class RemoteFunction:
             9
         """
         self._ensure_registered()
-        key = str(uuid.uuid4())
+        key = _new_key()
         out = key + ".out"
-        values = [_serialize.dump(CallMeta(out))] + [_argument(a) for a in args]
+        values = [dump_meta(out)] + [_argument(a) for a in args]
         ms = int(self.timeout * 1000) if self.timeout else 0
         fut = _submit(key, [out], self.timeout, f"{self.name}()")
+        rx = _receiver()
         try:
-            scheduler_call(5002, _wire.function_call(self.name, values, key, ms,
-                                                     _receiver().address),
-                           f"calling {self.name!r}")
+            rx.send(5002, _wire.function_call(self.name, values, key, ms, rx.address), key,
+                    f"calling {self.name!r}")
         except BaseException:
-            _receiver().forget(key)
+            rx.forget(key)
             raise
         return fut
 
@@ -920,18 +995,19 @@ class Dag:
             >>> (parse >> count).remote("some text").result()   # doctest: +SKIP
         """
         self._ensure_registered()
-        key = str(uuid.uuid4())
+        key = _new_key()
         fixed = self._fixed_args(args, args_by_function)
         outs = {f.name: f"{key}.out.{i}" for i, f in enumerate(self.order)}
-        fargs = {n: [_serialize.dump(CallMeta(outs[n]))] + [_argument(a) for a in v]
+        fargs = {n: [dump_meta(outs[n])] + [_argument(a) for a in v]
                  for n, v in fixed.items()}
         ms = int(timeout * 1000) if timeout else 0
         fut = _submit(key, [outs[f.name] for f in self.order], timeout, f"DAG {self.base_name}")
+        rx = _receiver()
         try:
-            scheduler_call(5005, _wire.dag_call(self.name, fargs, key, ms, _receiver().address),
-                           f"calling DAG {self.name!r}")
+            rx.send(5005, _wire.dag_call(self.name, fargs, key, ms, rx.address), key,
+                    f"calling DAG {self.name!r}")
         except BaseException:
-            _receiver().forget(key)
+            rx.forget(key)
             raise
         return fut
 

@@ -150,16 +150,24 @@ def error_result(code: int, etype: str, message: str, tb: str = "") -> Pair:
 
 class _OutputCapture:
     """Captures sys.stdout, sys.stderr and logging during one call (the caller asked
-    with a CallMeta first argument) and stores them at the caller's key; see
+    with a CallMeta first argument) and sends them to the caller; see
     squall/_callmeta.py. The executor thread is the only thread running user code, so
-    swapping sys.stdout/sys.stderr for the call is safe."""
+    swapping sys.stdout/sys.stderr for the call is safe. One object per executor,
+    re-armed by ``begin`` for each call (the logging handler is made once)."""
 
-    def __init__(self, out_key: str) -> None:
-        self.out_key = out_key
+    def __init__(self) -> None:
+        self.out_key = ""
         self.out, self.err = io.StringIO(), io.StringIO()
         self.saved: Tuple[Any, Any] = (None, None)
         self.handler = logging.StreamHandler(self.err)
         self.handler.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
+
+    def begin(self, out_key: str) -> "_OutputCapture":
+        """Arms the capture for one call whose output goes to out_key."""
+        self.out_key = out_key
+        self.out, self.err = io.StringIO(), io.StringIO()
+        self.handler.stream = self.err
+        return self
 
     def __enter__(self) -> "_OutputCapture":
         self.saved = (sys.stdout, sys.stderr)
@@ -209,6 +217,7 @@ class Executor:
         self.cache = NodeCache(cache_dir) if cache_dir else None
         self.lib = UserLibrary(self.cache)
         self.functions: Dict[str, _Entry] = {}
+        self.capture = _OutputCapture()
 
     # -- functions ---------------------------------------------------------------------
     def _instantiate(self, obj: Any, name: str) -> Callable:
@@ -298,7 +307,7 @@ class Executor:
         try:
             values = [self._argument(a) for a in args]
             if values and isinstance(values[0], CallMeta):
-                capture = _OutputCapture(values.pop(0).out_key)
+                capture = self.capture.begin(values.pop(0).out_key)
             with capture if capture is not None else _NO_CAPTURE:
                 result = fn(self.lib, *values)
             whole = dump(result)

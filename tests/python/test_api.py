@@ -379,3 +379,15 @@ def test_compat_dag_direct_response_is_pushed_and_kvs_mode_still_stores(cluster)
     assert fut.get(timeout=30) == 12
     assert conn.get_object("compat_push_kvs") == 12  # Cloudburst's contract: in the KVS
     assert conn.delete_dag("compat_push") == (True, None)
+
+
+def test_scheduler_refusal_of_a_pipelined_call_fails_its_future(cluster):
+    from squall import _api
+    d = squall.dag("test_api_never_registered", [(square, add_one)])
+    for f in d.functions:
+        f._ensure_registered()
+    _api._state["registered"]["dag:" + d.name] = True  # the scheduler never heard of it
+    fut = d.remote(1)  # returns at once: the refusal arrives later
+    with pytest.raises(squall.SchedulerError, match="NO_SUCH_DAG"):
+        fut.result(timeout=10)
+    assert square.remote(2).result(timeout=30) == 4

@@ -1,9 +1,11 @@
 """The client's C transport pieces without a cluster: the protobuf-c encoders and
 decoders of squall._wire (checked against the generated Python protobuf classes) and
 squall._squall.Responses (bind, recv with and without messages, malformed input
-counted and skipped, close)."""
+counted and skipped, close) and squall._squall.Channel (kept connection: a late reply
+is dropped, pipelined sends and their replies)."""
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -101,3 +103,37 @@ def test_responses_refuses_an_ip_it_cannot_bind():
         _squall.Responses("tcp://x")
     with pytest.raises(ValueError):
         _squall.Responses("127.0.0.1", max_bytes=10)
+
+
+def test_channel_request_drops_a_late_reply_and_pipelines_sends():
+    ctx = zmq.Context()
+    rep = ctx.socket(zmq.REP)
+    port = rep.bind_to_random_port("tcp://127.0.0.1")
+    chan = _squall.Channel(f"tcp://127.0.0.1:{port}")
+    try:
+        with pytest.raises(_squall.SquallTimeoutError):
+            chan.request(b"slow", timeout=0.05)  # nobody answers yet
+        assert rep.recv() == b"slow"
+        rep.send(b"late")                      # the answer to the request that gave up
+        got = []
+        t = threading.Thread(target=lambda: got.append(chan.request(b"next", 5)))
+        t.start()
+        assert rep.recv() == b"next"
+        rep.send(b"answer")
+        t.join(5)
+        assert got == [b"answer"]              # not b"late"
+        seqs = [chan.send(b"p%d" % i) for i in range(3)]
+        for i in range(3):
+            assert rep.recv() == b"p%d" % i
+            rep.send(b"r%d" % i)
+        replies, deadline = [], time.monotonic() + 5
+        while len(replies) < 3 and time.monotonic() < deadline:
+            replies += chan.replies()
+            time.sleep(0.01)
+        assert replies == [(s, b"r%d" % i) for i, s in enumerate(seqs)]
+    finally:
+        chan.close()
+        rep.close(0)
+        ctx.term()
+    with pytest.raises(_squall.SquallError):
+        chan.request(b"x")
