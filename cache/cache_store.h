@@ -90,6 +90,10 @@ int cache_store_put_object(cache_store_t *s, const void *key, size_t klen,
  * SQ_ENOTFOUND, SQ_ECORRUPT, -ENOMEM, SQ_ECLOSED. *out unchanged on error. */
 int cache_store_get(cache_store_t *s, const void *key, size_t klen, sq_buf_t *out);
 
+/* As cache_store_get, without changing recency (for merges: a pushed update or a
+ * refetch is not a use of the value). */
+int cache_store_read(cache_store_t *s, const void *key, size_t klen, sq_buf_t *out);
+
 /* Lattice type and metadata (appended to *meta) of a stored value, for merges.
  * Does not change recency. 0, SQ_ENOTFOUND, SQ_ECORRUPT, -ENOMEM, SQ_ECLOSED. */
 int cache_store_get_meta(cache_store_t *s, const void *key, size_t klen,

@@ -55,15 +55,17 @@ static int cache__get_fn(cache_store_t *s, const cache_record_t *rec, void *arg)
   return cache__segment_copy(s, rec->segment_id, rec->blob_len, arg);
 }
 
-int cache_store_get(cache_store_t *s, const void *key, size_t klen, sq_buf_t *out) {
+int cache_store_read(cache_store_t *s, const void *key, size_t klen, sq_buf_t *out) {
   size_t before = out->len;
   int rc = cache__with_record(s, key, klen, cache__get_fn, out);
-  if (rc) {
-    out->len = before;
-    return rc;
-  }
-  cache_store_touch(s, key, klen);
-  return 0;
+  if (rc) out->len = before;
+  return rc;
+}
+
+int cache_store_get(cache_store_t *s, const void *key, size_t klen, sq_buf_t *out) {
+  int rc = cache_store_read(s, key, klen, out);
+  if (rc == 0) cache_store_touch(s, key, klen);
+  return rc;
 }
 
 typedef struct {

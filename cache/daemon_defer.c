@@ -6,7 +6,9 @@
  * just answered wants one to wake up and decode; on a busy 2-core node that cost the
  * executor more than the store itself. So the store is deferred: it runs at the end
  * of the NEXT loop turn (typically while the KVS works on the following fetch), or
- * when the loop has been idle for CACHE_DEFER_IDLE_MS, whichever comes first.
+ * when the loop has been idle for CACHE_DEFER_IDLE_MS, whichever comes first, and
+ * always before a value fetched later is stored (so LRU order stays fetch order: a
+ * late store of an older value must not evict a newer one just answered).
  *
  * Invariant (why nobody can tell): every path that reads or changes a key in the
  * store first calls cache__defer_flush_key(key) -- GETs (so the next reader finds
@@ -38,7 +40,7 @@ void cache__defer_store(cache__daemon_t *d, const char *key, sq_lattice_type_t t
   size_t klen = strlen(key);
   cache__deferred_t *e = malloc(sizeof(*e) + klen + 1);
   if (!e) { /* cannot defer: store now */
-    cache__store_fetched(d, key, type, payload, len, announced);
+    cache__store_now(d, key, type, payload, len, announced);
     free(payload);
     return;
   }
@@ -48,12 +50,14 @@ void cache__defer_store(cache__daemon_t *d, const char *key, sq_lattice_type_t t
   e->announced = announced;
   e->payload = payload;
   e->len = len;
-  e->next = d->deferred;
-  d->deferred = e;
+  cache__deferred_t **tail = &d->deferred; /* appended: flushed in fetch order */
+  while (*tail) tail = &(*tail)->next;
+  e->next = NULL;
+  *tail = e;
 }
 
 static void cache__defer_run(cache__daemon_t *d, cache__deferred_t *e) {
-  cache__store_fetched(d, e->key, e->type, e->payload, e->len, e->announced);
+  cache__store_now(d, e->key, e->type, e->payload, e->len, e->announced);
   free(e->payload);
   free(e);
 }

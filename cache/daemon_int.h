@@ -120,12 +120,17 @@ void cache__revalidate(cache__daemon_t *d);
 /* Fetches key once more after its announcement; the result does not re-enter the
  * window. 0 or the error of starting the fetch. */
 int cache__refetch(cache__daemon_t *d, const char *key);
-/* Stores a value fetched from the KVS: merged into what is cached (a PUT acked during
+/* Stores a value fetched from the KVS, after any deferred ones (fetched earlier):
+ * merged into what is cached (a PUT acked during
  * the fetch may be there), else stored; errors are logged and returned. Notes
  * key-set changes; unless announced (a refetch), the key joins the window. The
  * payload stays the caller's. */
 int cache__store_fetched(cache__daemon_t *d, const char *key, sq_lattice_type_t type,
                          const uint8_t *payload, size_t len, bool announced);
+/* As cache__store_fetched, without storing the deferred values first (daemon_defer.c
+ * uses it to store them). */
+int cache__store_now(cache__daemon_t *d, const char *key, sq_lattice_type_t type,
+                     const uint8_t *payload, size_t len, bool announced);
 void cache__drop_pending(cache__daemon_t *d);
 
 /* daemon_uds.c: the unix-socket channel (cache_uds.h) */

@@ -266,7 +266,7 @@ static int cache__merge_into(cache__daemon_t *d, const char *key, sq_lattice_typ
     if (rc || decided) goto out;
   }
   cache_blob_t b;
-  if ((rc = cache_store_get(d->store, key, klen, &blob)) != 0) goto out;
+  if ((rc = cache_store_read(d->store, key, klen, &blob)) != 0) goto out; /* no touch */
   if ((rc = cache_blob_parse(blob.data, blob.len, &b)) != 0) goto out;
   if ((rc = cache_value_payload(&b, &stored)) != 0) goto out;
   rc = sq_lattice_merge_payloads(type, stored.data, stored.len, payload, len, &merged,
@@ -416,6 +416,12 @@ static bool cache__answer_inline(cache__daemon_t *d, const char *key,
 
 int cache__store_fetched(cache__daemon_t *d, const char *key, sq_lattice_type_t type,
                          const uint8_t *payload, size_t len, bool announced) {
+  cache__defer_flush(d, true); /* fetched earlier: stored first (LRU order = fetch order) */
+  return cache__store_now(d, key, type, payload, len, announced);
+}
+
+int cache__store_now(cache__daemon_t *d, const char *key, sq_lattice_type_t type,
+                     const uint8_t *payload, size_t len, bool announced) {
   /* Merge, not replace: a PUT acked while this fetch was in flight may already be
    * cached (cache__put_done), and the fetch may have been answered before it. */
   int err = cache__merge_into(d, key, type, payload, len);

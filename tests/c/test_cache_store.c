@@ -276,6 +276,30 @@ static void test_budget_evicts_least_recently_used_first(void **state) {
   cache_store_close(s);
 }
 
+/* cache_store_read (merges, refetches) returns the value but is not a use: the value
+ * it read is still the first to go. */
+static void test_read_for_merge_does_not_change_recency(void **state) {
+  fixture_t *f = *state;
+  cache_store_t *s = open_store(f, 1 << 20, 0);
+  char key[16];
+  for (int i = 0; i < 8; i++) {
+    snprintf(key, sizeof key, "v%d", i);
+    put_value(s, key, 100000, (uint8_t)i);
+  }
+  sq_buf_t tmp = {0};
+  assert_int_equal(cache_store_read(s, "v0", 2, &tmp), 0);
+  assert_true(tmp.len > 100000);
+  assert_int_equal(cache_store_read(s, "nope", 4, &tmp), SQ_ENOTFOUND);
+  for (int i = 8; i < 12; i++) {
+    snprintf(key, sizeof key, "v%d", i);
+    put_value(s, key, 100000, (uint8_t)i);
+  }
+  assert_int_equal(cache_store_get(s, "v0", 2, &tmp), SQ_ENOTFOUND); /* evicted first */
+  assert_int_equal(cache_store_get(s, "v11", 3, &tmp), 0);
+  sq_buf_free(&tmp);
+  cache_store_close(s);
+}
+
 static void test_map_full_is_relieved_by_growth(void **state) {
   fixture_t *f = *state;
   cache_store_t *s = open_store(f, 256 << 20, 256 << 10); /* 256 KiB map */
@@ -444,6 +468,7 @@ int main(void) {
       T(test_view_stays_valid_after_replace_and_evict),
       T(test_view_outlives_reader_close),
       T(test_budget_evicts_least_recently_used_first),
+      T(test_read_for_merge_does_not_change_recency),
       T(test_map_full_is_relieved_by_growth),
       T(test_map_full_at_max_size_evicts_instead_of_failing),
       T(test_reader_killed_mid_read_leaves_env_usable_and_slot_reclaimed),
