@@ -218,7 +218,10 @@ static int cache__start(cache__daemon_t *d, char *why, size_t cap) {
   if (rc == 0) rc = sq_zmq_cache_create(d->zctx, NULL, &d->replies);
   if (rc == 0) rc = cache_fetch_table_create(0, &d->fetches);
   if (rc == 0) rc = cache__bind(d, dir, why, cap);
-  if (rc == 0) rc = cache__uds_open(d, dir, why, cap);
+  if (rc == 0 && cache__uds_open(d, dir, why, cap) != 0) { /* executors use ZeroMQ then */
+    sq_log_warn(d->log, "no unix socket for executors (%s): misses go over ZeroMQ", why);
+    why[0] = '\0';
+  }
   if (rc == 0) rc = cache_keyset_key(d->keyset_key, sizeof(d->keyset_key), d->cfg->public_ip,
                                      (unsigned)(CACHE_UPDATE_PORT + d->cfg->port_offset));
   if (rc == 0) {

@@ -4,6 +4,8 @@
  * read the cache themselves (cache_reader.h) and talk to the daemon only on a miss,
  * on a write, or to report hits:
  *
+ *   executor --KeyRequest GET--> <dir>/requests.sock (unix SOCK_SEQPACKET, cache_uds.h)
+ *            <--KeyResponse----  same connection; small fetched values inline
  *   executor --KeyRequest GET--> ipc://<dir>/requests-get  --\
  *   executor --KeyRequest PUT--> ipc://<dir>/requests-put  ---+--> daemon loop
  *   squall-kvs --pushed PUT----> tcp://<bind>:7150+offset  --/       |  kvs_client
@@ -15,18 +17,23 @@
  *   from the KVS (concurrent misses of one key share one fetch, daemon_fetch.h),
  *   stored (daemon_value.h) and then answered; KEY_DNE when the KVS says so. The
  *   reply (response_id = request_id) goes out when every key of the request is done.
+ * GET on requests.sock: the same, answered on the connection; a fetched value of at
+ *   most 1 MiB is answered with its KVS payload inline BEFORE it is stored (the store
+ *   is deferred to the next loop turn, daemon_defer.c), larger ones after.
  * GET without a response_address: a fire-and-forget hit report. Executors resolve
  *   hits from LMDB without the daemon, so they batch the keys they hit and send them
  *   this way; the daemon marks them recently used (cache_store_touch) for LRU. This
  *   was chosen over a shared ring because it needs nothing new on the read side and
  *   costs an executor one non-blocking send per batch.
- * PUT: validated, written through to the KVS; when the KVS acknowledges, the payload
+ * PUT: validated, written through to the KVS (no response_address: asynchronous,
+ *   answered to nobody, failures logged); when the KVS acknowledges, the payload
  *   is merged into the cached value if the key is cached (so the cache never shows a
  *   write the KVS has not made durable) and the KVS's per-key outcome is answered.
  * Pushed updates (KeyRequest PUT, no response address): merged only into keys the
  *   cache holds; others and type mismatches are ignored (logged at debug / warn).
  * Key set: ANNA_METADATA|cache_ip|<public_ip>:<7150+offset> (daemon_keyset.h), at
- *   start, within 100 ms of a change and every 5 s.
+ *   start, within 100 ms of a change and every 5 s. Keys fetched before the KVS
+ *   acknowledged a report listing them are fetched once more then (daemon_window.c).
  * Bad requests get a KeyResponse with error LATTICE and error_message; the daemon
  *   keeps serving. Stale LMDB reader slots are cleared at start and every second. At
  *   start every cached key is refetched (updates pushed while the daemon was down are

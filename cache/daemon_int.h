@@ -138,7 +138,7 @@ void cache__uds_init(cache__daemon_t *d); /* no listener, no connections */
 int cache__uds_open(cache__daemon_t *d, const char *dir, char *why, size_t cap);
 void cache__uds_close(cache__daemon_t *d);
 /* Fills items with the listener then each open connection; returns the count
- * (at most CACHE_UDS_MAX_CONNS + 1). */
+ * (at most CACHE_UDS_MAX_CONNS + 1; 0 without a listener). */
 size_t cache__uds_items(cache__daemon_t *d, zmq_pollitem_t *items);
 /* Accepts and reads what the poll reported on items (as filled by cache__uds_items). */
 void cache__uds_serve(cache__daemon_t *d, const zmq_pollitem_t *items, size_t n);

@@ -152,6 +152,7 @@ static void cache__uds_read(cache__daemon_t *d, size_t i) {
 
 size_t cache__uds_items(cache__daemon_t *d, zmq_pollitem_t *items) {
   size_t n = 0;
+  if (d->uds_fd < 0) return 0; /* no listener: no connections either */
   items[n++] = (zmq_pollitem_t){NULL, d->uds_fd, ZMQ_POLLIN, 0};
   for (size_t i = 0; i < CACHE_UDS_MAX_CONNS; i++) {
     if (d->conns[i].fd < 0) continue;
