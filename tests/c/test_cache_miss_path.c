@@ -5,7 +5,9 @@
  * pieces than one pwritev batch; and the in-place scan of a KVS Value (daemon_value.c)
  * must store OBJECT only for a Value it can rebuild byte for byte, RAW for every other
  * encoding (non-minimal varints, unknown or repeated fields, truncation), and rebuild
- * the payload exactly either way.
+ * the payload exactly either way. The executor's side of the unix-socket channel
+ * (cache_uds.h) keeps datagram boundaries, times out, refuses a datagram over the
+ * caller's limit without losing step, and reports a closed daemon as SQ_ECLOSED.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,11 +21,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "cache_blob.h"
 #include "cache_store.h"
+#include "cache_uds.h"
 #include "daemon_value.h"
 #include "lattice.h"
 #include "sq_error.h"
@@ -254,8 +258,51 @@ static void test_values_protobuf_c_would_not_rebuild_are_stored_raw(void **state
   free(blob);
 }
 
+static void test_uds_keeps_datagrams_and_refuses_oversized_ones(void **state) {
+  (void)state;
+  int sv[2];
+  sq_buf_t in = {0};
+  assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv), 0);
+  assert_int_equal(cache_uds_recv(sv[0], 20, 1024, &in), SQ_ETIMEOUT); /* nothing yet */
+  uint8_t big[4096];
+  memset(big, 0xab, sizeof big);
+  assert_int_equal(cache_uds_send(sv[1], "one", 3, 100), 0);
+  assert_int_equal(cache_uds_send(sv[1], big, sizeof big, 100), 0);
+  assert_int_equal(cache_uds_send(sv[1], "three", 5, 100), 0);
+  assert_int_equal(cache_uds_recv(sv[0], 100, 1024, &in), 0);
+  assert_int_equal(in.len, 3);
+  assert_memory_equal(in.data, "one", 3);
+  assert_int_equal(cache_uds_recv(sv[0], 100, 1024, &in), SQ_ETOOBIG); /* dropped whole */
+  assert_int_equal(cache_uds_recv(sv[0], 100, 1024, &in), 0);          /* still in step */
+  assert_int_equal(in.len, 5);
+  assert_memory_equal(in.data, "three", 5);
+  assert_int_equal(cache_uds_send(sv[1], big, sizeof big, 100), 0);
+  assert_int_equal(cache_uds_recv(sv[0], 100, sizeof big, &in), 0); /* exactly the limit */
+  assert_int_equal(in.len, sizeof big);
+  assert_memory_equal(in.data, big, sizeof big);
+  close(sv[1]);
+  assert_int_equal(cache_uds_recv(sv[0], 100, 1024, &in), SQ_ECLOSED);
+  assert_int_equal(cache_uds_send(sv[0], "x", 1, 100), SQ_ECLOSED);
+  close(sv[0]);
+  sq_buf_free(&in);
+}
+
+static void test_uds_connect_without_a_daemon_fails_cleanly(void **state) {
+  fix_t *f = *state;
+  int fd = 123;
+  assert_int_equal(cache_uds_connect(f->dir, &fd), -ENOENT);
+  assert_int_equal(fd, -1);
+  char longdir[200];
+  memset(longdir, 'd', sizeof longdir - 1);
+  longdir[sizeof longdir - 1] = '\0';
+  assert_int_equal(cache_uds_connect(longdir, &fd), SQ_ETOOBIG);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_uds_keeps_datagrams_and_refuses_oversized_ones),
+      cmocka_unit_test_setup_teardown(test_uds_connect_without_a_daemon_fails_cleanly, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_write_fd_writes_exactly_the_encoded_bytes,
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(test_write_fd_with_more_pieces_than_one_batch, setup,
