@@ -319,10 +319,17 @@ def test_get_of_a_missing_key_raises_key_not_found(session):
         squall.get(squall.Ref("no-such-key"))
 
 
-def test_get_of_a_non_lww_key_raises_type_error(session):
-    session.kvs.put("a-set", squall.LatticeType.SET, squall.encode_set([b"x"]))
-    with pytest.raises(TypeError, match="SET"):
-        squall.get("a-set")
+def test_get_of_a_priority_key_raises_type_error(session):
+    session.kvs.put("a-prio", squall.LatticeType.PRIORITY, squall.encode_priority(1.0, b"x"))
+    with pytest.raises(TypeError, match="PRIORITY"):
+        squall.get("a-prio")
+
+
+def test_get_of_a_set_key_returns_its_elements(session):
+    from squall import _serialize
+    members = [_serialize.encode_value(*_serialize.dump(v)) for v in (1, "two")]
+    session.kvs.put("a-set", squall.LatticeType.SET, squall.encode_set(members))
+    assert sorted(squall.get("a-set"), key=str) == [1, "two"]
 
 
 # ---- KvsClient ----------------------------------------------------------------------
