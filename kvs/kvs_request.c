@@ -116,9 +116,13 @@ static void kvs__handle_get(kvs_request_ctx_t *rq, const KeyTuple *in, KeyTuple 
 static char *kvs__put_problem(kvs_request_ctx_t *rq, const KeyTuple *in, size_t keylen,
                               AnnaError *err) {
   const kvs_config_t *cfg = rq->params->config;
-  const char *key = kvs__quote(rq, in->key);
   *err = ANNA_ERROR__LATTICE;
   if (keylen == 0) return kvs__say(rq, "a PUT needs a non-empty key");
+  bool fine = in->lattice_type != LATTICE_TYPE__NONE &&
+              sq_lattice_type_valid((int)in->lattice_type) &&
+              in->payload.len <= cfg->max_value_bytes && kvs__owned_here(rq, in->key, keylen);
+  if (fine) return NULL; /* the common case: no sentence, no quoting */
+  const char *key = kvs__quote(rq, in->key);
   if (in->lattice_type == LATTICE_TYPE__NONE)
     return kvs__say(rq, "PUT of key '%s' names no lattice type (NONE); nothing was stored",
                     key);
