@@ -17,11 +17,61 @@ static int kvs__ack_grow(kvs_ack_queue_t *q) {
   return 0;
 }
 
+#define KVS__ACK_CHUNK (256u * 1024)
+
+struct kvs__ack_chunk {
+  kvs__ack_chunk_t *next;
+  size_t used, cap;
+  size_t live; /* entries still queued in this chunk */
+  uint8_t data[];
+};
+
+/* Keeps a drained chunk as the spare, unless it is oversized (one huge reply) or the
+ * spare is already as big; then frees it. */
+static void kvs__ack_keep(kvs_ack_queue_t *q, kvs__ack_chunk_t *c) {
+  if (c->cap > 4 * KVS__ACK_CHUNK || (q->spare && q->spare->cap >= c->cap)) {
+    free(c);
+    return;
+  }
+  free(q->spare);
+  q->spare = c;
+}
+
+/* A chunk with room for need bytes at the end of the chain. NULL when out of memory. */
+static kvs__ack_chunk_t *kvs__ack_room(kvs_ack_queue_t *q, size_t need) {
+  kvs__ack_chunk_t *c = q->last;
+  if (c && c->live == 0) { /* drained, so the only chunk (FIFO): start over */
+    q->first = q->last = NULL;
+    kvs__ack_keep(q, c);
+    c = NULL;
+  }
+  if (c && c->cap - c->used >= need) return c;
+  if (q->spare && q->spare->cap >= need) {
+    c = q->spare;
+    q->spare = NULL;
+  } else {
+    size_t cap = need > KVS__ACK_CHUNK ? need : KVS__ACK_CHUNK;
+    c = malloc(sizeof(*c) + cap);
+    if (!c) return NULL;
+    c->cap = cap;
+  }
+  c->next = NULL;
+  c->used = c->live = 0;
+  if (q->last) q->last->next = c;
+  else q->first = c;
+  q->last = c;
+  return c;
+}
+
 uint8_t *kvs_ack_reserve(kvs_ack_queue_t *q, uint64_t lsn, const char *address,
                          size_t addr_len, size_t len) {
   if (q->count == q->cap && kvs__ack_grow(q) != 0) return NULL;
-  char *block = malloc(addr_len + 1 + len);
-  if (!block) return NULL;
+  size_t need = (addr_len + 1 + len + 7) & ~(size_t)7;
+  kvs__ack_chunk_t *c = kvs__ack_room(q, need);
+  if (!c) return NULL;
+  char *block = (char *)c->data + c->used;
+  c->used += need;
+  c->live++;
   memcpy(block, address, addr_len);
   block[addr_len] = '\0';
   kvs_ack_t *e = &q->ring[(q->head + q->count) & (q->cap - 1)];
@@ -29,6 +79,7 @@ uint8_t *kvs_ack_reserve(kvs_ack_queue_t *q, uint64_t lsn, const char *address,
   e->address = block;
   e->bytes = (uint8_t *)block + addr_len + 1;
   e->len = len;
+  e->chunk = c;
   q->count++;
   return e->bytes;
 }
@@ -49,16 +100,27 @@ const kvs_ack_t *kvs_ack_ready(const kvs_ack_queue_t *q, uint64_t durable) {
 
 void kvs_ack_pop(kvs_ack_queue_t *q) {
   if (q->count == 0) return;
-  free(q->ring[q->head].address);
+  kvs__ack_chunk_t *c = q->ring[q->head].chunk;
   q->head = (q->head + 1) & (q->cap - 1);
   q->count--;
+  /* FIFO: chunks empty oldest first. A drained chunk that is not the one being
+   * filled leaves the chain and becomes the spare (the last one stays, reused). */
+  if (--c->live == 0 && c == q->first && c != q->last) {
+    q->first = c->next;
+    kvs__ack_keep(q, c);
+  }
 }
 
 size_t kvs_ack_pending(const kvs_ack_queue_t *q) { return q->count; }
 
 void kvs_ack_destroy(kvs_ack_queue_t *q) {
   while (q->count) kvs_ack_pop(q);
+  while (q->first) {
+    kvs__ack_chunk_t *next = q->first->next;
+    free(q->first);
+    q->first = next;
+  }
+  free(q->spare);
   free(q->ring);
-  q->ring = NULL;
-  q->cap = 0;
+  memset(q, 0, sizeof(*q));
 }

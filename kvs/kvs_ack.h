@@ -2,8 +2,11 @@
  *
  * A FIFO: replies are queued in the order their requests were handled, so their log
  * positions never decrease and the head is always the next to become sendable.
- * Each entry owns one allocation holding the reply address and the packed reply.
- * Single-threaded (owned by one worker).
+ * The bytes of an entry (its address and its packed reply) live in a chain of
+ * chunks filled front to back and released in the same order: a chunk is recycled
+ * once every entry in it was popped, so queueing a reply allocates nothing once the
+ * chunks have grown to the size of the backlog (a malloc and a free per reply were
+ * ~3% of a GET). Single-threaded (owned by one worker).
  */
 #ifndef KVS_ACK_H
 #define KVS_ACK_H
@@ -11,18 +14,24 @@
 #include <stddef.h>
 #include <stdint.h>
 
+typedef struct kvs__ack_chunk kvs__ack_chunk_t;
+
 typedef struct {
   uint64_t lsn;     /* log position the reply waits for */
-  char *address;    /* NUL-terminated; same allocation as bytes */
+  char *address;    /* NUL-terminated; in the same chunk as bytes */
   uint8_t *bytes;
   size_t len;
+  kvs__ack_chunk_t *chunk; /* where address and bytes live */
 } kvs_ack_t;
 
+/* Zero-initialised is an empty queue. */
 typedef struct {
   kvs_ack_t *ring;
   size_t cap;   /* power of two, or 0 */
   size_t head;  /* index of the oldest entry */
   size_t count;
+  kvs__ack_chunk_t *first, *last; /* chunks holding entries, oldest first */
+  kvs__ack_chunk_t *spare;        /* one emptied chunk kept for reuse */
 } kvs_ack_queue_t;
 
 /* Queues a copy of (address, bytes) waiting for `lsn`. 0 or -ENOMEM. */
