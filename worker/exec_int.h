@@ -6,10 +6,15 @@
  *   ---------------------------------      -------------------------------------------
  *   PULL 4000..4050+off+tid, inbox 5500    waits on `jobs` with the GIL released,
  *   DagSchedule/DagTrigger state (dag)     runs one job at a time in Python (exec_py.c),
- *   PUSH cache: triggers, results, status  talks to the KVS synchronously (py_kvs)
+ *   PUSH cache: status, pins, user msgs    talks to the KVS synchronously (py_kvs)
  *   KVS puts (io_kvs, asynchronous)        for function bodies, references, user get/put
  *          |  jobs (inproc, job pointers) ->  |
  *          |  <- outbox (inproc, exec_out_t pointers: PUSH, PUT, DONE, STATUS)
+ *
+ * The executor thread sends what it produces for the network -- results, DAG
+ * triggers, direct responses, captured output -- itself, on its own PUSH cache
+ * (exec_push), so a result leaves without waking the I/O thread; puts, pin answers,
+ * status and user messages still go through the outbox.
  *
  * Ownership: every pointer sent over an inproc socket passes to the receiving thread.
  * Shared under `mu`: the inbox of user messages and the pinned function list; `stop`
@@ -84,6 +89,7 @@ typedef struct exec_ctx {
   void *jobs_pull, *out_push;
   kvs_client_t *py_kvs;
   uint64_t lww_last;
+  sq_zmq_cache_t *exec_push; /* PUSH sockets of the executor thread (exec_run_push) */
   void *py_executor;        /* PyObject*: squall._executor.Executor */
   void *py_tstate;          /* PyThreadState* while the GIL is released */
 
@@ -127,6 +133,10 @@ void exec_py_result_clear(exec_result_t *res);
 /* exec_run.c */
 int exec_run_loop(exec_ctx_t *x);
 int exec_run_lww(exec_ctx_t *x, const uint8_t *value, size_t len, uint8_t **payload, size_t *plen);
+/* Sends a frame to endpoint from the executor thread, without blocking (exec_push):
+ * results, triggers, direct responses and output, in the order of the calls. 0,
+ * -EAGAIN (peer's queue full) or the errors of sq_zmq_cache_send. */
+int exec_run_push(exec_ctx_t *x, const char *endpoint, const void *data, size_t len);
 /* Appends Value{response_id} to the serialized Value in *packed (protobuf merges
  * concatenated messages), tagging a direct response with the id the client matches
  * it by. NULL or "" leaves *packed as it is. 0 or -ENOMEM. Any thread. */

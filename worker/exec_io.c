@@ -4,8 +4,9 @@
  * trigger, self-depart, user inbox), the PUSH socket cache, an asynchronous KVS client
  * for result writes, and the DAG state (exec_dag). It decodes everything it receives
  * with sq_proto_unpack (size-limited, depth-checked) and hands ready work to the
- * executor thread as exec_job_t pointers over inproc; the executor thread hands sends,
- * writes and finished DAG jobs back over another inproc socket (exec_out_t pointers).
+ * executor thread as exec_job_t pointers over inproc; the executor thread hands user
+ * messages, pin answers, KVS writes and finished DAG jobs back over another inproc
+ * socket (exec_out_t pointers) -- results and triggers it sends itself (exec_int.h).
  * It reports ThreadStatus to every scheduler at start, when asked (after pin, unpin and
  * one-shot calls), every second, and with running=false on departure. It never holds
  * the GIL and never blocks: every send is non-blocking, every wait is bounded.
@@ -82,6 +83,7 @@ int exec_io_open(exec_ctx_t *x) {
     return rc;
   }
   if ((rc = exec_dag_create(0, 0, &x->dag))) return rc;
+  if ((rc = sq_zmq_cache_create(x->zctx, NULL, &x->exec_push))) return rc; /* exec thread */
   return sq_zmq_cache_create(x->zctx, NULL, &x->push);
 }
 
@@ -383,6 +385,7 @@ void exec_io_close(exec_ctx_t *x) {
   for (int i = 0; i < 4; i++)
     if (socks[i]) zmq_close(socks[i]);
   sq_zmq_cache_destroy(x->push);
+  sq_zmq_cache_destroy(x->exec_push); /* the executor thread's: it has left its loop */
   kvs_client_destroy(x->io_kvs);
   kvs_client_destroy(x->py_kvs);
   exec_dag_destroy(x->dag);

@@ -176,7 +176,7 @@ static PyObject *exec__push(PyObject *m, PyObject *args) {
   int rc = sq_buf_reserve(&buf, n);
   if (!rc) {
     value__pack(&v, buf.data);
-    rc = exec_io_out(x, EXEC_OUT_PUSH, addr, buf.data, n, NULL);
+    rc = exec_run_push(x, addr, buf.data, n); /* same socket as the result, ahead of it */
   }
   sq_buf_free(&buf);
   PyBuffer_Release(&body);

@@ -14,6 +14,8 @@
  *                  every outstanding call
  *   PIN   -> load the function, answer GenericResponse to <scheduler>:5010
  *
+ * Results, triggers and direct responses leave on this thread's own PUSH sockets
+ * (exec_run_push), in the order they were made; KVS puts go through the I/O thread.
  * Before each call the shared slot names what runs and its deadline, so the supervisor
  * can report a timeout or a crash to the right caller; it is cleared after the result
  * was handed to the I/O thread. This thread holds the GIL only inside exec_py_*.
@@ -54,6 +56,10 @@ static int exec__pack(const Value *v, sq_buf_t *out) {
   return 0;
 }
 
+int exec_run_push(exec_ctx_t *x, const char *endpoint, const void *data, size_t len) {
+  return sq_zmq_cache_send(x->exec_push, endpoint, data, len);
+}
+
 int exec_run_tag(sq_buf_t *packed, const char *response_id) {
   if (!response_id || !*response_id) return 0;
   Value tag = VALUE__INIT; /* appending a message's bytes merges it into the first */
@@ -70,7 +76,7 @@ static int exec__push_tagged(exec_ctx_t *x, const char *addr, const char *respon
   memcpy(copy.data, packed->data, packed->len);
   copy.len = packed->len;
   if ((rc = exec_run_tag(&copy, response_id))) goto out;
-  rc = exec_io_out(x, EXEC_OUT_PUSH, addr, copy.data, copy.len, NULL);
+  rc = exec_run_push(x, addr, copy.data, copy.len);
 out:
   sq_buf_free(&copy);
   return rc;
@@ -148,7 +154,7 @@ static int exec__deliver(exec_ctx_t *x, const DagSchedule *s, const sq_buf_t *pa
     if (!rc) {
       continuation__pack(&c, buf.data);
       exec_io_endpoint(x, ep, sizeof(ep), x->schedulers[0], EXEC_PORT_SCHED_CONT, 0);
-      rc = exec_io_out(x, EXEC_OUT_PUSH, ep, buf.data, n, NULL);
+      rc = exec_run_push(x, ep, buf.data, n);
     }
     sq_buf_free(&buf);
     return rc;
@@ -206,7 +212,7 @@ static int exec__trigger_all(exec_ctx_t *x, const DagSchedule *s, const char *fn
     size_t n = dag_trigger__get_packed_size(&t);
     if (!(rc = sq_buf_reserve(&buf, n))) {
       dag_trigger__pack(&t, buf.data);
-      rc = exec_io_out(x, EXEC_OUT_PUSH, ep, buf.data, n, NULL);
+      rc = exec_run_push(x, ep, buf.data, n);
     }
     sq_buf_free(&buf);
   }
