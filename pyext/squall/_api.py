@@ -76,6 +76,8 @@ RECV_WAIT = 0.1
 REPLY_WAIT = 0.005
 #: How often deadlines are checked.
 EXPIRY_EVERY = 0.05
+#: A completed future keeps its serialized result up to this size (for publish()).
+RAW_KEEP_MAX = 64 * 1024
 #: Seconds a DAG's output records are still printed after its result arrived.
 OUTPUT_GRACE = 5.0
 #: At most this many keys are read per poll round.
@@ -343,6 +345,8 @@ class _Receiver:
                 pend.publish = True
                 return
         raw = getattr(fut, "_raw", None)
+        if raw is None and fut.done() and fut.exception() is None:  # a large result
+            raw = _serialize.encode_value(*_serialize.dump(fut.result()))
         if raw is not None:
             self._store(fut.key, raw)
 
@@ -467,7 +471,8 @@ class _Receiver:
 
     @staticmethod
     def _complete(p: _Pending, kind: int, body: bytes) -> None:
-        p.future._raw = _serialize.encode_value(kind, body)
+        if len(body) <= RAW_KEEP_MAX:  # for publish(); a large one is dumped again then
+            p.future._raw = _serialize.encode_value(kind, body)
         try:
             value = _serialize.load(kind, body)
         except Exception as e:  # noqa: BLE001 -- delivered to the caller

@@ -355,10 +355,23 @@ def test_malformed_message_on_the_response_socket_is_skipped(cluster):
         ctx.term()
 
 
+@squall.function
+def big_list(n):
+    return list(range(n))
+
+
+@squall.function
+def total(xs):
+    return sum(xs)
+
+
 def test_finished_future_passed_as_argument_is_stored_for_the_executor(cluster):
     first = square.remote(4)
     assert first.result(timeout=30) == 16
     assert add_one.remote(first).result(timeout=30) == 17
+    big = big_list.remote(50_000)  # a result too large to keep serialized: dumped again
+    assert len(big.result(timeout=30)) == 50_000
+    assert total.remote(big).result(timeout=30) == sum(range(50_000))
     assert squall.gather([add_one.remote(square.remote(i)) for i in range(3)],
                          timeout=60) == [1, 2, 5]
 
