@@ -242,40 +242,7 @@ def scheduler_functions(host: str, offset: int, prefix: str = "",
     """The registered function names (the scheduler's list port, 5003+offset)."""
     reply = _squall.request(scheduler_endpoint(host, offset, 5003), prefix.encode(),
                             timeout=timeout)
-    return sorted(_decode_string_set(reply))
-
-
-def _decode_string_set(data: bytes) -> list[str]:
-    """The keys of a serialized StringSet (``repeated string keys = 1``)."""
-    out, i, buf = [], 0, memoryview(data)
-
-    def varint() -> int:
-        nonlocal i
-        n = shift = 0
-        while True:
-            if i >= len(buf) or shift > 63:
-                raise ValueError("malformed StringSet")
-            b = buf[i]
-            i += 1
-            n |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                return n
-
-    while i < len(buf):
-        tag = varint()
-        if tag & 7 == 2:
-            n = varint()
-            if n > len(buf) - i:
-                raise ValueError("malformed StringSet")
-            if tag >> 3 == 1:
-                out.append(bytes(buf[i:i + n]).decode("utf-8", "replace"))
-            i += n
-        elif tag & 7 == 0:
-            varint()
-        else:
-            raise ValueError("malformed StringSet")
-    return out
+    return sorted(_squall.decode_string_set(reply))  # protobuf-c, via sq_proto_unpack
 
 
 def _executors_ready(log: Path, count: int) -> bool:
