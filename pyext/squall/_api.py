@@ -280,7 +280,10 @@ class _Receiver:
     def __init__(self, cluster: Any) -> None:
         host = cluster.scheduler or _cluster.HOST
         self.cluster = cluster
-        self.responses = _squall.Responses(_client_ip(host))
+        # a result up to the largest serialisable value (a larger message would be
+        # dropped by the socket and its future would only fail at its deadline)
+        self.responses = _squall.Responses(_client_ip(host),
+                                           max_bytes=_serialize.MAX_VALUE_BYTES + (1 << 20))
         self.address = self.responses.address
         self.kvs = _squall.KvsClient(cluster.routing, timeout=2.0)
         self.lock = threading.Lock()
