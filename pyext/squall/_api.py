@@ -554,6 +554,21 @@ def _submit(key: str, out_keys: List[str], timeout: Optional[float], what: str,
     return fut
 
 
+def _call(port: int, key: str, out_keys: List[str], timeout: Optional[float],
+          what: Tuple[str, str], message: Callable[[str], bytes]) -> Future:
+    """Registers the future of ``key`` (what[0] names it), then sends
+    ``message(response_address)`` to the scheduler's ``port`` without waiting (a
+    refusal fails the future with SchedulerError naming what[1])."""
+    fut = _submit(key, out_keys, timeout, what[0])
+    rx = _receiver()
+    try:
+        rx.send(port, message(rx.address), key, what[1])
+    except BaseException:
+        rx.forget(key)
+        raise
+    return fut
+
+
 def wait(futures: Iterable[Future], timeout: Optional[float] = None,
          return_when: str = ALL_COMPLETED) -> Tuple[set, set]:
     """``(done, not_done)`` sets once ``return_when`` holds (ALL_COMPLETED,
@@ -805,15 +820,8 @@ class RemoteFunction:
         out = key + ".out"
         values = [dump_meta(out)] + [_argument(a) for a in args]
         ms = int(self.timeout * 1000) if self.timeout else 0
-        fut = _submit(key, [out], self.timeout, f"{self.name}()")
-        rx = _receiver()
-        try:
-            rx.send(5002, _wire.function_call(self.name, values, key, ms, rx.address), key,
-                    f"calling {self.name!r}")
-        except BaseException:
-            rx.forget(key)
-            raise
-        return fut
+        return _call(5002, key, [out], self.timeout, (f"{self.name}()", f"calling {self.name!r}"),
+                     lambda addr: _wire.function_call(self.name, values, key, ms, addr))
 
     def map(self, items: Iterable[Any], progress: bool = False,
             timeout: Optional[float] = None) -> List[Any]:
@@ -1009,15 +1017,9 @@ class Dag:
         fargs = {n: [dump_meta(outs[n])] + [_argument(a) for a in v]
                  for n, v in fixed.items()}
         ms = int(timeout * 1000) if timeout else 0
-        fut = _submit(key, [outs[f.name] for f in self.order], timeout, f"DAG {self.base_name}")
-        rx = _receiver()
-        try:
-            rx.send(5005, _wire.dag_call(self.name, fargs, key, ms, rx.address), key,
-                    f"calling DAG {self.name!r}")
-        except BaseException:
-            rx.forget(key)
-            raise
-        return fut
+        return _call(5005, key, [outs[f.name] for f in self.order], timeout,
+                     (f"DAG {self.base_name}", f"calling DAG {self.name!r}"),
+                     lambda addr: _wire.dag_call(self.name, fargs, key, ms, addr))
 
     def __call__(self, *args: Any, args_by_function: Optional[Mapping[Any, Sequence[Any]]] = None
                  ) -> Any:
