@@ -2,8 +2,9 @@
 
 The C executor (worker/exec_*.c) embeds CPython, imports this module once and makes one
 ``Executor``. Its executor thread calls ``Executor.run(name, args, reply_to)`` for every
-one-shot call and DAG function (``reply_to``: the caller's response address, or ""), and ``Executor.pin(name)`` when a scheduler pins a function; it
-routes the results itself. Everything that reaches the network or the KVS goes through
+one-shot call and DAG function (``reply_to``: the caller's response address, or ""),
+and ``Executor.pin(name)`` when a scheduler pins a function; it routes the results
+itself. Everything that reaches the network or the KVS goes through
 the built-in C module ``_squall_exec`` (which releases the GIL while it waits).
 
 Functions are fetched from the KVS key ``funcs/<name>`` once and kept. A kept function
