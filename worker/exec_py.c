@@ -112,7 +112,7 @@ static PyObject *exec__kvs_put(PyObject *m, PyObject *args) {
   Py_buffer v;
   if (!PyArg_ParseTuple(args, "sy*", &key, &v)) return NULL;
   sq_lattice_t l = {.type = SQ_LATTICE_LWW};
-  l.u.lww.timestamp = sq_lww_timestamp((uint32_t)x->tid, &x->lww_last);
+  l.u.lww.timestamp = sq_lww_writer_timestamp((uint32_t)x->tid, &x->lww_last);
   l.u.lww.value.data = v.buf;
   l.u.lww.value.len = (size_t)v.len;
   PyObject *r = exec__put_lattice(x, key, &l);

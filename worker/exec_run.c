@@ -34,7 +34,7 @@
 int exec_run_lww(exec_ctx_t *x, const uint8_t *value, size_t len, uint8_t **payload,
                  size_t *plen) {
   sq_lattice_t l = {.type = SQ_LATTICE_LWW};
-  l.u.lww.timestamp = sq_lww_timestamp((uint32_t)x->tid, &x->lww_last);
+  l.u.lww.timestamp = sq_lww_writer_timestamp((uint32_t)x->tid, &x->lww_last);
   l.u.lww.value.data = (uint8_t *)value;
   l.u.lww.value.len = len;
   sq_buf_t buf = {0};

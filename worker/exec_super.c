@@ -97,7 +97,7 @@ static void exec__report(exec__super_t *s, size_t t, const exec_slot_t *slot, co
     if (!rc) rc = sq_zmq_cache_send(s->push, slot->dest_addr, value.data, value.len);
   } else if (slot->dest_key[0]) {
     sq_lattice_t l = {.type = SQ_LATTICE_LWW};
-    l.u.lww.timestamp = sq_lww_timestamp((uint32_t)(1000 + t), &last);
+    l.u.lww.timestamp = sq_lww_writer_timestamp((uint32_t)t, &last);
     l.u.lww.value.data = value.data;
     l.u.lww.value.len = value.len;
     sq_buf_t buf = {0};

@@ -8,7 +8,7 @@
  *                         EMPTY value, which the KVS answers as KEY_DNE (§2.2): a
  *                         tombstone that every scheduler reads as "no such DAG"
  *
- * Timestamps come from sq_lww_timestamp with the scheduler's own monotonic slot.
+ * Timestamps come from sq_lww_writer_timestamp with the scheduler's own monotonic slot.
  */
 #include "sched_int.h"
 
@@ -22,7 +22,7 @@
 int sched__kvs_put_lww(sched_t *s, const char *key, const uint8_t *v, size_t len) {
   sq_lattice_t l = {.type = SQ_LATTICE_LWW};
   sq_buf_t buf = {0};
-  l.u.lww.timestamp = sq_lww_timestamp(0, &s->lww_last);
+  l.u.lww.timestamp = sq_lww_writer_timestamp(0, &s->lww_last);
   l.u.lww.value.data = (uint8_t *)v;
   l.u.lww.value.len = len;
   int rc = sq_lattice_encode(&l, &buf);

@@ -88,7 +88,8 @@ class UserLibrary:
             return True
         body = encode_value(*dump_object(value))
         if self._cache is not None:  # write-through: the cache sees it once durable
-            payload = _squall.encode_lww(_squall.lww_timestamp(self._id[1]), body)
+            # one LWW scale for every squall writer (docs/lattices.md): id folded to a digit
+            payload = _squall.encode_lww(_squall.lww_timestamp(self._id[1] % 10), body)
             if self._cache.put(key, LWW, payload):
                 return True
         _x.kvs_put(key, body)
