@@ -674,8 +674,9 @@ class _Wrapped:
 
 
 class _LocalLibrary:
-    """``squall.context()`` outside an executor: get/put through this process's KVS
-    client, so a function called locally (``f(x)``) behaves as it would remotely."""
+    """``squall.context()`` outside an executor: get/put through this process's node
+    cache when it has one, else its KVS client, so a function called locally
+    (``f(x)``) behaves as it would remotely and reads its own writes."""
 
     def get(self, key: str, deserialize: bool = True) -> Any:
         """The value stored under ``key`` (None when missing)."""
@@ -687,8 +688,10 @@ class _LocalLibrary:
 
     def put(self, key: str, value: Any) -> bool:
         """Stores ``value`` under ``key`` (LWW)."""
+        from . import _clientcache
         body = _serialize.encode_value(*_serialize.dump(value))
-        _cluster.current().kvs.put(key, LWW, _squall.encode_lww(_squall.lww_timestamp(0), body))
+        _clientcache.store(_cluster.current(), key, LWW,
+                           _squall.encode_lww(_squall.lww_timestamp(0), body))
         return True
 
     def getid(self) -> Tuple[str, int]:

@@ -81,3 +81,10 @@ def write(cluster: Any, key: str, lattice_type: int, payload: bytes) -> bool:
     RuntimeError when the write was refused (e.g. another lattice type is stored)."""
     cache = _node_cache(cluster)
     return cache is not None and cache.put(key, lattice_type, payload)
+
+
+def store(cluster: Any, key: str, lattice_type: int, payload: bytes) -> None:
+    """Writes ``key`` so that this process reads it back: through the node cache when
+    there is one (``write``), else straight to the KVS. Raises what the KVS raises."""
+    if not write(cluster, key, lattice_type, payload):
+        cluster.kvs.put(key, lattice_type, payload)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from . import _api, _cluster, _serialize, _squall, _wire
+from . import _api, _clientcache, _cluster, _serialize, _squall, _wire
 from ._reference import CloudburstReference
 
 NORMAL, SINGLE, MULTI = 0, 1, 2
@@ -183,10 +183,11 @@ class CloudburstConnection:
         if isinstance(value, set):
             payload = _squall.encode_set([_serialize.encode_value(*_serialize.dump(v))
                                           for v in value])
-            self.cluster.kvs.put(key, SET, payload)
+            _clientcache.store(self.cluster, key, SET, payload)
         else:
             body = _serialize.encode_value(*_serialize.dump(value))
-            self.cluster.kvs.put(key, LWW, _squall.encode_lww(_squall.lww_timestamp(0), body))
+            _clientcache.store(self.cluster, key, LWW,
+                               _squall.encode_lww(_squall.lww_timestamp(0), body))
         return {key: True}
 
     def get_object(self, key: str) -> Any:

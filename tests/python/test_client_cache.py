@@ -75,6 +75,21 @@ def test_cluster_reached_by_address_reads_through_the_kvs(cluster):
     assert _clientcache.lookup(remote, "anything") == (True, _clientcache.UNAVAILABLE)
 
 
+def test_writes_of_this_process_are_read_back_not_an_older_cached_value(cluster):
+    from squall.compat import CloudburstConnection
+    lib = squall.context()  # the local stand-in outside an executor
+    lib.put("rw-key", "first")
+    assert squall.get("rw-key") == "first"  # now cached on this node
+    for n in range(20):  # each overwrite is seen at once, never the cached old value
+        lib.put("rw-key", f"v{n}")
+        assert squall.get("rw-key") == f"v{n}"
+    conn = CloudburstConnection("127.0.0.1", "127.0.0.1")
+    conn.put_object("rw-key", "from compat")
+    assert squall.get("rw-key") == "from compat"
+    assert conn.get_object("rw-key") == "from compat"
+
+
+# last: it kills the module cluster's cache daemon
 def test_reads_fall_back_to_the_kvs_when_the_cache_daemon_is_gone(cluster):
     pid = cluster.state["daemons"]["cache"]["pid"]
     ref = squall.put(np.arange(100, dtype=np.int64))
