@@ -5,6 +5,8 @@
  *   funcs[]     function names known to be registered (sorted), SCHED_MAX_FUNCS
  *   oneshots[]  ring of recent one-shot calls, for re-sending when their executor dies
  *   inflight[]  ring of recent DAG calls, for re-running when an executor dies
+ *   pending     calls whose re-send found no live executor, retried by the tick until
+ *               --resend-wait-ms passed, then failed to their caller (sched_pending.h)
  *   asyncs[]    asynchronous KVS calls in flight and what their answer is for
  */
 #ifndef SCHED_INT_H
@@ -17,6 +19,7 @@
 #include "client.h"
 #include "cloudburst.pb-c.h"
 #include "internal.pb-c.h"
+#include "sched_pending.h"
 #include "sched_policy.h"
 #include "sched_server.h"
 #include "shared.pb-c.h"
@@ -30,6 +33,9 @@
 #define SCHED_MAX_ASYNC 64
 #define SCHED_MAX_TRIES 3      /* sends of one call, first included */
 #define SCHED_TRACK_MAX_BYTES (1u << 20) /* larger calls are not kept for re-sending */
+#define SCHED_MAX_PENDING 1024 /* calls waiting for an executor to come back */
+#define SCHED_PENDING_MAX_BYTES (64u << 20) /* their packed bytes, at most */
+#define SCHED_PENDING_RETRY_MS 250 /* parked calls are retried at most this often */
 #define SCHED_MAX_REFS 64      /* references considered per function */
 #define SCHED_ERRMSG_MAX 512
 
@@ -66,6 +72,15 @@ typedef struct {
   int tries;
 } sched_inflight_t;
 
+/* What became of re-sends since start (logged with each failure and at exit). */
+typedef struct {
+  uint64_t resent;       /* re-sent to another executor at once */
+  uint64_t parked;       /* found no live executor: parked */
+  uint64_t unparked;     /* parked, then re-sent when an executor came back */
+  uint64_t failed;       /* parked past --resend-wait-ms (or list full): error result sent */
+  uint64_t undelivered;  /* ... and that error result could not be delivered */
+} sched_retry_stats_t;
+
 typedef enum { SCHED_A_NONE, SCHED_A_LOCALITY, SCHED_A_DAG_FETCH, SCHED_A_DAG_CHECK } sched_akind_t;
 
 typedef struct {
@@ -94,6 +109,9 @@ struct sched {
   size_t oneshot_next;
   sched_inflight_t *inflight;
   size_t inflight_next;
+  sched_pending_t *pending;
+  uint64_t pending_next_ms; /* next retry pass over pending */
+  sched_retry_stats_t retry_stats;
   sched_async_t asyncs[SCHED_MAX_ASYNC];
   uint64_t lww_last;
   uint64_t next_refresh_ms;
@@ -171,8 +189,16 @@ void sched__track_oneshot(sched_t *s, const uint8_t *msg, size_t len,
                           const sched_exec_id_t *ex, int tries);
 void sched__track_dag(sched_t *s, const char *id, const DagCall *call,
                       const sched_exec_id_t *execs, size_t n, int tries);
-/* Re-sends the recent work of a dropped executor elsewhere. */
+/* Re-sends the recent work of a dropped executor elsewhere; what finds no live
+ * executor is parked in s->pending. */
 void sched__executor_lost(sched_t *s, const sched_exec_id_t *ex, uint64_t now_ms);
+/* Retries parked calls (when executors are live, at most every SCHED_PENDING_RETRY_MS)
+ * and fails those whose wait passed: their caller gets a squall.NoExecutors error
+ * result at its response address, else in the KVS at its response/output key. */
+void sched__pending_tick(sched_t *s, uint64_t now_ms);
+/* Makes the pending list. 0 or -ENOMEM. */
+int sched__retry_init(sched_t *s);
+/* Frees the rings and the pending list (logs the re-send counts). */
 void sched__retry_free(sched_t *s);
 
 #endif

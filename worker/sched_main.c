@@ -39,6 +39,8 @@ static const sq_opt_t sched__options[] = {
           "period of locality refresh, DAG checks and peer gossip"),
     S_OPT(call_deadline_ms, "call-deadline-ms", SQ_OPT_INT64, "30000",
           "calls sent this recently are re-sent when their executor is lost"),
+    S_OPT(resend_wait_ms, "resend-wait-ms", SQ_OPT_INT64, "5000",
+          "a re-sent call that finds no live executor waits this long for one, then fails"),
     S_OPT(max_message_bytes, "max-message-bytes", SQ_OPT_SIZE, "256M",
           "largest request accepted"),
     SQ_DAEMON_LOG_LEVEL_OPT(sched_config_t, log_level),
@@ -70,6 +72,8 @@ static const char *sched__config_problem(const void *cfg) {
     return "--pin-timeout-ms must be >= 10 and --pin-tries 1..12";
   if (c->kvs_timeout_ms < 10 || c->refresh_ms < 10 || c->call_deadline_ms < 0)
     return "--kvs-timeout-ms and --refresh-ms must be >= 10, --call-deadline-ms >= 0";
+  if (c->resend_wait_ms < 0 || c->resend_wait_ms > 3600000)
+    return "--resend-wait-ms must be 0..3600000";
   if (c->max_message_bytes < 4096) return "--max-message-bytes must be at least 4K";
   return NULL;
 }

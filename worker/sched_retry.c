@@ -15,13 +15,29 @@
  * SCHED_MAX_TRIES - 1 times; the ring overwrites the oldest entry when full, and a
  * call larger than SCHED_TRACK_MAX_BYTES is not kept (memory stays bounded: at most
  * (4096 + 1024) x 1 MiB).
+ *
+ * No live executor to re-send to (every executor of the node crashed at once, or the
+ * only worker is stopped): the call is parked in s->pending (sched_pending.h, at most
+ * SCHED_MAX_PENDING calls and SCHED_PENDING_MAX_BYTES) instead of being dropped.
+ * sched__pending_tick re-sends parked calls once executors report again, and fails a
+ * call still parked --resend-wait-ms after it was parked (or one the full list
+ * refused): an error result -- the Cloudburst error tuple, GenericResponse error
+ * NO_RESOURCES, error_type squall.NoExecutors -- goes where the result would have
+ * gone: PUSHed to the response address tagged with the response id, else written to
+ * the KVS at the response / output key (only when that key holds nothing yet, so a
+ * result the lost executor did deliver is never overwritten). A DAG call with a
+ * continuation fails at the end of the continuation chain. Counted in s->retry_stats.
  */
 #include "sched_int.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+#include "exec_errval.h"
 #include "sq_error.h"
+
+#define SCHED_NOEXEC_TYPE "squall.NoExecutors"
+#define SCHED_CHAIN_MAX 16 /* continuation links followed to find a DAG's final target */
 
 int sched__resend_call(sched_t *s, const uint8_t *msg, size_t len,
                        const sched_exec_id_t *dead, int tries);
@@ -78,6 +94,125 @@ static bool sched__same(const sched_exec_id_t *a, const sched_exec_id_t *b) {
   return a->tid == b->tid && strcmp(a->ip, b->ip) == 0;
 }
 
+/* ---- failing a call nobody can run ------------------------------------------------ */
+
+/* Appends a Value{response_id = id} to packed: appended protobuf bytes merge into the
+ * message, as exec_run_tag does for the executors' results. */
+static int sched__tag(sq_buf_t *packed, const char *id) {
+  if (!id[0]) return 0;
+  Value tag = VALUE__INIT;
+  tag.response_id = (char *)id;
+  size_t n = value__get_packed_size(&tag);
+  int rc = sq_buf_reserve(packed, n);
+  if (rc) return rc;
+  value__pack(&tag, packed->data + packed->len);
+  packed->len += n;
+  return 0;
+}
+
+/* Sends the error result msg to addr (tagged with key), else to the KVS at key when
+ * the key holds nothing yet. 0, SQ_EEXISTS (a result is already there), or the error. */
+static int sched__deliver_error(sched_t *s, const char *addr, const char *key,
+                                const char *msg) {
+  exec_errval_t e = {CLOUDBURST_ERROR__NO_RESOURCES, SCHED_NOEXEC_TYPE, msg, "", ""};
+  sq_buf_t v = {0};
+  uint8_t *old = NULL;
+  size_t olen = 0;
+  int rc = exec_errval_value(&e, &v);
+  if (rc) goto out;
+  if (addr[0]) {
+    rc = sched__tag(&v, key);
+    if (!rc) rc = sq_zmq_cache_send(s->push, addr, v.data, v.len);
+    goto out;
+  }
+  if (!key[0]) {
+    rc = SQ_EEMPTYKEY;
+    goto out;
+  }
+  rc = sched__kvs_get_lww(s, key, &old, &olen);
+  if (rc == 0) rc = SQ_EEXISTS;
+  else if (rc == SQ_EKEYDNE) rc = sched__kvs_put_lww(s, key, v.data, v.len);
+out:
+  free(old);
+  sq_buf_free(&v);
+  return rc;
+}
+
+/* Where a parked call's result would have gone: (addr, key) point into the unpacked
+ * message *keep (caller frees it with protobuf_c_message_free_unpacked). */
+static int sched__destination(const sched_pending_item_t *it, ProtobufCMessage **keep,
+                              const char **name, const char **addr, const char **key) {
+  if (it->kind == SCHED_PENDING_CALL) {
+    FunctionCall *fc = function_call__unpack(NULL, it->len, it->msg); /* our own bytes */
+    if (!fc) return SQ_EPROTO;
+    *keep = &fc->base;
+    *name = fc->name;
+    *addr = fc->response_address;
+    *key = fc->response_key;
+    return 0;
+  }
+  DagCall *dc = dag_call__unpack(NULL, it->len, it->msg);
+  if (!dc) return SQ_EPROTO;
+  *keep = &dc->base;
+  *name = dc->name;
+  const DagCall *last = dc; /* a continuation runs under the same id: follow the chain */
+  for (int i = 0; i < SCHED_CHAIN_MAX && last->continuation && last->continuation->call; i++)
+    last = last->continuation->call;
+  *addr = last->response_address;
+  *key = last->output_key[0] ? last->output_key : it->id;
+  return 0;
+}
+
+/* Fails a parked (or unparkable) call: its caller gets a squall.NoExecutors error. */
+static void sched__pending_fail(sched_t *s, const sched_pending_item_t *it, uint64_t now,
+                                const char *why) {
+  ProtobufCMessage *m = NULL;
+  const char *name = "", *addr = "", *key = "";
+  char msg[SCHED_ERRMSG_MAX];
+  int rc = sched__destination(it, &m, &name, &addr, &key);
+  const char *what = it->kind == SCHED_PENDING_CALL ? "call of function" : "call of DAG";
+  s->retry_stats.failed++;
+  if (rc == 0) {
+    snprintf(msg, sizeof msg, "the %s '%.200s' was not run: its executor was lost and %s",
+             what, name, why);
+    rc = sched__deliver_error(s, addr, key, msg);
+  }
+  if (rc && rc != SQ_EEXISTS) s->retry_stats.undelivered++;
+  sq_log_warn(s->log, "%s '%.200s' (%.200s) failed after %llu ms without an executor: %s "
+              "(re-sent %llu, parked %llu, unparked %llu, failed %llu, undelivered %llu)",
+              what, name, key, (unsigned long long)(now - it->parked_ms),
+              rc == SQ_EEXISTS ? "a result was already stored; left as it is"
+              : rc ? sq_strerror(rc) : "error result sent",
+              (unsigned long long)s->retry_stats.resent,
+              (unsigned long long)s->retry_stats.parked,
+              (unsigned long long)s->retry_stats.unparked,
+              (unsigned long long)s->retry_stats.failed,
+              (unsigned long long)s->retry_stats.undelivered);
+  if (m) protobuf_c_message_free_unpacked(m, NULL);
+}
+
+/* Parks a call that found no live executor; a full list fails it at once. */
+static void sched__park(sched_t *s, sched_pending_kind_t kind, const char *id,
+                        const uint8_t *msg, size_t len, int tries, uint64_t now) {
+  sched_pending_item_t it = {.kind = kind, .msg = (uint8_t *)msg, .len = len,
+                             .parked_ms = now, .tries = tries,
+                             .until_ms = now + (uint64_t)s->cfg->resend_wait_ms};
+  snprintf(it.id, sizeof it.id, "%s", id);
+  int rc = sched_pending_add(s->pending, &it);
+  if (rc == 0) {
+    s->retry_stats.parked++;
+    sq_log_warn(s->log, "no live executor for a re-sent %s: parked for up to %ld ms "
+                "(%zu parked)", kind == SCHED_PENDING_CALL ? "call" : "DAG call",
+                (long)s->cfg->resend_wait_ms, sched_pending_count(s->pending));
+    return;
+  }
+  sched__pending_fail(s, &it, now, rc == SQ_ETOOBIG
+                      ? "the scheduler's list of calls waiting for an executor is full"
+                      : "the scheduler could not keep it waiting for another");
+}
+
+/* ---- re-sending ------------------------------------------------------------------ */
+
 static void sched__retry_oneshots(sched_t *s, const sched_exec_id_t *ex, uint64_t now) {
   uint64_t window = (uint64_t)s->cfg->call_deadline_ms;
   for (size_t i = 0; i < SCHED_MAX_ONESHOTS; i++) {
@@ -93,8 +228,10 @@ static void sched__retry_oneshots(sched_t *s, const sched_exec_id_t *ex, uint64_
     o->msg = NULL; /* the re-send tracks itself in a new slot */
     sched__oneshot_clear(o);
     int rc = sched__resend_call(s, msg, len, ex, tries + 1);
+    if (rc == 0) s->retry_stats.resent++;
     sq_log_warn(s->log, "executor %s:%u lost: one-shot call re-sent (%s)", ex->ip, ex->tid,
                 rc ? sq_strerror(rc) : "ok");
+    if (rc) sched__park(s, SCHED_PENDING_CALL, "", msg, len, tries, now);
     free(msg);
   }
 }
@@ -103,6 +240,20 @@ static bool sched__uses(const sched_inflight_t *f, const sched_exec_id_t *ex) {
   for (size_t i = 0; i < f->nexecs; i++)
     if (sched__same(&f->execs[i], ex)) return true;
   return false;
+}
+
+/* Runs a DAG call again under its schedule id, counting the try. 0, or the error with
+ * *cb and err filled. */
+static int sched__dag_again(sched_t *s, const DagCall *call, const char *id, int tries,
+                            int *cb, char *err, size_t errlen) {
+  char out_id[64];
+  /* sched__dag_run tracks the new attempt; tries is carried through the ring */
+  int rc = sched__dag_run(s, call, id, out_id, cb, err, errlen);
+  if (rc == 0) {
+    size_t last = (s->inflight_next + SCHED_MAX_INFLIGHT - 1) % SCHED_MAX_INFLIGHT;
+    if (strcmp(s->inflight[last].id, id) == 0) s->inflight[last].tries = tries + 1;
+  }
+  return rc;
 }
 
 static void sched__retry_dags(sched_t *s, const sched_exec_id_t *ex, uint64_t now) {
@@ -114,21 +265,22 @@ static void sched__retry_dags(sched_t *s, const sched_exec_id_t *ex, uint64_t no
       sched__inflight_clear(f);
       continue;
     }
-    DagCall *call = dag_call__unpack(NULL, f->len, f->call); /* our own bytes */
-    char id[64], out_id[64], err[SCHED_ERRMSG_MAX];
+    uint8_t *bytes = f->call;
+    size_t len = f->len;
+    char id[64], err[SCHED_ERRMSG_MAX];
     int tries = f->tries, cb = 0;
     snprintf(id, sizeof id, "%s", f->id);
+    f->call = NULL; /* kept for parking; the re-run tracks itself in a new slot */
     sched__inflight_clear(f);
-    if (!call) continue;
-    /* sched__dag_run tracks the new attempt; tries is carried through the ring */
-    int rc = sched__dag_run(s, call, id, out_id, &cb, err, sizeof err);
-    if (rc == 0) {
-      size_t last = (s->inflight_next + SCHED_MAX_INFLIGHT - 1) % SCHED_MAX_INFLIGHT;
-      if (strcmp(s->inflight[last].id, id) == 0) s->inflight[last].tries = tries + 1;
-    }
+    DagCall *call = dag_call__unpack(NULL, len, bytes); /* our own bytes */
+    int rc = call ? sched__dag_again(s, call, id, tries, &cb, err, sizeof err) : SQ_EPROTO;
+    if (rc == 0) s->retry_stats.resent++;
     sq_log_warn(s->log, "executor %s:%u lost: DAG %s schedule %s re-run (%s)", ex->ip,
-                ex->tid, call->name, id, rc ? err : "ok");
-    dag_call__free_unpacked(call, NULL);
+                ex->tid, call ? call->name : "?", id, rc ? err : "ok");
+    if (rc && call && cb != CLOUDBURST_ERROR__NO_SUCH_DAG)
+      sched__park(s, SCHED_PENDING_DAG, id, bytes, len, tries, now);
+    if (call) dag_call__free_unpacked(call, NULL);
+    free(bytes);
   }
 }
 
@@ -137,13 +289,72 @@ void sched__executor_lost(sched_t *s, const sched_exec_id_t *ex, uint64_t now_ms
   sched__retry_dags(s, ex, now_ms);
 }
 
+/* ---- the parked calls ------------------------------------------------------------ */
+
+/* Sends a parked call again. 0, or why not (the call stays parked). */
+static int sched__pending_send(sched_t *s, const sched_pending_item_t *it) {
+  if (it->kind == SCHED_PENDING_CALL)
+    return sched__resend_call(s, it->msg, it->len, NULL, it->tries + 1);
+  DagCall *call = dag_call__unpack(NULL, it->len, it->msg); /* our own bytes */
+  if (!call) return SQ_EPROTO;
+  char err[SCHED_ERRMSG_MAX];
+  int cb = 0;
+  int rc = sched__dag_again(s, call, it->id, it->tries, &cb, err, sizeof err);
+  dag_call__free_unpacked(call, NULL);
+  return rc;
+}
+
+void sched__pending_tick(sched_t *s, uint64_t now_ms) {
+  sched_pending_item_t it;
+  if (!s->pending || sched_pending_count(s->pending) == 0) return;
+  while (sched_pending_pop_due(s->pending, now_ms, &it)) {
+    char why[128];
+    snprintf(why, sizeof why, "no executor came back within %ld ms",
+             (long)s->cfg->resend_wait_ms);
+    sched__pending_fail(s, &it, now_ms, why);
+    sched_pending_item_clear(&it);
+  }
+  if (now_ms < s->pending_next_ms || sched_policy_count(s->policy) == 0) return;
+  s->pending_next_ms = now_ms + SCHED_PENDING_RETRY_MS;
+  size_t n = sched_pending_count(s->pending);
+  for (size_t i = 0; i < n && sched_pending_pop(s->pending, &it); i++) {
+    int rc = sched__pending_send(s, &it);
+    bool dag = it.kind == SCHED_PENDING_DAG;
+    if (rc == 0) {
+      s->retry_stats.unparked++;
+      sq_log_info(s->log, "a parked %s was re-sent after %llu ms",
+                  it.kind == SCHED_PENDING_CALL ? "call" : "DAG call",
+                  (unsigned long long)(now_ms - it.parked_ms));
+    } else if (sched_pending_add(s->pending, &it) != 0) {
+      sched__pending_fail(s, &it, now_ms, "the scheduler could not keep it waiting");
+    }
+    sched_pending_item_clear(&it);
+    if (rc && dag) break; /* a failed re-pin may have waited: one per pass */
+  }
+}
+
+int sched__retry_init(sched_t *s) {
+  return sched_pending_create(SCHED_MAX_PENDING, SCHED_PENDING_MAX_BYTES, &s->pending);
+}
+
 void sched__retry_free(sched_t *s) {
   for (size_t i = 0; s->oneshots && i < SCHED_MAX_ONESHOTS; i++)
     sched__oneshot_clear(&s->oneshots[i]);
   for (size_t i = 0; s->inflight && i < SCHED_MAX_INFLIGHT; i++)
     sched__inflight_clear(&s->inflight[i]);
+  if (s->pending)
+    sq_log_info(s->log, "re-sends: %llu at once, %llu parked, %llu of them re-sent later, "
+                "%llu failed (%llu undelivered), %zu still parked",
+                (unsigned long long)s->retry_stats.resent,
+                (unsigned long long)s->retry_stats.parked,
+                (unsigned long long)s->retry_stats.unparked,
+                (unsigned long long)s->retry_stats.failed,
+                (unsigned long long)s->retry_stats.undelivered,
+                sched_pending_count(s->pending));
+  sched_pending_destroy(s->pending);
   free(s->oneshots);
   free(s->inflight);
   s->oneshots = NULL;
   s->inflight = NULL;
+  s->pending = NULL;
 }

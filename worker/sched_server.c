@@ -251,6 +251,7 @@ static int sched__open(sched_t *s, char *err, size_t errlen) {
   s->oneshots = calloc(SCHED_MAX_ONESHOTS, sizeof(*s->oneshots));
   s->inflight = calloc(SCHED_MAX_INFLIGHT, sizeof(*s->inflight));
   if (rc == 0 && (!s->dags || !s->funcs || !s->oneshots || !s->inflight)) rc = -ENOMEM;
+  if (rc == 0) rc = sched__retry_init(s);
   return rc;
 }
 

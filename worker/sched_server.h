@@ -42,6 +42,7 @@ typedef struct {
   int64_t kvs_timeout_ms;   /* per KVS attempt */
   int64_t refresh_ms;       /* locality, DAG check and gossip period */
   int64_t call_deadline_ms; /* calls are re-sent when their executor dies this soon */
+  int64_t resend_wait_ms;   /* a re-send finding no executor waits this long, then fails */
   uint64_t max_message_bytes;
   int64_t log_level;        /* sq_log_level_t */
   int64_t log_format;       /* sq_log_format_t */

@@ -1,6 +1,8 @@
 /* sched_status: executor liveness (PULL 5007), peer schedulers (PULL 5008) and the
  * periodic work, none of which may block the loop.
  *
+ * Every loop: calls parked because no executor was live are re-sent or failed
+ * (sched__pending_tick, sched_retry.c).
  * Every refresh_ms:
  *   - executors silent past --executor-deadline-ms are dropped; their recent calls are
  *     re-sent (sched_retry.c);
@@ -199,6 +201,7 @@ void sched__tick(sched_t *s, uint64_t now_ms) {
                 (long)s->cfg->executor_deadline_ms);
     sched__executor_lost(s, &gone[i], now_ms);
   }
+  sched__pending_tick(s, now_ms);
   if (now_ms < s->next_refresh_ms) return;
   s->next_refresh_ms = now_ms + (uint64_t)s->cfg->refresh_ms;
   sched__refresh_locality(s);

@@ -520,3 +520,130 @@ def test_pinning_skips_silent_executors_and_gives_up_in_bounded_time(cluster, cl
     assert sorted(p.name for p in good.received["pin"]) == ["increment", "square"]
     client.call_dag("p", {"square": [1]})
     assert len(good.wait_for("schedule", 2)) == 2
+
+
+# ---- calls that lose their executor while no other is live (sched_retry.c) -----------
+
+WAIT_MS = 1500  # --resend-wait-ms of the clusters below
+
+
+@pytest.fixture
+def short_wait(tmp_path):
+    c = Cluster(tmp_path, sched_extra=FAST + ["--resend-wait-ms", str(WAIT_MS)]).start()
+    yield c
+    c.stop()
+
+
+def call_direct(client, name, args, key):
+    """A one-shot call whose result is PUSHed to the client's response socket."""
+    fc = cb.FunctionCall(name=name, response_key=key, response_address=client.response_address)
+    fc.arguments.values.extend(dump(a) for a in args)
+    return client._generic(5002, fc.SerializeToString())
+
+
+def direct_value(client, timeout):
+    if not client.pull.poll(int(timeout * 1000)):
+        return None
+    v = cb.Value()
+    v.ParseFromString(client.pull.recv())
+    return v
+
+
+def error_response(v):
+    """The GenericResponse inside a Cloudburst error tuple ('ERROR: ...', bytes)."""
+    from cb_harness import load
+    text, raw = load(v)
+    assert text.startswith("ERROR: ")
+    r = cb.GenericResponse()
+    r.ParseFromString(raw)
+    return text, r
+
+
+def sole_executor_took(cluster, send, kind="call"):
+    """Starts one fake executor, registers square, sends (send()) a call it receives."""
+    a = cluster.fake(0)
+    with cluster.client() as admin:
+        admin.register(square, "square")
+    time.sleep(0.3)
+    reply = send()
+    assert a.wait_for(kind)
+    return a, reply
+
+
+def test_resent_call_with_no_live_executor_fails_fast_to_the_response_address(short_wait):
+    with short_wait.client() as client:
+        a, _ = sole_executor_took(short_wait,
+                                  lambda: call_direct(client, "square", [3], "k-direct"))
+        t0 = time.monotonic()
+        a.depart()  # the only executor: the re-send finds nobody and parks the call
+        v = direct_value(client, 10)
+        took = time.monotonic() - t0
+        assert v is not None, short_wait.sched.log_text()[-3000:]
+        assert v.response_id == "k-direct"
+        text, r = error_response(v)
+        assert not r.success and r.error == cb.NO_RESOURCES
+        assert r.error_type == "squall.NoExecutors"
+        assert "'square' was not run" in r.error_message and f"{WAIT_MS} ms" in r.error_message
+        assert WAIT_MS / 1000 - 0.2 <= took < WAIT_MS / 1000 + 3
+        assert direct_value(client, 0.5) is None  # failed once
+    log = short_wait.sched.log_text()
+    assert "parked" in log and "failed 1" in log
+
+
+def test_resent_call_without_response_address_fails_in_the_kvs(short_wait):
+    with short_wait.client() as client, short_wait.anna() as anna:
+        a, r = sole_executor_took(short_wait, lambda: client.call("square", [4]))
+        a.silence()  # dropped after the 800 ms deadline, then parked for 1.5 s
+        got = None
+        deadline = time.monotonic() + 10
+        while got is None and time.monotonic() < deadline:
+            got = anna.get_lww(r.response_id)
+            time.sleep(0.05)
+        assert got is not None, short_wait.sched.log_text()[-3000:]
+        v = cb.Value()
+        v.ParseFromString(got[1])
+        _, resp = error_response(v)
+        assert resp.error_type == "squall.NoExecutors"
+
+
+def test_result_already_in_the_kvs_is_not_overwritten_by_the_failure(short_wait):
+    with short_wait.client() as client, short_wait.anna() as anna:
+        a, r = sole_executor_took(short_wait,
+                                  lambda: client.call("square", [4], response_key="k-done"))
+        result = dump(16).SerializeToString()
+        anna.put_lww("k-done", result, int(time.time() * 1e6))  # a.finished, then died
+        a.depart()
+        assert wait_until(lambda: "a result was already stored" in short_wait.sched.log_text()), \
+            short_wait.sched.log_text()[-3000:]
+        assert anna.get_lww("k-done")[1] == result
+        assert r.response_id == "k-done"
+
+
+def test_parked_call_goes_to_an_executor_that_comes_back_in_time(short_wait):
+    with short_wait.client() as client:
+        a, _ = sole_executor_took(short_wait,
+                                  lambda: call_direct(client, "square", [5], "k-back"))
+        a.depart()
+        time.sleep(0.3)  # parked now
+        b = short_wait.fake(1)  # an executor reports within the wait
+        calls = b.wait_for("call")
+        assert len(calls) == 1 and calls[0].response_key == "k-back"
+        assert calls[0].response_address == client.response_address
+        assert direct_value(client, WAIT_MS / 1000 + 1) is None  # no failure sent
+    assert "parked call was re-sent" in short_wait.sched.log_text()
+
+
+def test_dag_call_with_no_live_executor_fails_fast_to_the_response_address(short_wait):
+    with short_wait.client() as client:
+        def send():
+            client.register_dag("one", ["square"], [])
+            return client.call_dag("one", {"square": [2]}, direct=True, output_key="dag-out")
+        a, r = sole_executor_took(short_wait, send, "schedule")
+        a.depart()
+        v = direct_value(client, 10)
+        assert v is not None, short_wait.sched.log_text()[-3000:]
+        assert v.response_id == "dag-out" == r.response_id
+        _, resp = error_response(v)
+        assert resp.error_type == "squall.NoExecutors"
+        assert "DAG 'one' was not run" in resp.error_message
+
