@@ -2,6 +2,8 @@
 written in Python (cb_harness.FakeExecutor), through Cloudburst's wire protocol."""
 from __future__ import annotations
 
+import os
+import signal
 import time
 import uuid
 
@@ -647,3 +649,84 @@ def test_dag_call_with_no_live_executor_fails_fast_to_the_response_address(short
         assert resp.error_type == "squall.NoExecutors"
         assert "DAG 'one' was not run" in resp.error_message
 
+
+def slow_square(lib, x):
+    import time as _t
+    _t.sleep(1.0)
+    return x * x
+
+
+def _signal_worker(cluster, sig):
+    """Sends sig to squall-worker's supervisor and every executor process."""
+    pid = cluster.worker_proc.pid
+    try:
+        kids = open(f"/proc/{pid}/task/{pid}/children").read().split()
+    except FileNotFoundError:
+        kids = []
+    for p in [pid, *map(int, kids)]:
+        try:
+            os.kill(p, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _direct_for(client, key, timeout):
+    """The first direct response tagged key (others, e.g. late results, are skipped)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = direct_value(client, max(0.0, deadline - time.monotonic()))
+        if v is not None and v.response_id == key:
+            return v
+    return None
+
+
+def _call_when_live(client, name, args, key, timeout=60.0):
+    """call_direct, retried while the scheduler knows no live executor."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call_direct(client, name, args, key)
+        except SchedulerError as e:
+            assert e.error == cb.NO_RESOURCES and time.monotonic() < deadline
+            time.sleep(0.2)
+
+
+@pytest.mark.skipif(_worker() is None, reason="squall-worker is not built yet")
+def test_stopped_worker_fails_calls_within_seconds_and_a_returning_one_completes(tmp_path):
+    c = Cluster(tmp_path, worker=True, executors=1,
+                sched_extra=FAST + ["--resend-wait-ms", str(WAIT_MS)]).start()
+    stopped = False
+    try:
+        with c.client() as client:
+            client.register(slow_square, "slow_square")
+            _call_when_live(client, "slow_square", [3], "k-stopped")
+            time.sleep(0.3)
+            _signal_worker(c, signal.SIGSTOP)  # the only worker hangs, mid-call
+            stopped, t0 = True, time.monotonic()
+            v = _direct_for(client, "k-stopped", 15)
+            assert v is not None, c.sched.log_text()[-3000:]
+            assert time.monotonic() - t0 < 0.8 + WAIT_MS / 1000 + 4  # not 330 s
+            _, resp = error_response(v)
+            assert resp.error_type == "squall.NoExecutors"
+            _signal_worker(c, signal.SIGCONT)
+            stopped = False
+            parked = c.sched.log_text().count("parked for up to")
+            _call_when_live(client, "slow_square", [4], "k-back")  # once it reports again
+            time.sleep(0.3)
+            _signal_worker(c, signal.SIGSTOP)
+            stopped = True
+            assert wait_until(lambda: c.sched.log_text().count("parked for up to") > parked)
+            _signal_worker(c, signal.SIGCONT)  # back within the wait: the call completes
+            stopped = False
+            v = _direct_for(client, "k-back", 30)
+            assert v is not None, c.sched.log_text()[-3000:]
+            from cb_harness import load
+            assert load(v) == 16
+            # the stopped executor finished its copy, the re-sent one ran again: two
+            again = _direct_for(client, "k-back", 30)
+            assert again is not None and load(again) == 16
+            assert "a parked call was re-sent" in c.sched.log_text()
+    finally:
+        if stopped:
+            _signal_worker(c, signal.SIGCONT)
+        c.stop()
