@@ -9,6 +9,11 @@
   `status_period` seconds (or not at all, to play a dead executor).
 * `Scheduler` starts a real squall-scheduler; `Cluster` starts squall-kvs + the
   scheduler (+ squall-worker when asked and built) on free ports and stops them.
+* `check_sanitizer_log` fails a test whose daemon logged an AddressSanitizer or
+  LeakSanitizer report (`make test-python` runs every daemon with leak checking on,
+  and an executor that leaks at SIGTERM only shows in the supervisor's log). Tests
+  that crash executors on purpose pass `crashes_ok=True`: ASan's reports of a fatal
+  signal (SEGV, BUS, ...) are then expected, every other report still fails.
 
 The protobuf classes come from kvs_harness.wire() (generated from common/proto with
 grpc_tools, independent of the C code).
@@ -18,6 +23,7 @@ from __future__ import annotations
 import importlib
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -58,6 +64,39 @@ def free_sched_offset(threads: int = 4) -> int:
         if _ports_free(ports):
             return off
     raise RuntimeError("no free port range found")
+
+
+# ---- sanitizer reports in daemon logs ---------------------------------------------
+
+_SANITIZER_REPORT = re.compile(r"ERROR: (AddressSanitizer|LeakSanitizer)\b[^\n]*")
+_CRASH_KINDS = ("SEGV", "BUS", "FPE", "ILL", "ABRT", "deadly signal", "stack-overflow")
+
+
+class SanitizerReport(AssertionError):
+    """A daemon's log holds an AddressSanitizer / LeakSanitizer report."""
+
+
+def sanitizer_reports(text: str, crashes_ok: bool = False) -> list[str]:
+    """The headline of every ASan / LSan report in a log. With crashes_ok, ASan's
+    reports of a fatal signal (a crash the test caused on purpose) are left out."""
+    out = []
+    for m in _SANITIZER_REPORT.finditer(text):
+        line = m.group(0)
+        if crashes_ok and m.group(1) == "AddressSanitizer" and \
+                any(k in line for k in _CRASH_KINDS):
+            continue
+        out.append(line)
+    return out
+
+
+def check_sanitizer_log(what: str, text: str, crashes_ok: bool = False) -> None:
+    """Raises SanitizerReport (with the log from the first report on) when the log
+    `text` of daemon `what` holds a report sanitizer_reports counts."""
+    reports = sanitizer_reports(text, crashes_ok)
+    if reports:
+        start = text.find(reports[0])
+        raise SanitizerReport(f"{what} logged {len(reports)} sanitizer report(s): "
+                              f"{reports[0]}\n" + text[max(0, start - 200):start + 6000])
 
 
 # ---- values (PROTOCOL.md §3.2) ------------------------------------------------------
@@ -414,7 +453,7 @@ class Cluster:
     free ports with one port offset for the scheduler and its executors."""
 
     def __init__(self, tmp: Path, worker: bool = False, executors: int = 1,
-                 sched_extra=None):
+                 sched_extra=None, crashes_ok: bool = False):
         self.tmp = Path(tmp)
         self.kvs = KvsNode(self.tmp / "kvs", threads=1, durability="none")
         self.offset = free_sched_offset()
@@ -423,6 +462,7 @@ class Cluster:
         self.want_worker, self.executors = worker, executors
         self.sched_extra = sched_extra or []
         self.fakes: list[FakeExecutor] = []
+        self.crashes_ok = crashes_ok  # executors crash on purpose (check_sanitizer_log)
 
     def start(self) -> "Cluster":
         self.kvs.start()
@@ -474,3 +514,13 @@ class Cluster:
         if rc != 0:  # sanitizer reports (leaks at exit) make the exit code non-zero
             raise RuntimeError(f"squall-scheduler exited with {rc}:\n"
                                + self.sched.log_text()[-4000:])
+        if self.sched:
+            check_sanitizer_log("squall-scheduler", self.sched.log_text())
+        if self.worker_proc:
+            check_sanitizer_log("squall-worker", self.worker_log_text(), self.crashes_ok)
+
+    def worker_log_text(self) -> str:
+        try:
+            return (self.tmp / "worker.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return ""

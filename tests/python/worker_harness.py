@@ -6,6 +6,12 @@ the ThreadStatus messages executors send. ``ExecClient`` talks to executors exac
 a scheduler or an upstream executor would: FunctionCall to 4020+offset+tid, DagSchedule
 to 4030+offset+tid, DagTrigger to 4040+offset+tid, user messages to 5500+offset+tid,
 and registers functions by writing ``funcs/<name>`` into the KVS as a scheduler does.
+
+``WorkerNode.stop`` fails the test (cb_harness.SanitizerReport) when the worker's log
+holds an AddressSanitizer or LeakSanitizer report, e.g. an executor that leaked at
+SIGTERM (the supervisor only logs its exit code 1). A node whose tests crash executors
+on purpose is made with ``crashes_ok=True``: ASan's reports of the fatal signal are
+then expected, leaks and memory errors still fail.
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ import cloudpickle
 import zmq
 
 import kvs_harness
+from cb_harness import check_sanitizer_log
 from kvs_harness import AnnaClient, KvsNode, bin_dir
 
 from squall._serialize import decode_value, dump, encode_value, load  # installed package
@@ -47,8 +54,10 @@ class WorkerNode:
     """One squall-worker process (supervisor + E executors)."""
 
     def __init__(self, kvs: KvsNode, log_dir: Path, executors: int = 2,
-                 extra: list[str] | None = None, env: dict | None = None):
+                 extra: list[str] | None = None, env: dict | None = None,
+                 crashes_ok: bool = False):
         self.kvs = kvs
+        self.crashes_ok = crashes_ok
         self.executors = executors
         self.offset = free_worker_offset(executors)
         self.extra = extra or []
@@ -119,19 +128,28 @@ class WorkerNode:
             return ""
 
     def stop(self, timeout: float = 30.0) -> int:
+        """Stops the worker (SIGTERM, SIGKILL after timeout) and returns its exit code.
+        Raises SanitizerReport when its log holds a sanitizer report (see above),
+        after stopping the node's KVS too (a second kvs.stop() is harmless)."""
         try:
             if self.proc and self.proc.poll() is None:
                 self.proc.send_signal(signal.SIGTERM)
                 try:
-                    return self.proc.wait(timeout)
+                    self.proc.wait(timeout)
                 except subprocess.TimeoutExpired:
                     self.proc.kill()
                     self.proc.wait()
                     raise
-            return self.proc.returncode if self.proc else 0
         finally:
             self.status.close(0)
             self.ctx.term()
+        if self.proc:
+            try:
+                check_sanitizer_log("squall-worker", self.log_text(), self.crashes_ok)
+            except AssertionError:
+                self.kvs.stop()  # callers stop it after us: nothing outlives the failure
+                raise
+        return self.proc.returncode if self.proc else 0
 
 
 class ExecClient:
