@@ -178,9 +178,10 @@ static void sched__pending_fail(sched_t *s, const sched_pending_item_t *it, uint
     rc = sched__deliver_error(s, addr, key, msg);
   }
   if (rc && rc != SQ_EEXISTS) s->retry_stats.undelivered++;
-  sq_log_warn(s->log, "%s '%.200s' (%.200s) failed after %llu ms without an executor: %s "
-              "(re-sent %llu, parked %llu, unparked %llu, failed %llu, undelivered %llu)",
-              what, name, key, (unsigned long long)(now - it->parked_ms),
+  sq_log_warn(s->log, "%s '%.200s' (%.200s) failed after %llu ms without an executor "
+              "(%s): %s (re-sent %llu, parked %llu, unparked %llu, failed %llu, "
+              "undelivered %llu)",
+              what, name, key, (unsigned long long)(now - it->parked_ms), why,
               rc == SQ_EEXISTS ? "a result was already stored; left as it is"
               : rc ? sq_strerror(rc) : "error result sent",
               (unsigned long long)s->retry_stats.resent,
@@ -191,13 +192,30 @@ static void sched__pending_fail(sched_t *s, const sched_pending_item_t *it, uint
   if (m) protobuf_c_message_free_unpacked(m, NULL);
 }
 
+/* A pending entry that borrows msg, parked now and due at until. */
+static sched_pending_item_t sched__item(sched_pending_kind_t kind, const char *id,
+                                        const uint8_t *msg, size_t len, int tries,
+                                        uint64_t now, uint64_t until) {
+  sched_pending_item_t it = {.kind = kind, .msg = (uint8_t *)msg, .len = len,
+                             .parked_ms = now, .until_ms = until, .tries = tries};
+  snprintf(it.id, sizeof it.id, "%s", id);
+  return it;
+}
+
+/* Fails a call whose every send went to an executor that was then lost. */
+static void sched__give_up(sched_t *s, sched_pending_kind_t kind, const char *id,
+                           const uint8_t *msg, size_t len, int tries, uint64_t now) {
+  sched_pending_item_t it = sched__item(kind, id, msg, len, tries, now, now);
+  char why[128];
+  snprintf(why, sizeof why, "each of the %d executors it was sent to was lost too", tries);
+  sched__pending_fail(s, &it, now, why);
+}
+
 /* Parks a call that found no live executor; a full list fails it at once. */
 static void sched__park(sched_t *s, sched_pending_kind_t kind, const char *id,
                         const uint8_t *msg, size_t len, int tries, uint64_t now) {
-  sched_pending_item_t it = {.kind = kind, .msg = (uint8_t *)msg, .len = len,
-                             .parked_ms = now, .tries = tries,
-                             .until_ms = now + (uint64_t)s->cfg->resend_wait_ms};
-  snprintf(it.id, sizeof it.id, "%s", id);
+  sched_pending_item_t it = sched__item(kind, id, msg, len, tries, now,
+                                        now + (uint64_t)s->cfg->resend_wait_ms);
   int rc = sched_pending_add(s->pending, &it);
   if (rc == 0) {
     s->retry_stats.parked++;
@@ -218,6 +236,8 @@ static void sched__retry_oneshots(sched_t *s, const sched_exec_id_t *ex, uint64_
   for (size_t i = 0; i < SCHED_MAX_ONESHOTS; i++) {
     sched_oneshot_t *o = &s->oneshots[i];
     if (!o->msg || !sched__same(&o->exec, ex)) continue;
+    if (now - o->sent_ms <= window && o->tries >= SCHED_MAX_TRIES)
+      sched__give_up(s, SCHED_PENDING_CALL, "", o->msg, o->len, o->tries, now);
     if (now - o->sent_ms > window || o->tries >= SCHED_MAX_TRIES) {
       sched__oneshot_clear(o);
       continue;
@@ -261,6 +281,8 @@ static void sched__retry_dags(sched_t *s, const sched_exec_id_t *ex, uint64_t no
   for (size_t i = 0; i < SCHED_MAX_INFLIGHT; i++) {
     sched_inflight_t *f = &s->inflight[i];
     if (!f->call || !sched__uses(f, ex)) continue;
+    if (now - f->sent_ms <= window && f->tries >= SCHED_MAX_TRIES)
+      sched__give_up(s, SCHED_PENDING_DAG, f->id, f->call, f->len, f->tries, now);
     if (now - f->sent_ms > window || f->tries >= SCHED_MAX_TRIES) {
       sched__inflight_clear(f);
       continue;

@@ -635,6 +635,25 @@ def test_parked_call_goes_to_an_executor_that_comes_back_in_time(short_wait):
     assert "parked call was re-sent" in short_wait.sched.log_text()
 
 
+def test_call_whose_every_executor_is_lost_fails_after_the_last_try(short_wait):
+    with short_wait.client() as client:
+        fakes = [short_wait.fake(t) for t in range(3)]
+        client.register(square, "square")
+        time.sleep(0.3)
+        call_direct(client, "square", [6], "k-unlucky")
+        for n in range(3):  # each executor that gets the call departs at once
+            assert wait_until(lambda: any(f.received["call"] and not f._silent.is_set()
+                                          for f in fakes))
+            holder = next(f for f in fakes if f.received["call"] and not f._silent.is_set())
+            assert len(holder.received["call"]) == 1
+            holder.depart()
+        v = direct_value(client, 5)  # well before --resend-wait-ms would matter
+        assert v is not None and v.response_id == "k-unlucky", short_wait.sched.log_text()
+        _, resp = error_response(v)
+        assert resp.error_type == "squall.NoExecutors"
+        assert "each of the 3 executors it was sent to was lost" in resp.error_message
+
+
 def test_dag_call_with_no_live_executor_fails_fast_to_the_response_address(short_wait):
     with short_wait.client() as client:
         def send():
