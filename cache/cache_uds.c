@@ -11,7 +11,9 @@
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdint.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -69,6 +71,30 @@ int cache_uds_send(int fd, const void *buf, size_t len, int timeout_ms) {
     int rc = cache__uds_wait(fd, POLLOUT, deadline);
     if (rc < 0) return rc;
   }
+}
+
+static int cache__uds_sendmsg(int fd, struct iovec *iov, size_t n, size_t len) {
+  struct msghdr mh = {.msg_iov = iov, .msg_iovlen = n};
+  ssize_t sent;
+  do sent = sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+  while (sent < 0 && errno == EINTR);
+  if (sent == (ssize_t)len) return 0;
+  if (sent >= 0) return -EIO;
+  return errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN ? SQ_ECLOSED : -errno;
+}
+
+int cache_uds_send_fill(int fd, const void *resp, size_t len) {
+  uint8_t head[2] = {0, CACHE_UDS_FILL};
+  if (len > CACHE_UDS_MAX_FILL) return -EMSGSIZE;
+  struct iovec iov[2] = {{head, sizeof head}, {(void *)resp, len}};
+  int rc = cache__uds_sendmsg(fd, iov, 2, len + sizeof head);
+  return rc == -ENOBUFS ? -EMSGSIZE : rc;
+}
+
+int cache_uds_send_nofill(int fd) {
+  uint8_t head[2] = {0, CACHE_UDS_NOFILL};
+  struct iovec iov[1] = {{head, sizeof head}};
+  return cache__uds_sendmsg(fd, iov, 1, sizeof head);
 }
 
 int cache_uds_recv(int fd, int timeout_ms, size_t max, sq_buf_t *out) {

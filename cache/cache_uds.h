@@ -21,6 +21,31 @@
  * Without a payload, the value is in LMDB when the reply is sent (as on ZeroMQ).
  * Request datagrams are at most CACHE_UDS_MAX_REQUEST bytes; larger ones are refused.
  *
+ * Direct misses (docs/cache.md "Direct misses"): a single-key GET whose
+ * response_address is set (an executor's ZeroMQ PULL endpoint on the host the daemon
+ * gives the KVS, --public-ip) and whose request_id is a valid tag (kvs_client_via_t)
+ * lets the daemon start its one KVS fetch of that key with the executor's address:
+ * the KeyResponse goes straight to the executor (response_id "<daemon's client
+ * id>_<n>.<request_id>"), and nothing comes back on the unix socket for it when that
+ * answer is final. The executor waits on both, and hands every KeyResponse it got
+ * from the KVS back (FILL, no reply), so that the daemon stores the value and answers
+ * the other waiters of the key. The answer is final -- the executor's, and the daemon
+ * does not reply -- when it is KEY_DNE or a value of at most CACHE_UDS_INLINE_MAX
+ * bytes. Otherwise the usual reply comes on the socket: after a server error, once a
+ * larger value is stored (so it is read zero copy), or when the fetch was joined,
+ * answered from the cache, failed, or re-read by the daemon (no FILL within its
+ * bound). The FILL goes to requests-get as a two-frame ZeroMQ message (u8 0 u8 'F',
+ * then the KeyResponse: the executor moves the message it received, no copy), or,
+ * when that socket takes nothing now, as a datagram here (up to CACHE_UDS_MAX_FILL);
+ * when neither is possible, NOFILL makes the daemon read the key itself at once.
+ * With an empty response_address (fetch(), older executors) a request is answered
+ * here as before.
+ *
+ *   FILL    u8 0, u8 'F', the KeyResponse exactly as received from the KVS
+ *   NOFILL  u8 0, u8 'N'
+ *
+ * (A protobuf message never starts with byte 0, so these never look like requests.)
+ *
  * These helpers are the client side (blocking, with timeouts); the daemon's side is
  * cache/daemon_uds.c. Threads: a connection belongs to one thread at a time.
  * Errors: 0, -errno, SQ_ETIMEOUT, SQ_ETOOBIG, SQ_ECLOSED (the daemon closed it).
@@ -35,7 +60,11 @@
 #define CACHE_UDS_NAME "requests.sock"
 #define CACHE_UDS_MAX_REQUEST ((size_t)1 << 20)
 #define CACHE_UDS_INLINE_MAX ((size_t)1 << 20) /* largest payload sent inline */
+#define CACHE_UDS_MAX_FILL ((size_t)3 << 20)   /* largest KeyResponse in a FILL datagram */
 #define CACHE_UDS_SNDBUF (4 << 20)             /* asked for; the kernel may give less */
+
+#define CACHE_UDS_FILL 'F'
+#define CACHE_UDS_NOFILL 'N'
 
 /* Connects to <dir>/requests.sock. On 0, *fd is the caller's (close()). -ENOENT or
  * -ECONNREFUSED when no daemon (of this version) listens, SQ_ETOOBIG when the path
@@ -45,6 +74,16 @@ int cache_uds_connect(const char *dir, int *fd);
 /* Sends one datagram, waiting at most timeout_ms for room. 0, SQ_ETIMEOUT, SQ_ECLOSED
  * (peer gone), -EMSGSIZE, -errno. */
 int cache_uds_send(int fd, const void *buf, size_t len, int timeout_ms);
+
+/* Hands a KVS KeyResponse (bytes borrowed) back to the daemon as a FILL datagram,
+ * without waiting. 0, -EMSGSIZE (over CACHE_UDS_MAX_FILL or what the socket takes:
+ * hand it back on
+ * requests-get, or send NOFILL), -EAGAIN (no room now), SQ_ECLOSED, -errno. */
+int cache_uds_send_fill(int fd, const void *resp, size_t len);
+
+/* Sends NOFILL (the daemon then reads the key itself), without waiting. 0, -EAGAIN,
+ * SQ_ECLOSED, -errno. */
+int cache_uds_send_nofill(int fd);
 
 /* Waits up to timeout_ms for one datagram and appends it to *out (which is reset
  * first). 0, SQ_ETIMEOUT, SQ_ECLOSED (the daemon closed the connection), SQ_ETOOBIG

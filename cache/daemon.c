@@ -24,8 +24,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cache_uds.h"
 #include "daemon_int.h"
 #include "sq_error.h"
+#include "sq_proto.h"
 
 #define CACHE_DRAIN_BATCH 256
 #define CACHE_READER_CHECK_MS 1000
@@ -82,11 +84,13 @@ static void cache__log_counters(cache__daemon_t *d, const char *when) {
               " updates_ignored=%" PRIu64 " touches=%" PRIu64 " bad_requests=%" PRIu64
               " reply_drops=%" PRIu64 " evictions=%" PRIu64 " values=%" PRIu64
               " bytes=%" PRIu64 " budget=%" PRIu64 " stale_readers=%" PRIu64
-              " keyset_reports=%" PRIu64 " inline_replies=%" PRIu64 " refetches=%" PRIu64,
+              " keyset_reports=%" PRIu64 " inline_replies=%" PRIu64 " refetches=%" PRIu64
+              " direct=%" PRIu64 " fills=%" PRIu64,
               when, c->hits, c->misses, c->coalesced, c->fetches, c->puts, c->put_errors,
               c->updates, c->updates_ignored, c->touches, c->bad_requests, c->reply_drops,
               st.evictions, st.values, st.bytes, st.budget, st.stale_readers,
-              d->keyset.reports, c->inline_replies, c->refetches);
+              d->keyset.reports, c->inline_replies, c->refetches,
+              c->direct, c->fills);
 }
 
 /* The keys of the store, copied (foreach_key's pointers die with its txn). */
@@ -241,12 +245,49 @@ static int cache__start(cache__daemon_t *d, char *why, size_t cap) {
   return rc;
 }
 
+/* Receives one message from sock: a KeyRequest into *req (0), or a FILL from an
+ * executor too large for its unix socket (cache_uds.h: two frames, u8 0 u8 'F' then
+ * the KVS's KeyResponse; requests-get only), handled here (1). -EAGAIN, or an error
+ * for a message that was neither (dropped). */
+static int cache__recv(cache__daemon_t *d, void *sock, int kind, KeyRequest **req) {
+  zmq_msg_t f[2];
+  zmq_msg_init(&f[0]);
+  zmq_msg_init(&f[1]);
+  int rc = -EAGAIN, nf = 0;
+  while (nf < 2 && zmq_msg_recv(&f[nf], sock, ZMQ_DONTWAIT) >= 0) {
+    nf++;
+    if (!zmq_msg_more(&f[nf - 1])) break;
+  }
+  if (nf == 0) {
+    rc = zmq_errno() == EAGAIN ? -EAGAIN : -zmq_errno();
+    goto out;
+  }
+  const uint8_t *head = zmq_msg_data(&f[0]);
+  bool fill = kind == 0 && nf == 2 && !zmq_msg_more(&f[1]) && zmq_msg_size(&f[0]) == 2 &&
+              head[0] == 0 && head[1] == CACHE_UDS_FILL;
+  while (nf == 2 && zmq_msg_more(&f[1]) && zmq_msg_recv(&f[1], sock, ZMQ_DONTWAIT) >= 0) {
+  } /* a stranger's extra frames: consumed, refused below */
+  if (fill) {
+    cache__handle_fill(d, CACHE_UDS_FILL, zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), 0);
+    rc = 1;
+  } else {
+    rc = nf == 2 ? SQ_EPROTO
+                 : sq_proto_unpack(&key_request__descriptor, NULL, zmq_msg_data(&f[0]),
+                                   zmq_msg_size(&f[0]), d->cfg->max_request_bytes,
+                                   (ProtobufCMessage **)req);
+  }
+out:
+  zmq_msg_close(&f[0]);
+  zmq_msg_close(&f[1]);
+  return rc;
+}
+
 static void cache__drain(cache__daemon_t *d, void *sock, int kind) {
   for (int i = 0; i < CACHE_DRAIN_BATCH; i++) {
     KeyRequest *req = NULL;
-    int rc = sq_zmq_recv_pb(sock, &key_request__descriptor, d->cfg->max_request_bytes, NULL,
-                            ZMQ_DONTWAIT, (ProtobufCMessage **)&req);
+    int rc = cache__recv(d, sock, kind, &req);
     if (rc == -EAGAIN) return;
+    if (rc == 1) continue;
     if (rc) {
       d->c.bad_requests++;
       sq_log_warn(d->log, "undecodable message dropped: %s", sq_strerror(rc));

@@ -38,6 +38,8 @@ typedef struct {
   uint64_t revalidated;  /* keys refetched at start */
   uint64_t inline_replies; /* fetched keys answered with the value inline (unix socket) */
   uint64_t refetches;    /* fetched keys read again once announced (daemon_window.c) */
+  uint64_t direct;       /* fetches the KVS answered to the executor (direct misses) */
+  uint64_t fills;        /* KVS answers executors handed back (FILL datagrams) */
 } cache_daemon_counters_t;
 
 typedef struct cache__put {
@@ -60,6 +62,9 @@ typedef struct cache__get {
   char *reply;           /* response address (ZeroMQ), NULL for a unix-socket GET */
   uint64_t conn;         /* unix-socket connection id (daemon_uds.c), 0 = ZeroMQ */
   char *request_id;
+  char *direct;          /* unix-socket GET: the executor's address for a direct miss
+                            (cache_uds.h), NULL = answer on the socket only */
+  uint64_t direct_call;  /* its KVS call when the fetch was sent there, else 0 */
   size_t n, outstanding;
   cache__slot_t *slots;
 } cache__get_t;
@@ -67,6 +72,7 @@ typedef struct cache__get {
 
 #define CACHE_UDS_MAX_CONNS 128
 #define CACHE_DEFER_IDLE_MS 1   /* an idle loop stores deferred values after this */
+#define CACHE_LARGE_KEYS 1024   /* remembered large keys (d->large) */
 
 typedef struct cache__deferred cache__deferred_t; /* daemon_defer.c */
 
@@ -100,6 +106,11 @@ typedef struct {
   cache__get_t *gets;
   cache__deferred_t *deferred; /* fetched values answered inline, not stored yet */
   uint64_t turn;         /* loop turns so far */
+  uint64_t large[CACHE_LARGE_KEYS]; /* hashes of keys last fetched with a value over
+                            CACHE_UDS_INLINE_MAX (direct-mapped; 0 = empty): their
+                            misses are not direct, see daemon_requests.c */
+  uint64_t filled_call;  /* KVS call a FILL just answered (its executor has the
+                            answer), 0 = none */
   cache__keys_t window;  /* fetched since the last key-set report started */
   cache__keys_t announcing; /* fetched before the report in flight started */
   cache_keyset_t keyset;
@@ -115,6 +126,10 @@ typedef struct {
 void cache__handle_get(cache__daemon_t *d, KeyRequest *req, uint64_t conn);
 void cache__handle_put(cache__daemon_t *d, KeyRequest *req); /* takes req */
 void cache__handle_update(cache__daemon_t *d, const KeyRequest *req);
+/* A FILL (resp = the KVS's KeyResponse, borrowed) or NOFILL (len 0) of kind 'F' / 'N'
+ * (cache_uds.h) from unix-socket connection conn (0 = ZeroMQ). */
+void cache__handle_fill(cache__daemon_t *d, uint8_t kind, const uint8_t *resp, size_t len,
+                        uint64_t conn);
 void cache__on_kvs_done(void *arg, const kvs_client_completion_t *done);
 void cache__revalidate(cache__daemon_t *d);
 /* Fetches key once more after its announcement; the result does not re-enter the

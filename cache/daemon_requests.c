@@ -22,6 +22,7 @@
 
 #define CACHE_KEY_MAX 511 /* LMDB's default maximum key size */
 #define CACHE_REFETCH_SLOT 1 /* waiter {NULL, 1}: a refetch (daemon_window.c) */
+#define CACHE_DIRECT_WAIT_MS 1000 /* a direct miss's FILL is awaited this long at most */
 
 static int cache__anna_error(int err) {
   switch (err) {
@@ -97,6 +98,7 @@ static void cache__get_free(cache__daemon_t *d, cache__get_t *g) {
     free(g->slots[i].message);
   }
   free(g->slots);
+  free(g->direct);
   free(g->reply);
   free(g->request_id);
   free(g);
@@ -145,6 +147,25 @@ static void cache__slot_done(cache__daemon_t *d, cache__get_t *g, uint32_t i, in
   else g->slots[i].payload = NULL;
 }
 
+/* Starts the one KVS fetch of key: for a direct miss (g->direct) answered to the
+ * executor (cache_uds.h), else to us. *id gets the call. */
+static int cache__fetch_start(cache__daemon_t *d, const char *key, cache__get_t *g,
+                              uint64_t *id) {
+  if (g && g->direct) {
+    int wait = CACHE_DIRECT_WAIT_MS;
+    if (d->cfg->kvs_timeout_ms > 0 && d->cfg->kvs_timeout_ms < wait)
+      wait = (int)d->cfg->kvs_timeout_ms;
+    kvs_client_via_t via = {.response_address = g->direct, .tag = g->request_id,
+                            .wait_ms = wait};
+    if (kvs_client_get_async_via(d->kvs, key, NULL, &via, id) == 0) {
+      g->direct_call = *id;
+      d->c.direct++;
+      return 0;
+    } /* an address or tag the client refuses: an ordinary fetch */
+  }
+  return kvs_client_get_async(d->kvs, &key, 1, NULL, id);
+}
+
 /* Joins (or opens) the fetch of key for waiter w. 0 or an error (w not added). */
 static int cache__fetch(cache__daemon_t *d, const char *key, cache_waiter_t w) {
   bool first = false;
@@ -156,7 +177,7 @@ static int cache__fetch(cache__daemon_t *d, const char *key, cache_waiter_t w) {
     return 0;
   }
   uint64_t id = 0;
-  rc = kvs_client_get_async(d->kvs, &key, 1, NULL, &id);
+  rc = cache__fetch_start(d, key, w.req, &id);
   if (rc == 0) {
     if (w.req || w.slot != CACHE_REFETCH_SLOT) d->c.fetches++; /* refetches: their own */
     cache_fetch_set_call(d->fetches, key, klen, id);
@@ -191,6 +212,37 @@ static void cache__get_key(cache__daemon_t *d, cache__get_t *g, uint32_t i) {
   cache__slot_done(d, g, i, rc, SQ_LATTICE_NONE, sq_strerror(rc), NULL, 0);
 }
 
+/* Large values and direct misses: a value over CACHE_UDS_INLINE_MAX is answered
+ * only once stored (read zero copy), so a direct miss of one would carry it KVS ->
+ * executor -> daemon instead of KVS -> daemon: a second transfer of the whole value
+ * (measured: 8 MB misses 1.5x slower). The daemon remembers which keys were large
+ * when last fetched, in a small direct-mapped table of key hashes, and does not make
+ * their misses direct. A collision only costs a small key its direct miss. */
+static uint64_t cache__key_hash(const char *key) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (; *key; key++) h = (h ^ (uint8_t)*key) * 0x100000001b3ull;
+  return h | 1; /* never 0, the empty slot */
+}
+
+static void cache__note_size(cache__daemon_t *d, const char *key, size_t len) {
+  uint64_t h = cache__key_hash(key);
+  uint64_t *slot = &d->large[h % CACHE_LARGE_KEYS];
+  if (len > CACHE_UDS_INLINE_MAX) *slot = h;
+  else if (*slot == h) *slot = 0;
+}
+
+/* True when a unix-socket GET may be a direct miss: one key not known to be large,
+ * and a response address the KVS can reach -- a tcp endpoint on the host the daemon
+ * itself gives the KVS (--public-ip), since the KVS answers the daemon there. */
+static bool cache__direct_ok(const cache__daemon_t *d, const KeyRequest *req, uint64_t conn) {
+  const char *a = req->response_address, *ip = d->cfg->public_ip;
+  if (!conn || req->n_tuples != 1 || !a || !ip || !ip[0]) return false;
+  uint64_t h = cache__key_hash(req->tuples[0]->key);
+  if (d->large[h % CACHE_LARGE_KEYS] == h) return false;
+  size_t n = strlen(ip);
+  return strncmp(a, "tcp://", 6) == 0 && strncmp(a + 6, ip, n) == 0 && a[6 + n] == ':';
+}
+
 void cache__handle_get(cache__daemon_t *d, KeyRequest *req, uint64_t conn) {
   char why[160];
   const char *bad = cache__check(req, REQUEST_TYPE__GET, why, sizeof(why));
@@ -211,6 +263,7 @@ void cache__handle_get(cache__daemon_t *d, KeyRequest *req, uint64_t conn) {
     g->conn = conn;
     g->reply = conn ? NULL : strdup(req->response_address);
     g->request_id = strdup(req->request_id ? req->request_id : "");
+    g->direct = cache__direct_ok(d, req, conn) ? strdup(req->response_address) : NULL;
   }
   bool ok = g && g->slots && (conn || g->reply) && g->request_id;
   for (size_t i = 0; ok && i < g->n; i++)
@@ -434,6 +487,32 @@ int cache__store_now(cache__daemon_t *d, const char *key, sq_lattice_type_t type
   return err;
 }
 
+/* Drops the direct-miss waiter of call id when its executor handed this completion
+ * back (a FILL) and so already has its answer: KEY_DNE, or a value of at most
+ * CACHE_UDS_INLINE_MAX bytes. A larger value is answered on the socket once stored
+ * (the executor then reads it zero copy from the shared mapping), and so is a server
+ * error (not final). The executor applies the same rule (cache_uds.h). True when one
+ * was dropped. */
+static bool cache__drop_filled(cache__daemon_t *d, uint64_t id, const kvs_client_result_t *r,
+                               cache_waiter_t *ws, size_t n) {
+  bool dropped = false;
+  bool final = r->err == SQ_EKEYDNE || (r->err == 0 && r->len <= CACHE_UDS_INLINE_MAX);
+  for (size_t i = 0; final && d->filled_call == id && i < n; i++) {
+    cache__get_t *g = ws[i].req;
+    if (!g || g->direct_call != id) continue;
+    cache__get_free(d, g); /* a direct miss has one key: nothing else waits in it */
+    ws[i] = (cache_waiter_t){.req = NULL, .slot = 0};
+    dropped = true;
+  }
+  return dropped;
+}
+
+static bool cache__waiting(const cache_waiter_t *ws, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (ws[i].req) return true;
+  return false;
+}
+
 /* A fetch completed: answer the waiters that can take the value inline (when that
  * was all of them, the store is deferred: daemon_defer.c), else store the value (or
  * learn it does not exist) and answer the waiters (they read LMDB); only then the
@@ -442,6 +521,7 @@ static void cache__fetch_done(cache__daemon_t *d, const kvs_client_completion_t 
   const char *key = done->keys[0];
   const kvs_client_result_t *r = &done->results[0];
   size_t klen = strlen(key);
+  if (r->err == 0) cache__note_size(d, key, r->len);
   int err = r->err;
   const char *msg = r->message;
   bool changed = false;
@@ -451,7 +531,9 @@ static void cache__fetch_done(cache__daemon_t *d, const kvs_client_completion_t 
   if (cache_fetch_finish(d->fetches, key, klen, done->id, &ws, &n) != 0) n = 0;
   for (size_t i = 0; i < n; i++)
     announced = announced || (!ws[i].req && ws[i].slot == CACHE_REFETCH_SLOT);
-  if (err == 0 && cache__answer_inline(d, key, r, ws, n)) {
+  bool filled = cache__drop_filled(d, done->id, r, ws, n);
+  if (err == 0 && (cache__answer_inline(d, key, r, ws, n) ||
+                   (filled && !cache__waiting(ws, n)))) {
     uint8_t *payload = r->payload;
     done->results[0].payload = NULL; /* taken: the deferred store owns it */
     cache__defer_store(d, key, r->type, payload, r->len, announced);
@@ -490,6 +572,31 @@ void cache__on_kvs_done(void *arg, const kvs_client_completion_t *done) {
     free(p);
     return;
   }
+}
+
+void cache__handle_fill(cache__daemon_t *d, uint8_t kind, const uint8_t *resp, size_t len,
+                        uint64_t conn) {
+  if (kind == CACHE_UDS_NOFILL && conn) { /* it could not hand back: read it ourselves */
+    for (cache__get_t *g = d->gets; g; g = g->next)
+      if (g->conn == conn && g->direct_call) kvs_client_resend(d->kvs, g->direct_call);
+    return;
+  }
+  if (kind != CACHE_UDS_FILL) {
+    d->c.bad_requests++;
+    sq_log_warn(d->log, "unknown message (kind %u) from an executor dropped", kind);
+    return;
+  }
+  d->c.fills++;
+  uint64_t call = 0;
+  int rc = kvs_client_deliver(d->kvs, resp, len, &call);
+  if (rc) { /* late (the daemon re-read it meanwhile) or garbage: nothing to do */
+    sq_log_debug(d->log, "handed-back KVS answer dropped: %s", sq_strerror(rc));
+    return;
+  }
+  d->filled_call = call; /* its completion is handled now, knowing who has it */
+  rc = kvs_client_poll(d->kvs, 0, cache__on_kvs_done, d);
+  d->filled_call = 0;
+  if (rc < 0) sq_log_warn(d->log, "KVS client: %s", sq_strerror(rc));
 }
 
 void cache__handle_update(cache__daemon_t *d, const KeyRequest *req) {

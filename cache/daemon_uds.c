@@ -7,7 +7,9 @@
  * whose slot was reused) is recognised and dropped, never sent to a stranger.
  *
  * Each datagram is one KeyRequest GET, at most CACHE_UDS_MAX_REQUEST bytes (a longer
- * one is truncated by the kernel, detected with MSG_TRUNC and refused). Everything
+ * one is truncated by the kernel, detected with MSG_TRUNC and refused), or a FILL /
+ * NOFILL (first byte 0, at most CACHE_UDS_MAX_FILL + 2 bytes) handing back a direct
+ * miss's KVS answer. Everything
  * read is untrusted and goes through the same checks as the ZeroMQ sockets
  * (cache__handle_get). Replies are sent with MSG_DONTWAIT: an executor that stopped
  * reading loses its replies (counted in reply_drops), the daemon never blocks.
@@ -121,14 +123,19 @@ int cache__uds_reply(cache__daemon_t *d, uint64_t id, const KeyResponse *resp) {
 static void cache__uds_read(cache__daemon_t *d, size_t i) {
   cache__conn_t *c = &d->conns[i];
   uint64_t id = ((uint64_t)c->gen << 32) | (uint64_t)(i + 1);
-  if (!d->uds_in.data && sq_buf_reserve(&d->uds_in, CACHE_UDS_MAX_REQUEST) != 0) return;
+  const size_t cap = CACHE_UDS_MAX_FILL + 2; /* requests are smaller: checked below */
+  if (!d->uds_in.data && sq_buf_reserve(&d->uds_in, cap) != 0) return;
   for (int k = 0; k < 64 && c->fd >= 0; k++) {
-    ssize_t n = recv(c->fd, d->uds_in.data, CACHE_UDS_MAX_REQUEST, MSG_DONTWAIT | MSG_TRUNC);
+    ssize_t n = recv(c->fd, d->uds_in.data, cap, MSG_DONTWAIT | MSG_TRUNC);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EAGAIN) return;
     if (n <= 0) { /* EOF or a broken connection: its pending replies will be dropped */
       cache__conn_close(c);
       return;
+    }
+    if (d->uds_in.data[0] == 0 && n >= 2 && (size_t)n <= cap) { /* FILL / NOFILL */
+      cache__handle_fill(d, d->uds_in.data[1], d->uds_in.data + 2, (size_t)n - 2, id);
+      continue;
     }
     if ((size_t)n > CACHE_UDS_MAX_REQUEST) { /* the kernel cut it: refuse, keep serving */
       d->c.bad_requests++;

@@ -229,15 +229,21 @@ static int kvs__send_keys(kvs_client_t *c, kvs__op_t *op, const char *ep,
     tp[i] = &tuples[i];
     idx[i] = g[i].idx;
   }
-  uint64_t deadline = kvs__now_ms() + (uint64_t)op->timeout_ms;
+  bool via = op->via_addr != NULL && op->type == REQUEST_TYPE__GET;
+  uint64_t deadline = kvs__now_ms() + (uint64_t)(via ? op->via_ms : op->timeout_ms);
   if ((rc = kvs__wire_new(c, op, KVS__KEY, ep, idx, n, deadline, &w)) != 0) goto out;
-  char rid[KVS__RID_MAX];
-  kvs__request_id(c, w->rid, rid, sizeof rid);
+  char rid[KVS__RID_MAX + KVS_CLIENT_TAG_MAX + 2];
+  kvs__request_id(c, w->rid, rid, KVS__RID_MAX);
+  if (via) { /* "<id>_<n>.<tag>": the other socket's owner knows its reply */
+    size_t l = strlen(rid);
+    snprintf(rid + l, sizeof rid - l, ".%s", op->via_tag);
+  }
+  w->via = via;
   KeyRequest req = KEY_REQUEST__INIT;
   req.type = (RequestType)op->type;
   req.n_tuples = n;
   req.tuples = tp;
-  req.response_address = c->response_address;
+  req.response_address = via ? op->via_addr : c->response_address;
   req.request_id = rid;
   size_t len = key_request__get_packed_size(&req);
   rc = -ENOMEM;
@@ -247,6 +253,11 @@ static int kvs__send_keys(kvs_client_t *c, kvs__op_t *op, const char *ep,
   kvs__wire_send(c, w, buf, len);
   w = NULL;
   rc = 0;
+  if (via) { /* only the first KeyRequest is redirected; redos come back to us */
+    free(op->via_addr);
+    free(op->via_tag);
+    op->via_addr = op->via_tag = NULL;
+  }
 out:
   if (w) kvs__wire_free(c, w);
   free(tuples);
@@ -468,9 +479,14 @@ out:
   kvs__op_maybe_done(c, op);
 }
 
-/* Parses "<client-id>_<digits>" into the request number. */
+/* Parses "<client-id>_<digits>", or "<client-id>_<digits>.<tag>" (*tagged: the
+ * answer to a redirected read), into the request number. */
 static bool kvs__parse_rid(const kvs_client_t *c, const uint8_t *s, size_t n,
-                           uint64_t *rid) {
+                           uint64_t *rid, bool *tagged) {
+  const uint8_t *dot = n > c->idlen + 1 ? memchr(s + c->idlen + 1, '.', n - c->idlen - 1)
+                                        : NULL;
+  *tagged = dot != NULL;
+  if (dot) n = (size_t)(dot - s);
   if (n <= c->idlen + 1 || n > c->idlen + 21) return false;
   if (memcmp(s, c->id, c->idlen) != 0 || s[c->idlen] != '_') return false;
   uint64_t v = 0;
@@ -484,15 +500,19 @@ static bool kvs__parse_rid(const kvs_client_t *c, const uint8_t *s, size_t n,
   return true;
 }
 
-/* Handles one received message. Anything unexpected is counted and dropped. */
-static void kvs__on_message(kvs_client_t *c, const uint8_t *buf, size_t len) {
+/* Handles one received message. Anything unexpected is counted and dropped. Returns
+ * the id of the call it answered, 0 when dropped. */
+static uint64_t kvs__on_message(kvs_client_t *c, const uint8_t *buf, size_t len) {
   const uint8_t *id;
   size_t idlen;
   uint64_t rid;
+  bool tagged = false;
   kvs__wire_t *w = NULL;
   if (sq_wire_find_bytes(buf, len, 3, &id, &idlen) == 0 &&
-      kvs__parse_rid(c, id, idlen, &rid))
+      kvs__parse_rid(c, id, idlen, &rid, &tagged))
     w = kvs__wire_find(c, rid);
+  if (w && tagged != w->via) w = NULL; /* a tag answers only a redirected request */
+  uint64_t call = w ? w->op->id : 0;
   ProtobufCAllocator *alloc = sq_arena_allocator(&c->arena);
   ProtobufCMessage *m = NULL;
   if (w && w->kind == KVS__KEY &&
@@ -507,6 +527,7 @@ static void kvs__on_message(kvs_client_t *c, const uint8_t *buf, size_t len) {
   }
   if (!w) c->stats.dropped_replies++;
   sq_arena_reset(&c->arena);
+  return w ? call : 0;
 }
 
 /* A wire's deadline passed: re-send its keys while they have retries, else fail them. */
@@ -514,21 +535,23 @@ static void kvs__on_expired(kvs_client_t *c, kvs__wire_t *w) {
   kvs__op_t *op = w->op;
   kvs__route_t *redo = calloc(w->nidx, sizeof *redo);
   size_t nredo = 0;
-  if (w->kind == KVS__KEY) {
+  bool free_retry = w->kind == KVS__DELAY || w->via; /* a missing hand-back is no
+                                                        fault of the server's */
+  if (w->kind == KVS__KEY && !w->via) {
     /* Crude failure suspicion, as Anna's clients: forget what we learned about this
      * server and drop its queue, so the retry asks routing afresh. */
     kvs__addr_drop_endpoint(&c->addrs, w->endpoint);
     kvs__sock_close(&c->socks, w->endpoint);
   }
-  if (w->kind != KVS__DELAY) c->stats.timeouts++;
+  if (!free_retry) c->stats.timeouts++;
   for (size_t s = 0; s < w->nidx; s++) {
     uint32_t i = w->idx[s];
     if (i == KVS__SLOT_DONE) continue;
     kvs__key_t *k = &op->keys[i];
-    if (redo && (w->kind == KVS__DELAY || k->tries < (uint32_t)op->retries)) {
-      if (w->kind != KVS__DELAY) k->tries++;
+    if (redo && (free_retry || k->tries < (uint32_t)op->retries)) {
+      if (!free_retry) k->tries++;
       redo[nredo++] = (kvs__route_t){.idx = i};
-    } else if (w->kind == KVS__DELAY) {
+    } else if (free_retry) {
       kvs__finish_key(op, i, -ENOMEM, "client: out of memory retrying");
     } else {
       kvs__finish_key(op, i, SQ_ETIMEOUT, "no reply from %s %s within %d ms (%u tries)",
@@ -605,4 +628,29 @@ int kvs__pump(kvs_client_t *c, int wait_ms) {
   if (rc > 0 && (rc = kvs__drain(c)) != 0) return rc;
   kvs__run_timers(c);
   return 0;
+}
+
+int kvs_client_deliver(kvs_client_t *c, const void *buf, size_t len, uint64_t *id) {
+  if (c->broken) return c->broken;
+  if (len > c->max_msg) {
+    c->stats.dropped_replies++;
+    return SQ_ETOOBIG;
+  }
+  uint64_t call = kvs__on_message(c, buf, len);
+  if (call && id) *id = call;
+  return call ? 0 : SQ_ENOTFOUND;
+}
+
+int kvs_client_resend(kvs_client_t *c, uint64_t id) {
+  int rc = SQ_ENOTFOUND;
+  uint64_t now = kvs__now_ms();
+  for (size_t b = 0; b < c->nwbuckets; b++) {
+    for (kvs__wire_t *w = c->wbuckets[b]; w; w = w->hnext) {
+      if (!w->via || w->op->id != id || w->deadline <= now) continue;
+      if (kvs__heap_push(&c->timers, now, w->rid) != 0) return -ENOMEM;
+      w->deadline = now; /* kvs__run_timers re-reads it to our own socket */
+      rc = 0;
+    }
+  }
+  return rc;
 }

@@ -185,6 +185,45 @@ int kvs_client_get_async(kvs_client_t *c, const char *const *keys, size_t n,
 int kvs_client_put_async(kvs_client_t *c, const kvs_client_kv_t *kvs, size_t n,
                          const kvs_client_limits_t *lim, uint64_t *id);
 
+/* --- redirected reads (additive; squall-cache's direct misses, docs/cache.md) ------- */
+
+/* Where the first KeyRequest of a redirected read is answered. The call is otherwise
+ * an ordinary asynchronous GET (routing, retries, completion through poll): only its
+ * first KeyRequest names another process's socket, whose owner is expected to hand the
+ * KeyResponse back with kvs_client_deliver. If nothing is handed back within wait_ms
+ * (or kvs_client_resend is called), the key is read again to the client's own socket,
+ * without counting a timeout against the server or a retry against the call. A
+ * WRONG_THREAD answer handed back is re-routed to the client's own socket. */
+typedef struct {
+  const char *response_address; /* tcp:// ipc:// inproc:// endpoint (copied) */
+  const char *tag;          /* 1..KVS_CLIENT_TAG_MAX of [A-Za-z0-9_-] (copied): the request
+                               id becomes "<client-id>_<n>.<tag>", so the socket's owner
+                               can tell which of its requests a reply answers */
+  int wait_ms;              /* hand-back bound; <= 0 = the call's per-attempt timeout */
+} kvs_client_via_t;
+
+#define KVS_CLIENT_TAG_MAX 64
+
+/* Starts a read of one key whose first KeyRequest is answered to via->response_address
+ * (see kvs_client_via_t); *id identifies the call in the completion. Errors (nothing
+ * started): SQ_EINVAL (bad key, endpoint or tag), SQ_ETOOBIG, -ENOMEM, SQ_ECLOSED. */
+int kvs_client_get_async_via(kvs_client_t *c, const char *key, const kvs_client_limits_t *lim,
+                             const kvs_client_via_t *via, uint64_t *id);
+
+/* Handles a reply that reached someone else's socket (a KeyResponse to a redirected
+ * read, bytes borrowed) exactly as if the client had received it: a finished call is
+ * then delivered by the next kvs_client_poll. 0 when it answered a request in flight
+ * (*id, if id is non-NULL, gets the call's id); SQ_ENOTFOUND when it answers nothing
+ * pending (late, a stranger's, undecodable; counted in dropped_replies); SQ_ETOOBIG
+ * over max_message_bytes; SQ_ECLOSED when broken. */
+int kvs_client_deliver(kvs_client_t *c, const void *buf, size_t len, uint64_t *id);
+
+/* Stops waiting for the hand-back of call id's redirected KeyRequest: its key is read
+ * again to the client's own socket at the next poll (e.g. the other process said it
+ * cannot hand the reply back). 0, or SQ_ENOTFOUND when the call has no redirected
+ * request in flight. */
+int kvs_client_resend(kvs_client_t *c, uint64_t id);
+
 /* Receives replies, fires timeouts (retrying or failing keys) and calls cb once per
  * finished asynchronous call. Waits up to timeout_ms (-1: until one call finishes, 0:
  * never blocks) for at least one completion; returns at once when nothing is in

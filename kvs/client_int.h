@@ -142,6 +142,8 @@ typedef struct kvs__op {
   size_t nwires;                 /* wires that still list this op */
   kvs__key_t *keys;
   const char **names;            /* names[i] == keys[i].key, for completions */
+  char *via_addr, *via_tag;      /* redirected read: owned until its first KeyRequest */
+  int via_ms;
   kvs_client_result_t *res;
 } kvs__op_t;
 
@@ -159,6 +161,7 @@ typedef struct kvs__wire {
   uint32_t *idx;             /* op key indices; KVS__SLOT_DONE once answered */
   size_t nidx, nopen, cursor;
   uint64_t deadline;
+  bool via;                  /* KEY answered to another socket (kvs_client_via_t) */
 } kvs__wire_t;
 
 /* One key to send: op index, chosen endpoint (NULL: ask the cache, then routing) and
@@ -213,6 +216,11 @@ void kvs__dispatch(kvs_client_t *c, kvs__op_t *op, kvs__route_t *r, size_t n);
 int kvs__op_start(kvs_client_t *c, int type, const char *const *keys,
                   const kvs_client_kv_t *kvs, size_t n, const kvs_client_limits_t *lim,
                   bool sync, kvs__op_t **out);
+
+/* As kvs__op_start, for a redirected read (via copied into the op; NULL = none). */
+int kvs__op_start_via(kvs_client_t *c, int type, const char *const *keys,
+                      const kvs_client_kv_t *kvs, size_t n, const kvs_client_limits_t *lim,
+                      bool sync, const kvs_client_via_t *via, kvs__op_t **out);
 
 /* Frees an op that is on no list, with its results' payloads. Accepts NULL. */
 void kvs__op_free(kvs__op_t *op);

@@ -62,6 +62,8 @@ void kvs__op_free(kvs__op_t *op) {
     free(op->keys[i].val);
   }
   for (size_t i = 0; op->res && i < op->n; i++) free(op->res[i].payload);
+  free(op->via_addr);
+  free(op->via_tag);
   free(op->keys);
   free(op->names);
   free(op->res);
@@ -90,6 +92,12 @@ static int kvs__op_key(kvs__op_t *op, size_t i, const char *key, const kvs_clien
 int kvs__op_start(kvs_client_t *c, int type, const char *const *keys,
                   const kvs_client_kv_t *kvs, size_t n, const kvs_client_limits_t *lim,
                   bool sync, kvs__op_t **out) {
+  return kvs__op_start_via(c, type, keys, kvs, n, lim, sync, NULL, out);
+}
+
+int kvs__op_start_via(kvs_client_t *c, int type, const char *const *keys,
+                      const kvs_client_kv_t *kvs, size_t n, const kvs_client_limits_t *lim,
+                      bool sync, const kvs_client_via_t *via, kvs__op_t **out) {
   int rc = -ENOMEM;
   kvs__route_t *routes = NULL;
   if (c->broken) return SQ_ECLOSED;
@@ -106,6 +114,12 @@ int kvs__op_start(kvs_client_t *c, int type, const char *const *keys,
   op->timeout_ms = lim && lim->timeout_ms > 0 ? lim->timeout_ms : c->timeout_ms;
   op->retries = lim && lim->retries >= 0 ? lim->retries : c->retries;
   if (op->retries > KVS__MAX_RETRIES) op->retries = KVS__MAX_RETRIES;
+  if (via) {
+    op->via_ms = via->wait_ms > 0 ? via->wait_ms : op->timeout_ms;
+    if (!(op->via_addr = strdup(via->response_address)) ||
+        !(op->via_tag = strdup(via->tag)))
+      goto out;
+  }
   for (size_t i = 0; i < n; i++) {
     rc = kvs__op_key(op, i, kvs ? kvs[i].key : keys[i], kvs ? &kvs[i] : NULL);
     if (rc != 0) goto out;
@@ -128,6 +142,30 @@ int kvs_client_get_async(kvs_client_t *c, const char *const *keys, size_t n,
   kvs__op_t *op = NULL;
   if (!keys) return SQ_EINVAL;
   int rc = kvs__op_start(c, REQUEST_TYPE__GET, keys, NULL, n, lim, false, &op);
+  if (rc == 0 && id) *id = op->id;
+  return rc;
+}
+
+/* True when tag is 1..KVS_CLIENT_TAG_MAX bytes of [A-Za-z0-9_-]. */
+static bool kvs__tag_valid(const char *tag) {
+  size_t n = tag ? strlen(tag) : 0;
+  if (n == 0 || n > KVS_CLIENT_TAG_MAX) return false;
+  for (size_t i = 0; i < n; i++) {
+    char ch = tag[i];
+    bool ok = (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
+              (ch >= 'A' && ch <= 'Z') || ch == '_' || ch == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+int kvs_client_get_async_via(kvs_client_t *c, const char *key, const kvs_client_limits_t *lim,
+                             const kvs_client_via_t *via, uint64_t *id) {
+  kvs__op_t *op = NULL;
+  if (!key || !via || !via->response_address || !kvs__tag_valid(via->tag) ||
+      !kvs__endpoint_valid(via->response_address, strlen(via->response_address)))
+    return SQ_EINVAL;
+  int rc = kvs__op_start_via(c, REQUEST_TYPE__GET, &key, NULL, 1, lim, false, via, &op);
   if (rc == 0 && id) *id = op->id;
   return rc;
 }

@@ -13,6 +13,10 @@
  * inline (get returns its payload: the KVS's lattice bytes; None = read LMDB). Without
  * that socket (an older daemon, too many connections, the daemon restarting) they
  * use the ZeroMQ sockets below; the socket is retried at most once a second.
+ * get() is a direct miss (cache_uds.h, docs/cache.md "Direct misses"): its GET names
+ * the PULL socket below, the KVS may answer there itself, and the call waits on both
+ * sockets; the KVS's answer is handed back to the daemon (FILL, the received message
+ * moved to requests-get) and returned when final (KEY_DNE, or a value up to 1 MiB).
  * put(wait=False) is the opt-in asynchronous write: it returns 0 once the daemon's
  * queue took the request, before the KVS acknowledged it (a write that then fails is
  * only logged and counted by the daemon: put_errors).
@@ -51,7 +55,7 @@
 #include "sq_proto.h"
 #include "sq_zmq.h"
 
-#define EXT__IPC_MAX_REPLY (16 << 20)
+#define EXT__IPC_MAX_REPLY (256 << 20) /* a direct miss's KVS answer carries the value */
 #define EXT__IPC_MAX_KEYS 10000
 #define EXT__IPC_CONNECT_MS 200 /* how long a send waits for a connection to the daemon */
 
@@ -210,6 +214,7 @@ typedef struct {
   KeyTuple *tuples;
   KeyTuple **ptrs;
   char id[24];
+  bool direct;             /* get(): the KVS may answer on the PULL socket (cache_uds.h) */
 } ext__cc_req_t;
 
 static void ext__cc_req_free(ext__cc_req_t *r) {
@@ -298,24 +303,88 @@ static int ext__cc_zmq_exchange(ext_cclient_t *c, void *sock, ext__cc_req_t *r, 
   return rc;
 }
 
-/* One GET over the unix socket (GIL released, lock held): packs r, sends it, waits
- * for the reply with r's id (late replies to earlier requests are dropped). 0 with
- * *out, SQ_ECLOSED (the socket is gone: use ZeroMQ; nothing is pending on it),
- * SQ_ETIMEOUT, -errno. */
-static int ext__cc_uds_exchange(ext_cclient_t *c, ext__cc_req_t *r, int timeout_ms,
-                                KeyResponse **out) {
-  size_t len = key_request__get_packed_size(&r->req);
-  int rc = len > CACHE_UDS_MAX_REQUEST ? SQ_ETOOBIG : 0;
-  sq_buf_reset(&c->ubuf);
-  if (!rc) rc = sq_buf_reserve(&c->ubuf, len);
-  if (rc) return rc == SQ_ETOOBIG ? SQ_ECLOSED : rc; /* too big for the socket: ZeroMQ */
-  key_request__pack(&r->req, c->ubuf.data);
-  int64_t end = ext__cc_now_ms() + timeout_ms;
-  rc = cache_uds_send(c->uds, c->ubuf.data, len, timeout_ms);
-  while (rc == 0) {
+/* The KVS's answer to direct GET r, if msg is one: its response_id is
+ * "<daemon's client id>_<n>.<r's id>" and its tuple is r's key. NULL otherwise (late
+ * answers to earlier requests, garbage). An empty value is KEY_DNE, as for any reader. */
+static KeyResponse *ext__cc_direct_answer(ext__cc_req_t *r, const void *data, size_t len) {
+  ProtobufCMessage *m = NULL;
+  if (sq_proto_unpack(&key_response__descriptor, NULL, data, len, EXT__IPC_MAX_REPLY, &m))
+    return NULL;
+  KeyResponse *resp = (KeyResponse *)m;
+  size_t idl = strlen(r->id), rl = resp->response_id ? strlen(resp->response_id) : 0;
+  bool ours = rl > idl + 1 && resp->response_id[rl - idl - 1] == '.' &&
+              strcmp(resp->response_id + rl - idl, r->id) == 0 && resp->n_tuples == 1 &&
+              resp->tuples[0]->key && strcmp(resp->tuples[0]->key, r->tuples[0].key) == 0;
+  if (!ours) {
+    key_response__free_unpacked(resp, NULL);
+    return NULL;
+  }
+  KeyTuple *t = resp->tuples[0];
+  if (t->error == ANNA_ERROR__NO_ERROR && t->payload.len == 0) t->error = ANNA_ERROR__KEY_DNE;
+  return resp;
+}
+
+/* Hands the KVS's answer msg back to the daemon (cache_uds.h) without waiting: a
+ * two-frame FILL on requests-get, msg moved, not copied -- this thread only signals
+ * its ZeroMQ I/O thread, which measured ~20-30 us cheaper per 80 KB miss than copying
+ * it into a datagram; else (no room, not connected) a FILL datagram, else NOFILL. A
+ * hand-back that is lost only makes the daemon read the key itself after its bound. */
+static void ext__cc_fill(ext_cclient_t *c, zmq_msg_t *msg) {
+  static const uint8_t head[2] = {0, CACHE_UDS_FILL};
+  if (zmq_send(c->get_sock, head, sizeof head, ZMQ_SNDMORE | ZMQ_DONTWAIT) == 2) {
+    if (zmq_msg_send(msg, c->get_sock, ZMQ_DONTWAIT) >= 0) return;
+    (void)zmq_send(c->get_sock, "", 0, ZMQ_DONTWAIT); /* ends the message: refused */
+  }
+  if (cache_uds_send_fill(c->uds, zmq_msg_data(msg), zmq_msg_size(msg)) != 0)
+    (void)cache_uds_send_nofill(c->uds);
+}
+
+/* Takes one message off the PULL socket during a direct GET: when it is the KVS's
+ * answer, hands it back to the daemon (FILL) and, when final (KEY_DNE or a value of
+ * at most CACHE_UDS_INLINE_MAX bytes), returns it in *out. Otherwise the daemon's
+ * reply follows on the unix socket: after a server error, or once a larger value is
+ * stored (then read zero copy from the cache, as the issue wants of large values).
+ * 0 (maybe *out), or an error of the socket. */
+static int ext__cc_direct_take(ext_cclient_t *c, ext__cc_req_t *r, KeyResponse **out) {
+  zmq_msg_t msg;
+  zmq_msg_init(&msg);
+  int rc = 0;
+  if (zmq_msg_recv(&msg, c->pull, ZMQ_DONTWAIT) < 0) {
+    rc = zmq_errno() == EAGAIN || zmq_errno() == EINTR ? 0 : -zmq_errno();
+    goto out;
+  }
+  KeyResponse *resp = ext__cc_direct_answer(r, zmq_msg_data(&msg), zmq_msg_size(&msg));
+  if (!resp) goto out;
+  ext__cc_fill(c, &msg);
+  const KeyTuple *t = resp->tuples[0];
+  if (t->error == ANNA_ERROR__KEY_DNE ||
+      (t->error == ANNA_ERROR__NO_ERROR && t->payload.len <= CACHE_UDS_INLINE_MAX))
+    *out = resp;
+  else /* a server error, or a value to read zero copy once the daemon stored it */
+    key_response__free_unpacked(resp, NULL);
+out:
+  zmq_msg_close(&msg);
+  return rc;
+}
+
+/* Waits until `end` for r's answer: on the unix socket (its request id), or, for a
+ * direct GET, also from the KVS on the PULL socket. 0 with *out, SQ_ETIMEOUT,
+ * SQ_ECLOSED, -errno. */
+static int ext__cc_uds_wait(ext_cclient_t *c, ext__cc_req_t *r, int64_t end, KeyResponse **out) {
+  for (;;) {
     int left = (int)(end - ext__cc_now_ms());
-    rc = cache_uds_recv(c->uds, left > 0 ? left : 0, EXT__IPC_MAX_REPLY, &c->ubuf);
-    if (rc) break;
+    zmq_pollitem_t it[2] = {{NULL, c->uds, ZMQ_POLLIN, 0}, {c->pull, 0, ZMQ_POLLIN, 0}};
+    int n = zmq_poll(it, r->direct ? 2 : 1, left > 0 ? left : 0);
+    if (n < 0 && zmq_errno() != EINTR) return -zmq_errno();
+    if (n == 0 && left <= 0) return SQ_ETIMEOUT;
+    if (n > 0 && it[1].revents) {
+      int rc = ext__cc_direct_take(c, r, out);
+      if (rc || *out) return rc;
+    }
+    if (n <= 0 || !it[0].revents) continue;
+    int rc = cache_uds_recv(c->uds, 0, EXT__IPC_MAX_REPLY, &c->ubuf);
+    if (rc == SQ_ETIMEOUT) continue;
+    if (rc) return rc;
     ProtobufCMessage *m = NULL;
     if (sq_proto_unpack(&key_response__descriptor, NULL, c->ubuf.data, c->ubuf.len,
                         EXT__IPC_MAX_REPLY, &m) != 0)
@@ -325,8 +394,27 @@ static int ext__cc_uds_exchange(ext_cclient_t *c, ext__cc_req_t *r, int timeout_
       *out = resp;
       return 0;
     }
-    key_response__free_unpacked(resp, NULL);
+    key_response__free_unpacked(resp, NULL); /* a late reply to an earlier request */
   }
+}
+
+/* One GET over the unix socket (GIL released, lock held): packs r (with the PULL
+ * socket's address when it is a direct GET: cache_uds.h), sends it, waits for its
+ * answer. 0 with *out, SQ_ECLOSED (the socket is gone: use ZeroMQ; nothing is
+ * pending on it), SQ_ETIMEOUT, -errno. */
+static int ext__cc_uds_exchange(ext_cclient_t *c, ext__cc_req_t *r, int timeout_ms,
+                                KeyResponse **out) {
+  r->req.response_address = r->direct ? c->reply_addr : (char *)"";
+  size_t len = key_request__get_packed_size(&r->req);
+  int rc = len > CACHE_UDS_MAX_REQUEST ? SQ_ETOOBIG : 0;
+  sq_buf_reset(&c->ubuf);
+  if (!rc) rc = sq_buf_reserve(&c->ubuf, len);
+  if (!rc) key_request__pack(&r->req, c->ubuf.data);
+  r->req.response_address = c->reply_addr; /* what the ZeroMQ fallback needs */
+  if (rc) return rc == SQ_ETOOBIG ? SQ_ECLOSED : rc; /* too big for the socket: ZeroMQ */
+  int64_t end = ext__cc_now_ms() + timeout_ms;
+  rc = cache_uds_send(c->uds, c->ubuf.data, len, timeout_ms);
+  if (rc == 0) rc = ext__cc_uds_wait(c, r, end, out);
   if (rc == SQ_ECLOSED || rc == -EMSGSIZE || rc == SQ_ETOOBIG) ext__cc_uds_drop(c);
   return rc == -EMSGSIZE || rc == SQ_ETOOBIG ? SQ_ECLOSED : rc;
 }
@@ -430,6 +518,7 @@ static PyObject *ext__cc_get(PyObject *self, PyObject *args, PyObject *kw) {
   if (!PyArg_ParseTupleAndKeywords(args, kw, "U|O:get", kwlist, &key, &timeout)) return NULL;
   if (ext__cc_timeout(timeout, &ms) < 0 || !(one = PyTuple_Pack(1, key))) goto out;
   if (ext__cc_req_build(&r, REQUEST_TYPE__GET, one) < 0) goto out;
+  r.direct = true;
   int rc = ext__cc_exchange(c, c->get_sock, &r, ms, true, &resp);
   if (rc) {
     ext__cc_raise(self, rc, "GET (cache miss)");
@@ -514,8 +603,9 @@ static PyMethodDef ext__cc_methods[] = {
     {"get", (PyCFunction)(void (*)(void))ext__cc_get, METH_VARARGS | METH_KEYWORDS,
      "get(key, timeout=None) -> (AnnaError, lattice_type, payload or None)\n\nA miss: asks "
      "squall-cache for key and waits. AnnaError 0 = the key is cached now; payload is\n"
-     "then the value's lattice bytes when the daemon sent it inline (small values, unix\n"
-     "socket), else None: read it from the cache (CacheReader). 1 = KEY_DNE.\n"
+     "then the value's lattice bytes when they came with the answer (values up to 1 MiB,\n"
+     "from the KVS directly or inline from the daemon), else None: read it from the\n"
+     "cache (CacheReader). 1 = KEY_DNE.\n"
      "SquallTimeoutError when the daemon does not answer within timeout seconds."},
     {"fetch", (PyCFunction)(void (*)(void))ext__cc_fetch, METH_VARARGS | METH_KEYWORDS,
      "fetch(keys, timeout=None) -> {key: AnnaError}\n\nAsks squall-cache to fetch the keys "

@@ -6,9 +6,11 @@ squall object comes back zero copy (NumPy arrays are read-only views of the shar
 mapping); a raw lattice payload (a value someone stored without squall's blob format)
 is decoded as the KVS path decodes it. A key that is not cached is asked of the daemon
 (``CacheClient.get``, a GET over its unix socket, else ZeroMQ ipc, with a timeout):
-a small value comes back inline in the answer and is decoded from those bytes (the
-daemon stores it meanwhile, for the next reader); otherwise it is read from the cache
-once the daemon answers. When the daemon
+a value up to 1 MiB comes back with the answer -- straight from the KVS (a direct
+miss: the daemon coalesced it and started the fetch, the executor hands the bytes
+back to it) or inline from the daemon -- and is decoded from those bytes (the daemon
+stores it meanwhile, for the next reader); otherwise it is read from the cache once
+the daemon answers. When the daemon
 does not answer, ``get`` returns ``FALLBACK`` and the caller reads the KVS itself; the
 daemon is then left alone for ``DOWN_SECONDS`` (a dead daemon costs one short timeout,
 not one per key). ``put`` writes through the daemon, which answers once the KVS

@@ -809,6 +809,139 @@ static void test_socket_cache_of_one_still_reaches_every_server(void **state) {
   kvs_client_destroy(c);
 }
 
+/* --- redirected reads (kvs_client_get_async_via) ------------------------------------ */
+
+typedef struct {
+  uint64_t id;
+  int done, err;
+  uint8_t *payload;
+  size_t len;
+} via_done_t;
+
+static void on_via_done(void *arg, const kvs_client_completion_t *d) {
+  via_done_t *v = arg;
+  assert_int_equal(d->id, v->id);
+  v->done++;
+  v->err = d->results[0].err;
+  v->payload = d->results[0].payload; /* taken */
+  v->len = d->results[0].len;
+  d->results[0].payload = NULL;
+}
+
+/* A PULL socket standing for the other process the KVS answers. */
+static void *via_socket(fixture_t *fx, char *ep, size_t n) {
+  return fake_bind(fx->fake, ep, n);
+}
+
+/* Receives one message on s within 5 s into buf; returns its length. */
+static size_t via_recv(void *s, uint8_t *buf, size_t cap) {
+  zmq_pollitem_t it = {.socket = s, .events = ZMQ_POLLIN};
+  assert_int_equal(zmq_poll(&it, 1, 5000), 1);
+  int n = zmq_recv(s, buf, cap, 0);
+  assert_true(n > 0 && (size_t)n <= cap);
+  return (size_t)n;
+}
+
+static void via_wait(fixture_t *fx, via_done_t *v) {
+  uint64_t t0 = now_ms();
+  while (!v->done && now_ms() - t0 < 5000)
+    assert_true(kvs_client_poll(fx->client, 100, on_via_done, v) >= 0);
+  assert_int_equal(v->done, 1);
+}
+
+static void test_redirected_read_answers_the_other_socket_and_completes_on_delivery(
+    void **state) {
+  fixture_t *fx = *state;
+  char ep[64];
+  void *other = via_socket(fx, ep, sizeof ep);
+  assert_int_equal(put_lww(fx->client, "via", 7, "seven", NULL), 0);
+  via_done_t v = {0};
+  kvs_client_via_t via = {.response_address = ep, .tag = "exec-42", .wait_ms = 5000};
+  assert_int_equal(kvs_client_get_async_via(fx->client, "via", NULL, &via, &v.id), 0);
+  uint8_t buf[4096];
+  size_t n = via_recv(other, buf, sizeof buf);
+  KeyResponse *r = key_response__unpack(NULL, n, buf);
+  assert_non_null(r);
+  const char *id = kvs_client_id(fx->client);
+  assert_int_equal(strncmp(r->response_id, id, strlen(id)), 0);
+  size_t rl = strlen(r->response_id);
+  assert_true(rl > 8 && strcmp(r->response_id + rl - 8, ".exec-42") == 0);
+  assert_lww(r->tuples[0]->payload.data, r->tuples[0]->payload.len, 7, "seven");
+  key_response__free_unpacked(r, NULL);
+  assert_int_equal(kvs_client_poll(fx->client, 50, on_via_done, &v), 0); /* not yet */
+  uint64_t call = 0;
+  assert_int_equal(kvs_client_deliver(fx->client, buf, n, &call), 0);
+  assert_int_equal(call, v.id);
+  assert_int_equal(kvs_client_deliver(fx->client, buf, n, NULL), SQ_ENOTFOUND); /* once */
+  via_wait(fx, &v);
+  assert_int_equal(v.err, 0);
+  assert_lww(v.payload, v.len, 7, "seven");
+  free(v.payload);
+  zmq_close(other);
+}
+
+static void test_redirected_read_without_hand_back_rereads_without_a_timeout(void **state) {
+  fixture_t *fx = *state;
+  char ep[64];
+  void *other = via_socket(fx, ep, sizeof ep);
+  assert_int_equal(put_lww(fx->client, "via2", 3, "three", NULL), 0);
+  kvs_client_limits_t one_try = {.timeout_ms = 2000, .retries = 0};
+  kvs_client_via_t via = {.response_address = ep, .tag = "t1", .wait_ms = 100};
+  via_done_t v = {0};
+  uint64_t t0 = now_ms();
+  assert_int_equal(kvs_client_get_async_via(fx->client, "via2", &one_try, &via, &v.id), 0);
+  uint8_t buf[4096];
+  size_t n = via_recv(other, buf, sizeof buf); /* answered there, never handed back */
+  via_wait(fx, &v);
+  assert_true(now_ms() - t0 >= 100);
+  assert_int_equal(v.err, 0); /* no retry was spent although retries = 0 */
+  assert_lww(v.payload, v.len, 3, "three");
+  free(v.payload);
+  assert_int_equal(kvs_client_deliver(fx->client, buf, n, NULL), SQ_ENOTFOUND); /* too late */
+  kvs_client_stats_t st;
+  kvs_client_stats(fx->client, &st);
+  assert_int_equal(st.timeouts, 0);
+  assert_int_equal(FAKE_GET(fx->fake, store_reqs[0]) + FAKE_GET(fx->fake, store_reqs[1]), 3);
+  zmq_close(other);
+}
+
+static void test_resend_stops_waiting_for_the_hand_back(void **state) {
+  fixture_t *fx = *state;
+  char ep[64];
+  void *other = via_socket(fx, ep, sizeof ep);
+  assert_int_equal(put_lww(fx->client, "via3", 5, "five", NULL), 0);
+  kvs_client_via_t via = {.response_address = ep, .tag = "t2", .wait_ms = 60000};
+  via_done_t v = {0};
+  uint64_t t0 = now_ms();
+  assert_int_equal(kvs_client_get_async_via(fx->client, "via3", NULL, &via, &v.id), 0);
+  uint8_t buf[4096];
+  (void)via_recv(other, buf, sizeof buf);
+  assert_int_equal(kvs_client_resend(fx->client, v.id), 0);
+  via_wait(fx, &v);
+  assert_true(now_ms() - t0 < 5000);
+  assert_int_equal(v.err, 0);
+  free(v.payload);
+  assert_int_equal(kvs_client_resend(fx->client, v.id), SQ_ENOTFOUND);
+  zmq_close(other);
+}
+
+static void test_redirected_read_refuses_bad_endpoints_and_tags(void **state) {
+  fixture_t *fx = *state;
+  uint64_t id = 0;
+  kvs_client_via_t bad[] = {
+      {.response_address = "tcp://127.0.0.1:1", .tag = ""},
+      {.response_address = "tcp://127.0.0.1:1", .tag = "a.b"},
+      {.response_address = "tcp://127.0.0.1:1", .tag = "sp ace"},
+      {.response_address = "http://x", .tag = "ok"},
+      {.response_address = NULL, .tag = "ok"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+    assert_int_equal(kvs_client_get_async_via(fx->client, "k", NULL, &bad[i], &id), SQ_EINVAL);
+  assert_int_equal(kvs_client_pending(fx->client), 0);
+  uint8_t junk[] = {0x1a, 0x03, 'x', '_', '1'};
+  assert_int_equal(kvs_client_deliver(fx->client, junk, sizeof junk, NULL), SQ_ENOTFOUND);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void) {
@@ -836,6 +969,10 @@ int main(void) {
       T(test_malformed_routing_endpoints_are_refused),
       T(test_garbage_and_stranger_replies_are_dropped),
       T(test_socket_cache_of_one_still_reaches_every_server),
+      T(test_redirected_read_answers_the_other_socket_and_completes_on_delivery),
+      T(test_redirected_read_without_hand_back_rereads_without_a_timeout),
+      T(test_resend_stops_waiting_for_the_hand_back),
+      T(test_redirected_read_refuses_bad_endpoints_and_tags),
       cmocka_unit_test(test_error_mapping_covers_every_anna_error),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -3,17 +3,23 @@ squall-kvs + squall-cache, executors played by _squall.CacheClient (the extensio
 executors use) and squall._nodecache.NodeCache, the cache read from outside with
 squall-cache-peek.
 
-Pins: a small miss comes back inline with the KVS's bytes and is cached for the next
-reader (which then hits LMDB, no payload); a large miss is stored before it is
-answered; concurrent misses over many connections share one KVS fetch; a write acked
-right after an inline answer is never hidden by the deferred store of the fetched
-value; garbage on the socket is refused while serving on; without the socket the
+Pins: a miss is a direct miss (docs/cache.md): the KVS answers the executor itself,
+which hands the bytes back (FILL), and the value is cached for the next reader (which
+then hits LMDB, no payload); a large one (over 1 MiB) is answered only once the
+daemon stored what was handed back -- on the unix socket up to a datagram, as a
+two-frame ZeroMQ message beyond -- so that it is read zero copy; an executor that never hands the answer back only delays the
+daemon's own read by its bound, one that says it cannot (NOFILL) not at all;
+concurrent misses over many connections share one KVS fetch (the others answered
+inline); a second reader right after a direct answer never causes a second fetch, and
+a write acked right after it is never hidden by the deferred store of the fetched
+value; fetch() is answered on the socket (never direct); garbage on the socket is refused while serving on; without the socket the
 client falls back to ZeroMQ; NodeCache.get decodes the inline bytes into the object;
 put(wait=False) returns before the KVS acknowledged and the write lands, its failures
 are logged and counted by the daemon.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -22,6 +28,7 @@ import time
 
 import numpy as np
 import pytest
+import zmq
 
 from test_cache_daemon import (PB, CacheDaemon, Executor, lww, object_payload,
                                wait_for)
@@ -46,8 +53,8 @@ def cached_payload(cache: CacheDaemon, key: str) -> bytes | None:
     return bytes.fromhex(seen["pickle"]) if seen["found"] and seen["kind"] == "raw" else None
 
 
-def test_small_miss_comes_back_inline_and_is_cached_for_the_next_reader(anna, cache,
-                                                                        client):
+def test_small_miss_comes_straight_from_the_kvs_and_is_cached_for_the_next_reader(
+        anna, cache, client):
     assert client.channel == "unix"
     anna.put_lww("small", b"hello", 7)
     err, ltype, payload = client.get("small")
@@ -56,7 +63,16 @@ def test_small_miss_comes_back_inline_and_is_cached_for_the_next_reader(anna, ca
              what="deferred store")
     assert client.get("small") == (0, PB.LWW, None)  # a hit: read LMDB
     c = cache.counters()
-    assert (c["misses"], c["hits"], c["fetches"], c["inline_replies"]) == (1, 1, 1, 1)
+    assert (c["misses"], c["hits"], c["fetches"], c["direct"], c["fills"],
+            c["inline_replies"]) == (1, 1, 1, 1, 1, 0)
+
+
+def test_fetch_is_answered_on_the_socket_never_directly(anna, cache, client):
+    anna.put_lww("f", b"v", 1)
+    assert client.fetch(["f"]) == {"f": 0}
+    assert cached_payload(cache, "f") == lww(b"v", 1)
+    c = cache.counters()
+    assert (c["fetches"], c["direct"], c["fills"]) == (1, 0, 0)
 
 
 def test_missing_key_over_the_socket_is_key_dne(cache, client):
@@ -64,13 +80,100 @@ def test_missing_key_over_the_socket_is_key_dne(cache, client):
     assert client.fetch(["nowhere"]) == {"nowhere": KEY_DNE}
 
 
-def test_large_miss_is_stored_before_it_is_answered(anna, cache, client):
-    payload, _, _ = object_payload(np.arange(200_000, dtype=np.float64), 3)  # 1.6 MB
+@pytest.mark.parametrize("n, channel", [(200_000, "datagram"), (1_000_000, "zeromq")])
+def test_large_direct_miss_is_handed_back_and_stored_before_it_is_answered(
+        anna, cache, client, n, channel):
+    payload, _, _ = object_payload(np.arange(n, dtype=np.float64), 3)  # 1.6 MB, 8 MB
     anna.put("big", PB.LWW, payload)
-    assert client.get("big") == (0, PB.LWW, None)
+    assert client.get("big") == (0, PB.LWW, None)  # read it zero copy from the cache
     seen = cache.peek("big")["big"]  # no waiting: stored when answered
     assert seen["found"] and seen["kind"] == "object" and seen["zero_copy"]
-    assert cache.counters()["inline_replies"] == 0
+    c = cache.counters()
+    assert (c["fetches"], c["direct"], c["fills"], c["inline_replies"]) == (1, 1, 1, 0)
+
+
+def test_a_key_known_to_be_large_is_not_missed_directly_again(tmp_path, anna, kvs):
+    # room for one 1.6 MB value: the two keys evict each other
+    (tmp_path / "small").mkdir()
+    cache = CacheDaemon(tmp_path / "small", kvs, budget="2500K").start()
+    client = _squall.CacheClient(str(cache.dir), timeout=10.0)
+    try:
+        for key in ("big-a", "big-b"):
+            payload, _, _ = object_payload(np.arange(200_000, dtype=np.float64), 1)
+            anna.put(key, PB.LWW, payload)
+        for key in ("big-a", "big-b", "big-a", "big-b"):
+            assert client.get(key) == (0, PB.LWW, None)
+        c = cache.counters()
+        assert (c["fetches"], c["direct"], c["fills"]) == (4, 2, 2)  # the first two only
+    finally:
+        client.close()
+        cache.stop()
+
+
+@contextlib.contextmanager
+def _direct_get(cache: CacheDaemon, key: str, rid: str):
+    """A hand-written executor: sends a direct GET on requests.sock with its own PULL
+    socket as the response address; yields (unix socket, pull socket)."""
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        port = pull.bind_to_random_port("tcp://127.0.0.1")
+        s.connect(str(cache.dir / "requests.sock"))
+        req = PB.KeyRequest(type=PB.GET, request_id=rid,
+                            response_address=f"tcp://127.0.0.1:{port}")
+        req.tuples.append(PB.KeyTuple(key=key))
+        s.send(req.SerializeToString())
+        yield s, pull
+    finally:
+        s.close()
+        pull.close(0)
+        ctx.term()
+
+
+def _socket_answer(s: socket.socket, timeout: float):
+    s.settimeout(timeout)
+    resp = PB.KeyResponse()
+    resp.ParseFromString(s.recv(1 << 22))
+    return resp
+
+
+@pytest.mark.parametrize("hand_back", ["never", "nofill"])
+def test_direct_miss_the_executor_does_not_hand_back_is_read_by_the_daemon(
+        anna, cache, hand_back):
+    anna.put_lww("lost", b"value", 4)
+    with _direct_get(cache, "lost", "r1") as (s, pull):
+        assert pull.poll(10_000), "the KVS did not answer the executor"
+        resp = PB.KeyResponse()
+        resp.ParseFromString(pull.recv())
+        assert resp.response_id.endswith(".r1") and resp.tuples[0].key == "lost"
+        assert resp.tuples[0].payload == lww(b"value", 4)
+        t0 = time.monotonic()
+        if hand_back == "nofill":
+            s.send(b"\x00N")
+        answer = _socket_answer(s, 10)  # the daemon read it itself and answers here
+        took = time.monotonic() - t0
+        assert answer.response_id == "r1" and answer.tuples[0].error == PB.NO_ERROR
+        assert answer.tuples[0].payload == lww(b"value", 4)
+        assert took < 0.5 if hand_back == "nofill" else took > 0.5, took
+        wait_for(lambda: cached_payload(cache, "lost") == lww(b"value", 4), what="store")
+        c = cache.counters()
+        assert (c["fetches"], c["direct"], c["fills"]) == (1, 1, 0)
+
+
+def test_late_or_foreign_hand_back_is_ignored(anna, cache, client):
+    anna.put_lww("k", b"v", 1)
+    with _direct_get(cache, "k", "r9") as (s, pull):
+        assert pull.poll(10_000)
+        kvs_answer = pull.recv()
+        s.send(b"\x00N")
+        _socket_answer(s, 10)
+        s.send(b"\x00F" + kvs_answer)  # late: the daemon re-read it already
+        s.send(b"\x00F" + b"\x0a\xff junk")
+        s.send(b"\x00?")
+        assert client.get("k") == (0, PB.LWW, None)  # served on, cached once
+        c = cache.counters()
+        assert (c["fetches"], c["fills"], c["bad_requests"]) == (1, 2, 1)
 
 
 def test_concurrent_misses_on_many_connections_share_one_fetch(anna, kvs, cache):
@@ -95,10 +198,13 @@ def test_concurrent_misses_on_many_connections_share_one_fetch(anna, kvs, cache)
         c.close()
     assert all(r == (0, PB.LWW, lww(b"x" * 1000, 3)) for r in results), results
     c = cache.counters()
-    assert c["fetches"] == 1 and c["coalesced"] == 7 and c["inline_replies"] == 8
+    # one direct miss, handed back; the other seven joined its fetch and were
+    # answered inline on their sockets
+    assert c["fetches"] == 1 and c["coalesced"] == 7 and c["direct"] == 1
+    assert c["fills"] == 1 and c["inline_replies"] == 7
 
 
-def test_inline_answered_value_is_a_hit_at_once_and_never_hides_a_later_write(
+def test_direct_answered_value_is_never_fetched_twice_nor_hides_a_later_write(
         tmp_path, anna, cache, client):
     ex = Executor(cache, tmp_path)
     other = _squall.CacheClient(str(cache.dir), timeout=10.0)
@@ -107,11 +213,14 @@ def test_inline_answered_value_is_a_hit_at_once_and_never_hides_a_later_write(
             key = f"race{i}"
             anna.put_lww(key, b"v1", 1)
             assert client.get(key)[2] == lww(b"v1", 1)
-            assert other.get(key) == (0, PB.LWW, None)  # a hit at once: no second fetch
+            # at once, before or after the hand-back reached the daemon: a hit, or an
+            # inline answer from the fetch it joined -- never a second fetch
+            assert other.get(key) in ((0, PB.LWW, None), (0, PB.LWW, lww(b"v1", 1)))
             assert ex.put(key, lww(b"v2", 2)).tuples[0].error == PB.NO_ERROR
             assert cached_payload(cache, key) == lww(b"v2", 2), key
         c = cache.counters()
-        assert (c["fetches"], c["misses"], c["hits"]) == (20, 20, 20)
+        assert (c["fetches"], c["misses"] - c["coalesced"]) == (20, 20)
+        assert c["hits"] + c["coalesced"] == 20
     finally:
         other.close()
         ex.close()
@@ -158,7 +267,8 @@ def test_node_cache_decodes_an_inline_miss_into_the_object(anna, cache):
         found, b = nc.get("arr")  # now from LMDB, zero copy
         assert found and np.array_equal(a, b) and not b.flags.writeable
         assert nc.stats["hits"] == 1
-        assert cache.counters()["inline_replies"] == 1
+        c = cache.counters()
+        assert (c["direct"], c["fills"], c["inline_replies"]) == (1, 1, 0)
     finally:
         nc.close()
 
