@@ -4,12 +4,22 @@
  *
  *   I/O thread (exec_io.c)                 executor thread = main thread (exec_run.c)
  *   ---------------------------------      -------------------------------------------
- *   PULL 4000..4050+off+tid, inbox 5500    waits on `jobs` with the GIL released,
- *   DagSchedule/DagTrigger state (dag)     runs one job at a time in Python (exec_py.c),
- *   PUSH cache: status, pins, user msgs    talks to the KVS synchronously (py_kvs)
- *   KVS puts (io_kvs, asynchronous)        for function bodies, references, user get/put
- *          |  jobs (inproc, job pointers) ->  |
- *          |  <- outbox (inproc, exec_out_t pointers: PUSH, PUT, DONE, STATUS)
+ *   PULL pin 4000, unpin 4010,             PULL call 4020, schedule 4030, trigger 4040:
+ *        depart 4050, inbox 5500           when idle it waits on these and on `jobs`
+ *   PUSH cache: status, pins, user msgs    itself (zmq_poll, GIL released), keeps the
+ *   KVS puts (io_kvs, asynchronous)        DagSchedule/DagTrigger state (dag), runs one
+ *   status every second, SIGTERM           job at a time in Python (exec_py.c), talks to
+ *                                          the KVS synchronously (py_kvs)
+ *          |  jobs (inproc, job pointers: PIN, wake-up) ->  |
+ *          |  <- outbox (inproc, exec_out_t pointers: PUSH, PUT, STATUS)
+ *
+ * Why the executor thread receives its own work: a call or trigger handed from one
+ * thread to another costs a wake-up (30-45 us on a small VM), as much as half a
+ * loopback hop. While Python runs, new calls and triggers simply wait in their
+ * sockets (unlimited receive queue, as the inproc queue was); the I/O thread keeps
+ * everything that must go on meanwhile: status reports, pins, user messages, KVS
+ * writes, departure. Timeouts and crash reports do not depend on either thread: the
+ * supervisor reads the slot.
  *
  * The executor thread sends what it produces for the network -- results, DAG
  * triggers, direct responses, captured output -- itself, on its own PUSH cache
@@ -18,7 +28,9 @@
  *
  * Ownership: every pointer sent over an inproc socket passes to the receiving thread.
  * Shared under `mu`: the inbox of user messages and the pinned function list; `stop`
- * and `busy_ms` are atomics. Everything else belongs to exactly one thread.
+ * and `busy_ms` are atomics. Everything else belongs to exactly one thread; the three
+ * work sockets are made by the main thread (= the executor thread) and closed by it
+ * after the I/O thread was joined.
  */
 #ifndef EXEC_INT_H
 #define EXEC_INT_H
@@ -43,11 +55,15 @@ enum { EXEC_PORT_PIN = 4000, EXEC_PORT_UNPIN = 4010, EXEC_PORT_CALL = 4020,
        EXEC_PORT_SCHED_PIN = 5010, EXEC_PORT_SCHED_CONT = 5011 };
 
 #define EXEC_NPULL 7
+/* Indexes of exec_ctx_t.pull[]: CALL, SCHEDULE and TRIGGER are the executor thread's. */
+enum { EXEC_PULL_PIN, EXEC_PULL_UNPIN, EXEC_PULL_CALL, EXEC_PULL_SCHEDULE, EXEC_PULL_TRIGGER,
+       EXEC_PULL_DEPART, EXEC_PULL_INBOX };
+#define EXEC_MAX_MSG ((int64_t)512 << 20)
 #define EXEC_INBOX_MAX_MSGS 10000
 #define EXEC_INBOX_MAX_BYTES (256u << 20)
 #define EXEC_EXIT_DEPARTED 3 /* exit code: left on purpose, do not restart */
 
-typedef enum { EXEC_OUT_PUSH = 1, EXEC_OUT_PUT = 2, EXEC_OUT_DONE = 3, EXEC_OUT_STATUS = 4 } exec_out_kind_t;
+typedef enum { EXEC_OUT_PUSH = 1, EXEC_OUT_PUT = 2, EXEC_OUT_STATUS = 4 } exec_out_kind_t;
 
 /* A request from the executor thread to the I/O thread. */
 typedef struct {
@@ -55,7 +71,6 @@ typedef struct {
   char *target;        /* PUSH: endpoint; PUT: key (owned) */
   uint8_t *data;       /* PUSH: frame; PUT: LWW payload (owned) */
   size_t len;
-  exec_job_t *job;     /* DONE */
 } exec_out_t;
 
 typedef struct {
@@ -76,11 +91,10 @@ typedef struct exec_ctx {
   exec_slot_t *slot;        /* shared with the supervisor; NULL when run alone */
 
   /* I/O thread */
-  void *pull[EXEC_NPULL];
+  void *pull[EXEC_NPULL];    /* CALL, SCHEDULE, TRIGGER: the executor thread's */
   void *jobs_push, *out_pull;
   kvs_client_t *io_kvs;
   sq_zmq_cache_t *push;
-  exec_dag_t *dag;
   int sigfd;
   pthread_t io_thread;
   bool io_started;
@@ -90,6 +104,7 @@ typedef struct exec_ctx {
   kvs_client_t *py_kvs;
   uint64_t lww_last;
   sq_zmq_cache_t *exec_push; /* PUSH sockets of the executor thread (exec_run_push) */
+  exec_dag_t *dag;          /* DAG state: which schedules wait for which triggers */
   void *py_executor;        /* PyObject*: squall._executor.Executor */
   void *py_tstate;          /* PyThreadState* while the GIL is released */
 
@@ -110,7 +125,12 @@ int exec_io_open(exec_ctx_t *x);   /* binds sockets, makes clients (main thread)
 int exec_io_start(exec_ctx_t *x);  /* starts the I/O thread */
 void exec_io_close(exec_ctx_t *x); /* joins the thread, closes everything */
 int exec_io_out(exec_ctx_t *x, exec_out_kind_t kind, const char *target, const void *data,
-                size_t len, exec_job_t *job); /* executor thread -> I/O thread */
+                size_t len); /* executor thread -> I/O thread (copies); 0 or -ENOMEM */
+/* Decodes one protobuf frame received on a PULL socket (size-limited by EXEC_MAX_MSG,
+ * depth-checked); malformed bytes are logged and give NULL. The message is the
+ * caller's (protobuf_c_message_free_unpacked). Either thread. */
+ProtobufCMessage *exec_io_decode(exec_ctx_t *x, const void *data, size_t len,
+                                 const ProtobufCMessageDescriptor *desc);
 int exec_io_inbox_drain(exec_ctx_t *x, exec_msg_t **msgs, size_t *n);
 int exec_io_pin_set(exec_ctx_t *x, const char *fn, bool pinned);
 void exec_io_endpoint(const exec_ctx_t *x, char *buf, size_t len, const char *host, int base,

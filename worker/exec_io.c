@@ -1,12 +1,15 @@
-/* exec_io: the executor's I/O thread -- every socket that talks to the network.
+/* exec_io: the executor's I/O thread -- the sockets that must be served while Python
+ * runs.
  *
- * It owns the seven PULL sockets of its executor tid (pin, unpin, call, schedule,
- * trigger, self-depart, user inbox), the PUSH socket cache, an asynchronous KVS client
- * for result writes, and the DAG state (exec_dag). It decodes everything it receives
- * with sq_proto_unpack (size-limited, depth-checked) and hands ready work to the
- * executor thread as exec_job_t pointers over inproc; the executor thread hands user
- * messages, pin answers, KVS writes and finished DAG jobs back over another inproc
- * socket (exec_out_t pointers) -- results and triggers it sends itself (exec_int.h).
+ * It binds the seven PULL sockets of its executor tid (pin, unpin, call, schedule,
+ * trigger, self-depart, user inbox) but serves only pin, unpin, depart and the inbox:
+ * call, schedule and trigger are received by the executor thread itself (exec_run.c,
+ * exec_int.h says why). It owns the PUSH socket cache and an asynchronous KVS client
+ * for result writes. It decodes what it receives with sq_proto_unpack (size-limited,
+ * depth-checked) and hands pins to the executor thread as exec_job_t pointers over
+ * inproc; the executor thread hands user messages, pin answers and KVS writes back
+ * over another inproc socket (exec_out_t pointers) -- results and triggers it sends
+ * itself.
  * It reports ThreadStatus to every scheduler at start, when asked (after pin, unpin and
  * one-shot calls), every second, and with running=false on departure. It never holds
  * the GIL and never blocks: every send is non-blocking, every wait is bounded.
@@ -25,8 +28,7 @@
 #include "sq_error.h"
 #include "sq_proto.h"
 
-#define EXEC_MAX_MSG ((int64_t)512 << 20)
-
+/* In the order of the EXEC_PULL_* indexes. */
 static const int exec__bases[EXEC_NPULL] = {EXEC_PORT_PIN, EXEC_PORT_UNPIN, EXEC_PORT_CALL,
                                             EXEC_PORT_SCHEDULE, EXEC_PORT_TRIGGER,
                                             EXEC_PORT_DEPART, EXEC_PORT_INBOX};
@@ -76,6 +78,9 @@ int exec_io_open(exec_ctx_t *x) {
       return rc;
     }
   }
+  int unlimited = 0; /* work waits in its socket while Python runs: never refused */
+  for (int i = EXEC_PULL_CALL; i <= EXEC_PULL_TRIGGER; i++)
+    zmq_setsockopt(x->pull[i], ZMQ_RCVHWM, &unlimited, sizeof(unlimited));
   if ((rc = exec__inproc_pair(x, "jobs", &x->jobs_pull, &x->jobs_push))) return rc;
   if ((rc = exec__inproc_pair(x, "out", &x->out_pull, &x->out_push))) return rc;
   if ((rc = exec__kvs(x, &x->io_kvs)) || (rc = exec__kvs(x, &x->py_kvs))) {
@@ -173,11 +178,10 @@ int exec_io_pin_set(exec_ctx_t *x, const char *fn, bool pinned) {
 }
 
 int exec_io_out(exec_ctx_t *x, exec_out_kind_t kind, const char *target, const void *data,
-                size_t len, exec_job_t *job) {
+                size_t len) {
   exec_out_t *o = calloc(1, sizeof(*o));
   if (!o) goto fail;
   o->kind = kind;
-  o->job = job;
   o->len = len;
   if (target && !(o->target = strdup(target))) goto fail;
   if (len && !(o->data = malloc(len))) goto fail;
@@ -189,7 +193,6 @@ fail:
     free(o->data);
     free(o);
   }
-  exec_job_free(job);
   return -ENOMEM;
 }
 
@@ -199,23 +202,23 @@ static void exec__give_job(exec_ctx_t *x, exec_job_t *job) {
 
 static int64_t exec__now(void) { return exec_slot_now_ms(); }
 
-/* Decodes one protobuf frame; bad bytes are logged and dropped. */
-static ProtobufCMessage *exec__decode(exec_ctx_t *x, zmq_msg_t *m,
-                                      const ProtobufCMessageDescriptor *desc) {
+ProtobufCMessage *exec_io_decode(exec_ctx_t *x, const void *data, size_t len,
+                                 const ProtobufCMessageDescriptor *desc) {
   ProtobufCMessage *msg = NULL;
-  int rc = sq_proto_unpack(desc, NULL, zmq_msg_data(m), zmq_msg_size(m), (size_t)EXEC_MAX_MSG,
-                           &msg);
+  int rc = sq_proto_unpack(desc, NULL, data, len, (size_t)EXEC_MAX_MSG, &msg);
   if (rc) sq_log_warn(x->log, "dropped a malformed %s: %s", desc->name, sq_strerror(rc));
   return msg;
 }
 
+/* A message on one of the I/O thread's own sockets (pin, unpin, depart, inbox). */
 static void exec__on_message(exec_ctx_t *x, int which, zmq_msg_t *m) {
   exec_job_t *job = NULL;
   ProtobufCMessage *msg = NULL;
   int rc = 0;
   switch (exec__bases[which]) {
   case EXEC_PORT_PIN:
-    if (!(msg = exec__decode(x, m, &pin_function__descriptor))) return;
+    if (!(msg = exec_io_decode(x, zmq_msg_data(m), zmq_msg_size(m), &pin_function__descriptor)))
+      return;
     if (!(job = exec_job_new(EXEC_JOB_PIN, ((PinFunction *)msg)->name))) break;
     job->msg = msg;
     msg = NULL;
@@ -229,26 +232,6 @@ static void exec__on_message(exec_ctx_t *x, int which, zmq_msg_t *m) {
     exec__status(x, true, -1);
     return;
   }
-  case EXEC_PORT_CALL: {
-    if (!(msg = exec__decode(x, m, &function_call__descriptor))) return;
-    FunctionCall *c = (FunctionCall *)msg;
-    if (!(job = exec_job_new(EXEC_JOB_CALL, c->name))) break;
-    for (size_t i = 0; c->arguments && i < c->arguments->n_values && !rc; i++)
-      rc = exec_job_add_arg(job, c->arguments->values[i]);
-    job->msg = msg;
-    msg = NULL;
-    break;
-  }
-  case EXEC_PORT_SCHEDULE:
-    if (!(msg = exec__decode(x, m, &dag_schedule__descriptor))) return;
-    rc = exec_dag_schedule(x->dag, (DagSchedule *)msg, exec__now(), &job);
-    msg = NULL;
-    break;
-  case EXEC_PORT_TRIGGER:
-    if (!(msg = exec__decode(x, m, &dag_trigger__descriptor))) return;
-    rc = exec_dag_trigger(x->dag, (DagTrigger *)msg, exec__now(), &job);
-    msg = NULL;
-    break;
   case EXEC_PORT_DEPART: /* 2 = on purpose: the supervisor does not restart us */
     __atomic_store_n(&x->departing, 2, __ATOMIC_RELEASE);
     return;
@@ -271,7 +254,6 @@ static void exec__put_done(void *arg, const kvs_client_completion_t *done) {
 
 static void exec__on_out(exec_ctx_t *x, exec_out_t *o) {
   int rc = 0;
-  exec_job_t *again = NULL;
   switch (o->kind) {
   case EXEC_OUT_PUSH:
     rc = sq_zmq_cache_send(x->push, o->target, o->data, o->len);
@@ -282,10 +264,6 @@ static void exec__on_out(exec_ctx_t *x, exec_out_t *o) {
     rc = kvs_client_put_async(x->io_kvs, &kv, 1, NULL, &id);
     break;
   }
-  case EXEC_OUT_DONE:
-    rc = exec_dag_done(x->dag, o->job, exec__now(), &again);
-    exec__give_job(x, again);
-    break;
   case EXEC_OUT_STATUS:
     exec__status(x, true, -1);
     break;
@@ -297,28 +275,34 @@ static void exec__on_out(exec_ctx_t *x, exec_out_t *o) {
   free(o);
 }
 
+/* The pull[] indexes this thread serves (the others are the executor thread's). */
+static const int exec__mine[] = {EXEC_PULL_PIN, EXEC_PULL_UNPIN, EXEC_PULL_DEPART,
+                                 EXEC_PULL_INBOX};
+#define EXEC_NMINE (sizeof(exec__mine) / sizeof(exec__mine[0]))
+
 /* One round: waits up to wait_ms for any socket, then drains what is ready. */
 static void exec__round(exec_ctx_t *x, int wait_ms) {
-  zmq_pollitem_t items[EXEC_NPULL + 3];
-  for (int i = 0; i < EXEC_NPULL; i++) items[i] = (zmq_pollitem_t){x->pull[i], 0, ZMQ_POLLIN, 0};
-  items[EXEC_NPULL] = (zmq_pollitem_t){x->out_pull, 0, ZMQ_POLLIN, 0};
-  items[EXEC_NPULL + 1] = (zmq_pollitem_t){kvs_client_socket(x->io_kvs), 0, ZMQ_POLLIN, 0};
-  items[EXEC_NPULL + 2] = (zmq_pollitem_t){NULL, x->sigfd, ZMQ_POLLIN, 0};
-  int n = zmq_poll(items, x->sigfd >= 0 ? EXEC_NPULL + 3 : EXEC_NPULL + 2, wait_ms);
+  zmq_pollitem_t items[EXEC_NMINE + 3];
+  for (size_t i = 0; i < EXEC_NMINE; i++)
+    items[i] = (zmq_pollitem_t){x->pull[exec__mine[i]], 0, ZMQ_POLLIN, 0};
+  items[EXEC_NMINE] = (zmq_pollitem_t){x->out_pull, 0, ZMQ_POLLIN, 0};
+  items[EXEC_NMINE + 1] = (zmq_pollitem_t){kvs_client_socket(x->io_kvs), 0, ZMQ_POLLIN, 0};
+  items[EXEC_NMINE + 2] = (zmq_pollitem_t){NULL, x->sigfd, ZMQ_POLLIN, 0};
+  int n = zmq_poll(items, x->sigfd >= 0 ? EXEC_NMINE + 3 : EXEC_NMINE + 2, wait_ms);
   if (n <= 0) goto timers;
-  for (int i = 0; i < EXEC_NPULL; i++) {
+  for (size_t i = 0; i < EXEC_NMINE; i++) {
     for (int k = 0; k < 64 && (items[i].revents & ZMQ_POLLIN); k++) { /* fair: 64 each */
       zmq_msg_t m;
-      int rc = sq_zmq_recv_frame(x->pull[i], (size_t)EXEC_MAX_MSG, ZMQ_DONTWAIT, &m);
+      int rc = sq_zmq_recv_frame(x->pull[exec__mine[i]], (size_t)EXEC_MAX_MSG, ZMQ_DONTWAIT, &m);
       if (rc == -EAGAIN) break;
       if (rc) continue;
-      exec__on_message(x, i, &m);
+      exec__on_message(x, exec__mine[i], &m);
       zmq_msg_close(&m);
     }
   }
   exec_out_t *o;
   while (zmq_recv(x->out_pull, &o, sizeof(o), ZMQ_DONTWAIT) == sizeof(o)) exec__on_out(x, o);
-  if (x->sigfd >= 0 && (items[EXEC_NPULL + 2].revents & ZMQ_POLLIN)) {
+  if (x->sigfd >= 0 && (items[EXEC_NMINE + 2].revents & ZMQ_POLLIN)) {
     struct signalfd_siginfo si;
     if (read(x->sigfd, &si, sizeof(si)) == sizeof(si))
       __atomic_store_n(&x->departing, 1, __ATOMIC_RELEASE);
@@ -341,7 +325,6 @@ static void *exec__io_main(void *arg) {
       exec__status(x, true, util > 1 ? 1 : util);
       last_busy = busy;
       last_report = now;
-      exec_dag_expire(x->dag, now);
     }
   }
   exec__status(x, false, -1); /* schedulers stop using us */
@@ -371,7 +354,6 @@ void exec_io_close(exec_ctx_t *x) {
   x->io_started = false;
   exec_out_t *o;
   while (x->out_pull && zmq_recv(x->out_pull, &o, sizeof(o), ZMQ_DONTWAIT) == sizeof(o)) {
-    if (o->job) exec_job_free(o->job);
     free(o->target);
     free(o->data);
     free(o);

@@ -155,7 +155,7 @@ static PyObject *exec__send(PyObject *m, PyObject *args) {
   if (!PyArg_ParseTuple(args, "siy*", &ip, &tid, &v)) return NULL;
   char ep[300];
   exec_io_endpoint(x, ep, sizeof(ep), ip, EXEC_PORT_INBOX, tid);
-  int rc = ep[0] ? exec_io_out(x, EXEC_OUT_PUSH, ep, v.buf, (size_t)v.len, NULL) : SQ_EINVAL;
+  int rc = ep[0] ? exec_io_out(x, EXEC_OUT_PUSH, ep, v.buf, (size_t)v.len) : SQ_EINVAL;
   PyBuffer_Release(&v);
   if (rc) return exec__raise("send", ip, rc, NULL);
   Py_RETURN_NONE;

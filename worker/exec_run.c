@@ -1,5 +1,8 @@
-/* exec_run: the executor thread -- takes jobs from the I/O thread, runs them in Python
- * (exec_py.c) and routes the results (exec_int.h has the thread picture).
+/* exec_run: the executor thread -- receives its own work (FunctionCalls, DagSchedules,
+ * DagTriggers on its PULL sockets, pins from the I/O thread), settles the DAG state
+ * (exec_dag), runs each job in Python (exec_py.c) and routes the results (exec_int.h
+ * has the thread picture). When idle it waits in zmq_poll on those sockets with the
+ * GIL released, so a call or trigger reaches Python without a thread hand-off.
  *
  *   CALL  -> result (or error tuple) as a serialized Value: PUSHed to the call's
  *            response_address (squall extension 101) tagged with response_id =
@@ -87,7 +90,7 @@ static int exec__put(exec_ctx_t *x, const char *key, const uint8_t *value, size_
   size_t plen = 0;
   if (!key || !*key) return SQ_EEMPTYKEY;
   int rc = exec_run_lww(x, value, len, &payload, &plen);
-  if (!rc) rc = exec_io_out(x, EXEC_OUT_PUT, key, payload, plen, NULL);
+  if (!rc) rc = exec_io_out(x, EXEC_OUT_PUT, key, payload, plen);
   free(payload);
   return rc;
 }
@@ -130,7 +133,7 @@ static void exec__run_call(exec_ctx_t *x, exec_job_t *job) {
   if (rc) sq_log_warn(x->log, "result of %s for '%s' not delivered: %s", job->fn,
                       c->response_key, sq_strerror(rc));
   if (x->slot) exec_slot_end(x->slot);
-  exec_io_out(x, EXEC_OUT_STATUS, NULL, NULL, 0, NULL);
+  exec_io_out(x, EXEC_OUT_STATUS, NULL, NULL, 0);
   sq_buf_free(&packed);
   exec_py_result_clear(&res);
   exec_job_free(job);
@@ -184,7 +187,7 @@ static int exec__location(exec_ctx_t *x, const DagSchedule *s, const char *fn, c
   return SQ_ENOTFOUND;
 }
 
-/* Sends one trigger per outgoing connection. *sent = how many connections exist. */
+/* Sends one trigger per outgoing connection. *nout = how many connections exist. */
 static int exec__trigger_all(exec_ctx_t *x, const DagSchedule *s, const char *fn,
                              exec_result_t *res, size_t *nout) {
   int rc = 0;
@@ -231,7 +234,9 @@ static bool exec__invalid(const DagSchedule *s, const char *fn, const sq_buf_t *
   return false;
 }
 
-static void exec__run_dag(exec_ctx_t *x, exec_job_t *job) {
+/* Runs a DAG job and gives it back to the DAG state. Returns the job that became ready
+ * meanwhile (a MULTIEXEC schedule that waits again), else NULL. */
+static exec_job_t *exec__run_dag(exec_ctx_t *x, exec_job_t *job) {
   const DagSchedule *s = (const DagSchedule *)job->msg;
   exec_result_t res;
   sq_buf_t packed = {0};
@@ -255,7 +260,10 @@ out:
   if (x->slot) exec_slot_end(x->slot);
   sq_buf_free(&packed);
   exec_py_result_clear(&res);
-  exec_io_out(x, EXEC_OUT_DONE, NULL, NULL, 0, job);
+  exec_job_t *again = NULL;
+  if ((rc = exec_dag_done(x->dag, job, exec_slot_now_ms(), &again)))
+    sq_log_warn(x->log, "DAG entry dropped after its run: %s", sq_strerror(rc));
+  return again;
 }
 
 static void exec__run_pin(exec_ctx_t *x, exec_job_t *job) {
@@ -275,27 +283,93 @@ static void exec__run_pin(exec_ctx_t *x, exec_job_t *job) {
     size_t n = generic_response__get_packed_size(&r);
     if (ep[0] && n <= sizeof(buf)) {
       generic_response__pack(&r, buf);
-      exec_io_out(x, EXEC_OUT_PUSH, ep, buf, n, NULL);
+      exec_io_out(x, EXEC_OUT_PUSH, ep, buf, n);
     }
   }
-  exec_io_out(x, EXEC_OUT_STATUS, NULL, NULL, 0, NULL);
+  exec_io_out(x, EXEC_OUT_STATUS, NULL, NULL, 0);
   exec_job_free(job);
 }
 
-int exec_run_loop(exec_ctx_t *x) {
-  int timeout = 500;
-  zmq_setsockopt(x->jobs_pull, ZMQ_RCVTIMEO, &timeout, sizeof(timeout));
-  while (!__atomic_load_n(&x->stop, __ATOMIC_ACQUIRE)) {
-    exec_job_t *job = NULL;
-    if (zmq_recv(x->jobs_pull, &job, sizeof(job), 0) != sizeof(job) || !job) continue;
+/* Turns one message of the executor thread's socket `which` into a job: a one-shot call
+ * at once, a schedule or trigger through the DAG state (NULL until the entry is
+ * ready). Malformed or refused messages are logged and dropped. */
+static exec_job_t *exec__job_of(exec_ctx_t *x, int which, const void *data, size_t len) {
+  static const ProtobufCMessageDescriptor *const descs[] = {
+      [EXEC_PULL_CALL] = &function_call__descriptor,
+      [EXEC_PULL_SCHEDULE] = &dag_schedule__descriptor,
+      [EXEC_PULL_TRIGGER] = &dag_trigger__descriptor};
+  exec_job_t *job = NULL;
+  ProtobufCMessage *msg = exec_io_decode(x, data, len, descs[which]);
+  int rc = 0;
+  if (!msg) return NULL;
+  if (which == EXEC_PULL_SCHEDULE) {
+    rc = exec_dag_schedule(x->dag, (DagSchedule *)msg, exec_slot_now_ms(), &job);
+  } else if (which == EXEC_PULL_TRIGGER) {
+    rc = exec_dag_trigger(x->dag, (DagTrigger *)msg, exec_slot_now_ms(), &job);
+  } else {
+    FunctionCall *c = (FunctionCall *)msg;
+    if (!(job = exec_job_new(EXEC_JOB_CALL, c->name))) rc = -ENOMEM;
+    for (size_t i = 0; job && c->arguments && i < c->arguments->n_values && !rc; i++)
+      rc = exec_job_add_arg(job, c->arguments->values[i]);
+    if (job) job->msg = msg;
+    else protobuf_c_message_free_unpacked(msg, NULL);
+  }
+  if (rc) {
+    sq_log_warn(x->log, "%s refused: %s", descs[which]->name, sq_strerror(rc));
+    exec_job_free(job);
+    job = NULL;
+  }
+  return job;
+}
+
+/* Receives at most one message from socket `which` (-1: the I/O thread's jobs). NULL
+ * when nothing is ready or the message made no job. */
+static exec_job_t *exec__receive(exec_ctx_t *x, int which) {
+  exec_job_t *job = NULL;
+  if (which < 0) {
+    if (zmq_recv(x->jobs_pull, &job, sizeof(job), ZMQ_DONTWAIT) != sizeof(job)) return NULL;
+    return job; /* NULL: the I/O thread's wake-up on departure */
+  }
+  zmq_msg_t m;
+  if (sq_zmq_recv_frame(x->pull[which], (size_t)EXEC_MAX_MSG, ZMQ_DONTWAIT, &m)) return NULL;
+  job = exec__job_of(x, which, zmq_msg_data(&m), zmq_msg_size(&m));
+  zmq_msg_close(&m);
+  return job;
+}
+
+/* Runs job, then whatever it made ready (a MULTIEXEC schedule waiting again). */
+static void exec__serve(exec_ctx_t *x, exec_job_t *job) {
+  while (job) {
     int64_t t0 = exec_slot_now_ms();
+    exec_job_t *next = NULL;
     switch (job->kind) {
     case EXEC_JOB_CALL: exec__run_call(x, job); break;
-    case EXEC_JOB_DAG: exec__run_dag(x, job); break;
+    case EXEC_JOB_DAG: next = exec__run_dag(x, job); break;
     case EXEC_JOB_PIN: exec__run_pin(x, job); break;
     default: exec_job_free(job); break;
     }
     __atomic_add_fetch(&x->busy_ms, exec_slot_now_ms() - t0, __ATOMIC_ACQ_REL);
+    job = next;
+  }
+}
+
+int exec_run_loop(exec_ctx_t *x) {
+  static const int which[] = {-1, EXEC_PULL_CALL, EXEC_PULL_SCHEDULE, EXEC_PULL_TRIGGER};
+  zmq_pollitem_t items[4] = {{x->jobs_pull, 0, ZMQ_POLLIN, 0},
+                             {x->pull[EXEC_PULL_CALL], 0, ZMQ_POLLIN, 0},
+                             {x->pull[EXEC_PULL_SCHEDULE], 0, ZMQ_POLLIN, 0},
+                             {x->pull[EXEC_PULL_TRIGGER], 0, ZMQ_POLLIN, 0}};
+  int64_t last_expire = exec_slot_now_ms();
+  while (!__atomic_load_n(&x->stop, __ATOMIC_ACQUIRE)) {
+    if (zmq_poll(items, 4, 200) > 0) {
+      for (int i = 0; i < 4; i++) /* one message per ready socket per round: fair */
+        if (items[i].revents & ZMQ_POLLIN) exec__serve(x, exec__receive(x, which[i]));
+    }
+    int64_t now = exec_slot_now_ms();
+    if (now - last_expire >= 1000) {
+      exec_dag_expire(x->dag, now);
+      last_expire = now;
+    }
   }
   __atomic_store_n(&x->exec_done, 1, __ATOMIC_RELEASE);
   return 0;
