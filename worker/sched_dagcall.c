@@ -4,8 +4,9 @@
  * have registered it) -> for each function pick an executor where it is pinned
  * (colocation, locality of its fixed arguments' references, load); a function pinned
  * nowhere alive is re-pinned first -> PUSH one DagSchedule per function to 4030+tid
- * (triggers = its predecessors in connection order, or ["BEGIN"]) -> PUSH a BEGIN
- * DagTrigger to each source's 4040+tid -> reply output_key or the schedule id.
+ * (triggers = its predecessors in connection order, or ["BEGIN"]), sources first, each
+ * followed at once by a BEGIN DagTrigger to its 4040+tid -> reply output_key or the
+ * schedule id.
  * Nothing is sent unless every function has an executor.
  *
  * A continuation (from a sink executor) becomes a call of the next DAG under the same
@@ -91,6 +92,22 @@ static void sched__sbuf_free(sched_sbuf_t *b) {
   free(b->preds);
 }
 
+/* Sends ds for fn (triggers preds, or ["BEGIN"] and a BEGIN trigger when np is 0). */
+static int sched__send_one(sched_t *s, DagSchedule *ds, const char *fn, char **preds,
+                           size_t np, const sched_exec_id_t *ex) {
+  static char *const begin[1] = {"BEGIN"};
+  ds->target_function = (char *)fn;
+  ds->n_triggers = np ? np : 1;
+  ds->triggers = np ? preds : (char **)begin;
+  int rc = sched__push(s, ex, SCHED_EXEC_SCHEDULE, &ds->base);
+  if (rc || np) return rc;
+  DagTrigger t = DAG_TRIGGER__INIT;
+  t.id = ds->id;
+  t.target_function = (char *)fn;
+  t.source = "BEGIN";
+  return sched__push(s, ex, SCHED_EXEC_TRIGGER, &t.base);
+}
+
 /* Sends the schedules and BEGIN triggers. */
 static int sched__send_schedules(sched_t *s, const Dag *dag, const DagCall *call,
                                  const char *id, const sched_exec_id_t *ex) {
@@ -132,22 +149,15 @@ static int sched__send_schedules(sched_t *s, const Dag *dag, const DagCall *call
   ds.start_time = sched__now_s();
   ds.continuation = call->continuation;
   ds.timeout_ms = call->timeout_ms;
-  static char *const begin[1] = {"BEGIN"};
-  for (size_t i = 0; i < nf && rc == 0; i++) {
-    const char *fn = dag->functions[i]->name;
-    size_t np = sched_dag_predecessors(dag, fn, b.preds, nf);
-    ds.target_function = (char *)fn;
-    ds.n_triggers = np ? np : 1;
-    ds.triggers = np ? (char **)b.preds : (char **)begin;
-    rc = sched__push(s, &ex[i], SCHED_EXEC_SCHEDULE, &ds.base);
-  }
-  for (size_t i = 0; i < nf && rc == 0; i++) {
-    if (!sched_dag_is_source(dag, dag->functions[i]->name)) continue;
-    DagTrigger t = DAG_TRIGGER__INIT;
-    t.id = (char *)id;
-    t.target_function = dag->functions[i]->name;
-    t.source = "BEGIN";
-    rc = sched__push(s, &ex[i], SCHED_EXEC_TRIGGER, &t.base);
+  /* Sources first, each schedule followed at once by its BEGIN trigger: the work that
+   * can start leaves first; downstream schedules travel while the sources run. */
+  for (int pass = 0; pass < 2 && rc == 0; pass++) {
+    for (size_t i = 0; i < nf && rc == 0; i++) {
+      const char *fn = dag->functions[i]->name;
+      size_t np = sched_dag_predecessors(dag, fn, b.preds, nf);
+      if ((np == 0) != (pass == 0)) continue;
+      rc = sched__send_one(s, &ds, fn, np ? (char **)b.preds : NULL, np, &ex[i]);
+    }
   }
 out:
   sched__sbuf_free(&b);
