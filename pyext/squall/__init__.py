@@ -39,9 +39,9 @@ from typing import Any, Iterable, Mapping, Union
 from . import _cluster, _squall
 from ._cluster import Cluster, ClusterError, init
 from ._reference import CloudburstReference as Ref
-from ._api import (ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, Dag, Future,
-                   RemoteError, RemoteFunction, SchedulerError, context, dag, function,
-                   gather, wait)
+from ._api import (ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, Dag, ExecutorCrashed,
+                   Future, NoExecutors, RemoteError, RemoteFunction, RemoteTimeoutError,
+                   SchedulerError, context, dag, function, gather, wait)
 
 __all__ = [
     "__version__", "SquallError", "LatticeError", "errors", "strerror", "LatticeType",
@@ -53,7 +53,8 @@ __all__ = [
     "init", "shutdown", "put", "get", "Ref", "Cluster", "ClusterError",
     "KvsClient", "KeyNotFoundError", "SquallTimeoutError",
     "function", "RemoteFunction", "Future", "dag", "Dag", "wait", "gather", "context",
-    "RemoteError", "SchedulerError", "ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION",
+    "RemoteError", "RemoteTimeoutError", "ExecutorCrashed", "NoExecutors", "SchedulerError",
+    "ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION",
 ]
 
 __version__: str = _squall.__version__

@@ -107,6 +107,27 @@ class RemoteError(Exception):
         self.executor = executor
 
 
+class RemoteTimeoutError(RemoteError, TimeoutError):
+    """The call outlived its time limit (``timeout``); its executor was stopped and
+    replaced (remote type ``squall.TimeoutError``)."""
+
+
+class ExecutorCrashed(RemoteError):
+    """The process running the call died (segfault, ``os._exit``, out of memory,
+    ``kill -9``); the message names the signal or exit code. The node keeps serving."""
+
+
+class NoExecutors(RemoteError):
+    """The call's executor was lost and no executor came back to re-run it within the
+    scheduler's ``--resend-wait-ms``."""
+
+
+#: squall's own failure kinds (GenericResponse.error_type) and the classes raised for them.
+SQUALL_ERRORS = {"squall.TimeoutError": RemoteTimeoutError,
+                 "squall.ExecutorCrashed": ExecutorCrashed,
+                 "squall.NoExecutors": NoExecutors}
+
+
 class SchedulerError(RuntimeError):
     """The scheduler refused a request; ``error`` is the Cloudburst error name
     (FUNC_NOT_FOUND, NO_RESOURCES, ...) and ``message`` its reason."""
@@ -158,7 +179,8 @@ def remote_exception(resp: _wire.GenericResponse) -> BaseException:
         except Exception:  # noqa: BLE001 -- a constructor that wants other arguments
             exc = None
     if exc is None:
-        exc = RemoteError(message, resp.error_type, resp.traceback, resp.executor)
+        kind = SQUALL_ERRORS.get(resp.error_type, RemoteError)
+        exc = kind(message, resp.error_type, resp.traceback, resp.executor)
     if resp.traceback:
         exc.__cause__ = _RemoteTraceback(resp.traceback)
     where = f"executor {resp.executor}" if resp.executor else "an executor"

@@ -299,12 +299,15 @@ def test_timeout_and_crash_reports_arrive_by_push(cluster, tmp_path):
     with pytest.raises(squall.RemoteError) as info:
         fut.result(timeout=30)
     assert info.value.type_name == "squall.TimeoutError"
+    assert isinstance(info.value, squall.RemoteTimeoutError)
+    assert isinstance(info.value, TimeoutError)  # caught by `except TimeoutError` too
     assert time.monotonic() - t0 < 15  # the supervisor's push, not the client's deadline
     assert not _stored(cluster, fut.key)
     fut = crashes_once.remote(str(tmp_path / "crashed"))
     with pytest.raises(squall.RemoteError) as info:
         fut.result(timeout=30)
     assert info.value.type_name == "squall.ExecutorCrashed"
+    assert isinstance(info.value, squall.ExecutorCrashed)
     assert not _stored(cluster, fut.key)
     _keeps_serving()
 
