@@ -8,6 +8,8 @@
 #include "cache_uds.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
@@ -81,6 +83,30 @@ static int cache__uds_sendmsg(int fd, struct iovec *iov, size_t n, size_t len) {
   if (sent == (ssize_t)len) return 0;
   if (sent >= 0) return -EIO;
   return errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN ? SQ_ECLOSED : -errno;
+}
+
+int cache_uds_reply_host(const char *dir, char *buf, size_t cap) {
+  char path[4096];
+  if (cap <= CACHE_UDS_HOST_MAX ||
+      snprintf(path, sizeof path, "%s/%s", dir, CACHE_UDS_HOST_NAME) >= (int)sizeof path)
+    return SQ_EINVAL;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  ssize_t n = read(fd, buf, CACHE_UDS_HOST_MAX + 1);
+  int rc = n < 0 ? -errno : 0;
+  close(fd);
+  if (rc) return rc;
+  while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) n--;
+  if (n == 0 || n > CACHE_UDS_HOST_MAX) return SQ_EINVAL;
+  buf[n] = '\0';
+  bool v6 = buf[0] == '[' && buf[n - 1] == ']';
+  for (ssize_t i = v6; i < n - v6; i++) {
+    char ch = buf[i];
+    bool ok = (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
+              (ch >= 'A' && ch <= 'Z') || ch == '.' || ch == '-' || (v6 && ch == ':');
+    if (!ok) return SQ_EINVAL;
+  }
+  return 0;
 }
 
 int cache_uds_send_fill(int fd, const void *resp, size_t len) {

@@ -66,6 +66,17 @@
 #define CACHE_UDS_FILL 'F'
 #define CACHE_UDS_NOFILL 'N'
 
+/* <dir>/reply-host: the host the daemon gives the KVS (--public-ip), written by the
+ * daemon when it listens, so that an executor binds its PULL socket where the KVS can
+ * reach it (direct misses). One line, at most CACHE_UDS_HOST_MAX bytes. */
+#define CACHE_UDS_HOST_NAME "reply-host"
+#define CACHE_UDS_HOST_MAX 63
+
+/* Reads <dir>/reply-host into buf (NUL-terminated; cap > CACHE_UDS_HOST_MAX). 0,
+ * -ENOENT (no daemon wrote one), SQ_EINVAL (not a host name or address: only
+ * [A-Za-z0-9.-], or ':' inside [...]), -errno. */
+int cache_uds_reply_host(const char *dir, char *buf, size_t cap);
+
 /* Connects to <dir>/requests.sock. On 0, *fd is the caller's (close()). -ENOENT or
  * -ECONNREFUSED when no daemon (of this version) listens, SQ_ETOOBIG when the path
  * does not fit a sockaddr_un, other -errno. */

@@ -17,6 +17,7 @@
  * Threads: the daemon loop only.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,27 @@
 void cache__uds_init(cache__daemon_t *d) {
   d->uds_fd = -1;
   for (size_t i = 0; i < CACHE_UDS_MAX_CONNS; i++) d->conns[i].fd = -1;
+}
+
+/* Writes <dir>/reply-host (cache_uds.h) atomically: a temporary file, then rename. A
+ * failure only keeps executors on loopback replies (logged). */
+static void cache__uds_write_host(cache__daemon_t *d, const char *dir) {
+  char tmp[4096], path[4096];
+  const char *ip = d->cfg->public_ip;
+  int fd = -1;
+  if (!ip || !ip[0] || strlen(ip) > CACHE_UDS_HOST_MAX ||
+      snprintf(tmp, sizeof tmp, "%s/.%s.tmp", dir, CACHE_UDS_HOST_NAME) >= (int)sizeof tmp ||
+      snprintf(path, sizeof path, "%s/%s", dir, CACHE_UDS_HOST_NAME) >= (int)sizeof path)
+    goto out;
+  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  size_t n = strlen(ip);
+  if (fd < 0 || write(fd, ip, n) != (ssize_t)n || write(fd, "\n", 1) != 1 ||
+      rename(tmp, path) != 0) {
+    sq_log_warn(d->log, "cannot write %s: %s", path, strerror(errno));
+    (void)unlink(tmp);
+  }
+out:
+  if (fd >= 0) close(fd);
 }
 
 int cache__uds_open(cache__daemon_t *d, const char *dir, char *why, size_t cap) {
@@ -51,6 +73,7 @@ int cache__uds_open(cache__daemon_t *d, const char *dir, char *why, size_t cap) 
     return rc;
   }
   d->uds_fd = s;
+  cache__uds_write_host(d, dir);
   return 0;
 }
 

@@ -25,7 +25,8 @@
  * ipc://<dir>/requests-get and ipc://<dir>/requests-put and answers a KeyRequest with
  * one KeyResponse (response_id = request_id, no payloads: the executor reads LMDB) to
  * the request's response_address. A CacheClient binds its own PULL socket on an
- * ephemeral loopback TCP port for those replies. anna_error is the per-key AnnaError
+ * ephemeral TCP port for those replies (and the KVS's, for direct misses): on the host
+ * the daemon wrote to <dir>/reply-host, else on loopback. anna_error is the per-key AnnaError
  * (0 NO_ERROR = now cached / written, 1 KEY_DNE, 3 TIMEOUT, 4 LATTICE, ...).
  *
  * Never hangs: the request sockets use ZMQ_IMMEDIATE, so with no daemon listening a
@@ -110,14 +111,24 @@ static int ext__cc_push(void *zctx, const char *endpoint, void **out) {
   return 0;
 }
 
+/* Binds the reply PULL socket on the host the daemon gives the KVS (<dir>/reply-host,
+ * so that direct misses work off loopback too), else on loopback. 0 or -errno. */
+static int ext__cc_bind(ext_cclient_t *c, const char *dir) {
+  char host[CACHE_UDS_HOST_MAX + 1], ep[SQ_ZMQ_ENDPOINT_MAX], err[256];
+  if (cache_uds_reply_host(dir, host, sizeof host) == 0 &&
+      snprintf(ep, sizeof ep, "tcp://%s:*", host) < (int)sizeof ep &&
+      sq_zmq_pull_bind(c->zctx, ep, EXT__IPC_MAX_REPLY, 0, err, sizeof err, &c->pull) == 0)
+    return 0;
+  return sq_zmq_pull_bind(c->zctx, "tcp://127.0.0.1:*", EXT__IPC_MAX_REPLY, 0, err,
+                          sizeof err, &c->pull);
+}
+
 static int ext__cc_open(ext_cclient_t *c, const char *dir) {
-  char ep[SQ_ZMQ_ENDPOINT_MAX], err[256];
+  char ep[SQ_ZMQ_ENDPOINT_MAX];
   size_t len = sizeof(c->reply_addr);
   int rc = -ENOMEM;
   if (!(c->zctx = zmq_ctx_new())) goto out;
-  rc = sq_zmq_pull_bind(c->zctx, "tcp://127.0.0.1:*", EXT__IPC_MAX_REPLY, 0, err,
-                        sizeof err, &c->pull);
-  if (rc) goto out;
+  if ((rc = ext__cc_bind(c, dir))) goto out;
   if (zmq_getsockopt(c->pull, ZMQ_LAST_ENDPOINT, c->reply_addr, &len)) {
     rc = -zmq_errno();
     goto out;

@@ -110,6 +110,34 @@ def test_a_key_known_to_be_large_is_not_missed_directly_again(tmp_path, anna, kv
         cache.stop()
 
 
+def test_direct_misses_off_loopback_reply_on_the_daemons_public_host(tmp_path, anna, kvs):
+    (tmp_path / "pub").mkdir()
+    cache = CacheDaemon(tmp_path / "pub", kvs,
+                        extra=["--public-ip", "127.0.0.2", "--bind", "0.0.0.0"]).start()
+    client = _squall.CacheClient(str(cache.dir), timeout=10.0)
+    try:
+        assert (cache.dir / "reply-host").read_text() == "127.0.0.2\n"
+        assert client.response_address.startswith("tcp://127.0.0.2:")
+        anna.put_lww("far", b"away", 2)
+        assert client.get("far") == (0, PB.LWW, lww(b"away", 2))
+        c = cache.counters()
+        assert (c["fetches"], c["direct"]) == (1, 1)
+    finally:
+        client.close()
+        cache.stop()
+
+
+def test_a_bad_reply_host_falls_back_to_loopback(tmp_path, cache, anna):
+    (cache.dir / "reply-host").write_text("not a host!\n")
+    client = _squall.CacheClient(str(cache.dir), timeout=10.0)
+    try:
+        assert client.response_address.startswith("tcp://127.0.0.1:")
+        anna.put_lww("near", b"x", 1)
+        assert client.get("near") == (0, PB.LWW, lww(b"x", 1))
+    finally:
+        client.close()
+
+
 @contextlib.contextmanager
 def _direct_get(cache: CacheDaemon, key: str, rid: str):
     """A hand-written executor: sends a direct GET on requests.sock with its own PULL
