@@ -146,7 +146,7 @@ static int exec__get(exec_dag_t *d, const char *id, const char *fn, int64_t now,
   return 0;
 }
 
-static bool exec__multiexec(const DagSchedule *s, const char *fn) {
+bool exec_dag_multiexec(const DagSchedule *s, const char *fn) {
   if (!s->dag) return false;
   for (size_t i = 0; i < s->dag->n_functions; i++)
     if (s->dag->functions[i]->name && !strcmp(s->dag->functions[i]->name, fn))
@@ -162,7 +162,7 @@ static DagTrigger *exec__trigger_of(const exec__entry_t *e, const char *source) 
 
 static bool exec__ready(const exec__entry_t *e) {
   if (e->state != ST_WAITING || !e->sched) return false;
-  if (exec__multiexec(e->sched, e->fn)) return e->ntrig > 0;
+  if (exec_dag_multiexec(e->sched, e->fn)) return e->ntrig > 0;
   for (size_t i = 0; i < e->sched->n_triggers; i++)
     if (!exec__trigger_of(e, e->sched->triggers[i])) return false;
   return e->sched->n_triggers > 0 || e->ntrig > 0;
@@ -212,7 +212,7 @@ static int exec__start(exec_dag_t *d, exec__entry_t *e, exec_job_t **ready) {
   }
   for (size_t i = 0; i < s->n_triggers; i++) exec__move_trigger(e, job, s->triggers[i]);
   if (exec__collect_args(e, job)) goto out;
-  e->multiexec = exec__multiexec(s, e->fn);
+  e->multiexec = exec_dag_multiexec(s, e->fn);
   if (!e->multiexec) exec__free_triggers(e);
   job->msg = &e->sched->base;
   e->sched = NULL;

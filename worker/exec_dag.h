@@ -29,6 +29,7 @@
 #ifndef EXEC_DAG_H
 #define EXEC_DAG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -69,6 +70,9 @@ int exec_dag_done(exec_dag_t *d, exec_job_t *job, int64_t now_ms, exec_job_t **r
 
 /* Forgets entries older than ttl_ms (RUNNING ones stay until exec_dag_done). */
 void exec_dag_expire(exec_dag_t *d, int64_t now_ms);
+
+/* True when fn is a MULTIEXEC function of s's DAG (it runs on any one trigger). */
+bool exec_dag_multiexec(const DagSchedule *s, const char *fn);
 
 /* Counters and size. */
 exec_dag_stats_t exec_dag_stats(const exec_dag_t *d);

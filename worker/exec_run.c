@@ -290,6 +290,28 @@ static void exec__run_pin(exec_ctx_t *x, exec_job_t *job) {
   exec_job_free(job);
 }
 
+/* The BEGIN trigger of a plain source's schedule (triggers exactly ["BEGIN"], not
+ * MULTIEXEC), made here so that the source starts when its schedule arrives instead
+ * of one wake-up later with the scheduler's BEGIN trigger, which then finds the entry
+ * RUNNING or FINISHED and is dropped as a duplicate. NULL for anything else (or
+ * without memory: the scheduler's trigger then starts it). The trigger is the
+ * caller's, allocated as an unpacked message. */
+static DagTrigger *exec__begin_of(const DagSchedule *s) {
+  if (s->n_triggers != 1 || strcmp(s->triggers[0], "BEGIN") || !s->id ||
+      !s->target_function || exec_dag_multiexec(s, s->target_function))
+    return NULL;
+  DagTrigger t = DAG_TRIGGER__INIT, *out = NULL;
+  t.id = s->id;
+  t.target_function = s->target_function;
+  t.source = "BEGIN";
+  uint8_t buf[2048];
+  size_t n = dag_trigger__get_packed_size(&t);
+  if (n > sizeof(buf)) return NULL;
+  dag_trigger__pack(&t, buf);
+  out = dag_trigger__unpack(NULL, n, buf);
+  return out;
+}
+
 /* Turns one message of the executor thread's socket `which` into a job: a one-shot call
  * at once, a schedule or trigger through the DAG state (NULL until the entry is
  * ready). Malformed or refused messages are logged and dropped. */
@@ -303,7 +325,10 @@ static exec_job_t *exec__job_of(exec_ctx_t *x, int which, const void *data, size
   int rc = 0;
   if (!msg) return NULL;
   if (which == EXEC_PULL_SCHEDULE) {
+    DagTrigger *begin = exec__begin_of((DagSchedule *)msg);
     rc = exec_dag_schedule(x->dag, (DagSchedule *)msg, exec_slot_now_ms(), &job);
+    if (begin && !rc && !job) rc = exec_dag_trigger(x->dag, begin, exec_slot_now_ms(), &job);
+    else if (begin) dag_trigger__free_unpacked(begin, NULL);
   } else if (which == EXEC_PULL_TRIGGER) {
     rc = exec_dag_trigger(x->dag, (DagTrigger *)msg, exec_slot_now_ms(), &job);
   } else {
