@@ -80,9 +80,15 @@ class UserLibrary:
         self._id = (ip, tid)
         self._cache = cache  # the node cache (squall-worker --cache-dir), or None
 
-    def put(self, key: str, value: Any) -> bool:
+    def put(self, key: str, value: Any, wait: bool = True) -> bool:
         """Stores value under key: a Python set as a SET lattice, else LWW. True when
-        the KVS acknowledged it; raises RuntimeError (with the reason) otherwise."""
+        the KVS acknowledged it; raises RuntimeError (with the reason) otherwise.
+
+        ``wait=False`` (opt-in, asynchronous; LWW values through the node cache): returns
+        as soon as the node's cache daemon queued the write, before the KVS acknowledged
+        it -- not yet durable, a read right after may still see the old value, and a
+        refused write is only logged by the daemon. Without a usable cache the write is
+        synchronous as usual."""
         if isinstance(value, set):
             _x.kvs_put_set(key, sorted({encode_value(*dump(v)) for v in value}))
             return True
@@ -90,7 +96,7 @@ class UserLibrary:
         if self._cache is not None:  # write-through: the cache sees it once durable
             # one LWW scale for every squall writer (docs/lattices.md): id folded to a digit
             payload = _squall.encode_lww(_squall.lww_timestamp(self._id[1] % 10), body)
-            if self._cache.put(key, LWW, payload):
+            if self._cache.put(key, LWW, payload, wait=wait):
                 return True
         _x.kvs_put(key, body)
         return True

@@ -11,6 +11,7 @@ arrays and large objects, cloudpickle otherwise) and that squall.get reads both.
 """
 from __future__ import annotations
 
+import signal
 import time
 import uuid
 
@@ -142,6 +143,31 @@ def test_user_library_reads_through_cache_and_writes_through_daemon(cl):
     kind, body = decode_value(got[1])
     assert body[:4] == b"SQOB"  # large object stored as a blob
     assert int(load(kind, body)[3]) == 6
+
+
+def test_user_library_put_without_waiting_returns_before_the_kvs_acknowledged(cl, tmp_path):
+    key, mark = "async-" + uuid.uuid4().hex, tmp_path / "returned"
+
+    def aput(lib, k, path, kvs_pid):
+        import os
+        import signal as sig
+        os.kill(kvs_pid, sig.SIGSTOP)  # from here on no acknowledgement can come back
+        done = lib.put(k, np.arange(4, dtype=np.int64), wait=False)
+        with open(path, "w") as f:  # seen by the test while the KVS is still stopped
+            f.write(str(done))
+        return done
+
+    cl.client.register("aput", aput)
+    try:
+        key_call = cl.client.call("aput", key, str(mark), cl.kvs.proc.pid)
+        wait_for(mark.exists, 4, "the put(wait=False) to return with the KVS stopped")
+        assert mark.read_text() == "True"
+    finally:
+        cl.kvs.proc.send_signal(signal.SIGCONT)
+    assert cl.client.get_result(key_call, 30) is True
+    wait_for(lambda: cl.client.anna.get_lww(key) is not None, 15, "the write in the KVS")
+    kind, body = decode_value(cl.client.anna.get_lww(key)[1])
+    assert list(load(kind, body)) == [0, 1, 2, 3]
 
 
 def test_updated_value_is_seen_by_next_call(cl):
