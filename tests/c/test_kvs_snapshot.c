@@ -7,7 +7,6 @@
  * whose bytes all derive from (key, version) and are merged by max version, so
  * "recovered state == expected state" is checked byte for byte.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <poll.h>
 #include <setjmp.h>
@@ -24,6 +23,7 @@
 
 #include "sq_error.h"
 #include "wal.h"
+#include "test_tmpdir.h"
 
 #define NKEYS 4096
 #define VLEN 1024
@@ -39,23 +39,13 @@ typedef struct {
 static int setup(void **state) {
   fixture_t *fx = calloc(1, sizeof(*fx));
   if (!fx) return -1;
-  strcpy(fx->dir, "/tmp/squall-snap-XXXXXX");
   *state = fx;
-  return mkdtemp(fx->dir) ? 0 : -1;
+  return test_tmpdir_make(fx->dir, "/tmp/squall-snap-XXXXXX");
 }
 
 static int teardown(void **state) {
   fixture_t *fx = *state;
-  DIR *d = opendir(fx->dir);
-  struct dirent *de;
-  char path[512];
-  while (d && (de = readdir(d)) != NULL) {
-    if (de->d_name[0] == '.') continue;
-    snprintf(path, sizeof(path), "%s/%s", fx->dir, de->d_name);
-    unlink(path);
-  }
-  if (d) closedir(d);
-  int rc = rmdir(fx->dir);
+  int rc = test_tmpdir_remove(fx->dir);
   free(fx);
   return rc;
 }

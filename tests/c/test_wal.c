@@ -6,7 +6,6 @@
  * correctness condition, independent of replay order and duplicates. Tests that need
  * io_uring skip when the kernel refuses it.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -25,6 +24,7 @@
 
 #include "sq_error.h"
 #include "wal.h"
+#include "test_tmpdir.h"
 
 #define NKEYS 256
 
@@ -43,22 +43,12 @@ static fixture_t fx_pwrite = {.backend = KVS_WAL_BACKEND_PWRITE};
 
 static int setup(void **state) {
   fixture_t *fx = *state;
-  strcpy(fx->dir, "/tmp/squall-wal-XXXXXX");
-  return mkdtemp(fx->dir) ? 0 : -1;
+  return test_tmpdir_make(fx->dir, "/tmp/squall-wal-XXXXXX");
 }
 
 static int teardown(void **state) {
   fixture_t *fx = *state;
-  DIR *d = opendir(fx->dir);
-  struct dirent *de;
-  char path[512];
-  while (d && (de = readdir(d)) != NULL) {
-    if (de->d_name[0] == '.') continue;
-    snprintf(path, sizeof(path), "%s/%s", fx->dir, de->d_name);
-    unlink(path);
-  }
-  if (d) closedir(d);
-  return rmdir(fx->dir);
+  return test_tmpdir_remove(fx->dir);
 }
 
 static void key_of(int i, char *key) { snprintf(key, 16, "key-%04d", i); }
