@@ -5,8 +5,9 @@
  * (colocation, locality of its fixed arguments' references, load); a function pinned
  * nowhere alive is re-pinned first -> PUSH one DagSchedule per function to 4030+tid
  * (triggers = its predecessors in connection order, or ["BEGIN"]), sources first, each
- * followed at once by a BEGIN DagTrigger to its 4040+tid -> reply output_key or the
- * schedule id.
+ * followed at once by a BEGIN DagTrigger to its 4040+tid -- except a plain source on a
+ * squall executor (SQUALL_FEATURE_BEGIN_ON_SCHEDULE), which starts on its schedule ->
+ * reply output_key or the schedule id.
  * Nothing is sent unless every function has an executor.
  *
  * A continuation (from a sink executor) becomes a call of the next DAG under the same
@@ -92,15 +93,26 @@ static void sched__sbuf_free(sched_sbuf_t *b) {
   free(b->preds);
 }
 
-/* Sends ds for fn (triggers preds, or ["BEGIN"] and a BEGIN trigger when np is 0). */
+/* True when the source fn starts on its schedule alone at ex: a squall executor
+ * (SQUALL_FEATURE_BEGIN_ON_SCHEDULE) and not MULTIEXEC, which waits for a real trigger.
+ * Cloudburst executors get the BEGIN trigger PROTOCOL.md describes. */
+static bool sched__begins_on_schedule(sched_t *s, const Dag *dag, size_t i,
+                                      const sched_exec_id_t *ex) {
+  return (sched_policy_features(s->policy, ex) &
+          SQUALL_FEATURE__SQUALL_FEATURE_BEGIN_ON_SCHEDULE) &&
+         dag->functions[i]->type != EXECUTION_TYPE__MULTIEXEC;
+}
+
+/* Sends ds for fn (triggers preds, or ["BEGIN"] and -- unless begin is false -- a BEGIN
+ * trigger when np is 0). */
 static int sched__send_one(sched_t *s, DagSchedule *ds, const char *fn, char **preds,
-                           size_t np, const sched_exec_id_t *ex) {
+                           size_t np, bool begin_trigger, const sched_exec_id_t *ex) {
   static char *const begin[1] = {"BEGIN"};
   ds->target_function = (char *)fn;
   ds->n_triggers = np ? np : 1;
   ds->triggers = np ? preds : (char **)begin;
   int rc = sched__push(s, ex, SCHED_EXEC_SCHEDULE, &ds->base);
-  if (rc || np) return rc;
+  if (rc || np || !begin_trigger) return rc;
   DagTrigger t = DAG_TRIGGER__INIT;
   t.id = ds->id;
   t.target_function = (char *)fn;
@@ -156,7 +168,8 @@ static int sched__send_schedules(sched_t *s, const Dag *dag, const DagCall *call
       const char *fn = dag->functions[i]->name;
       size_t np = sched_dag_predecessors(dag, fn, b.preds, nf);
       if ((np == 0) != (pass == 0)) continue;
-      rc = sched__send_one(s, &ds, fn, np ? (char **)b.preds : NULL, np, &ex[i]);
+      bool trigger = !sched__begins_on_schedule(s, dag, i, &ex[i]);
+      rc = sched__send_one(s, &ds, fn, np ? (char **)b.preds : NULL, np, trigger, &ex[i]);
     }
   }
 out:

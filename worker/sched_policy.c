@@ -22,6 +22,7 @@ typedef struct {
   char **fns;
   size_t nfns;
   double util;
+  uint32_t features; /* ThreadStatus.squall_features */
   uint64_t last_ms;
   uint32_t picks_cur, picks_prev;
   uint64_t window_ms;
@@ -146,6 +147,7 @@ int sched_policy_status(sched_policy_t *p, const ThreadStatus *st, uint64_t now_
   }
   if (fresh) p->nex++;
   e->gpu = st->type == EXECUTOR_TYPE__GPU;
+  e->features = st->squall_features;
   if (st->utilization > 0) e->util = st->utilization;
   e->last_ms = now_ms;
   return 0;
@@ -169,6 +171,11 @@ size_t sched_policy_expire(sched_policy_t *p, uint64_t now_ms, sched_exec_id_t *
 
 bool sched_policy_alive(const sched_policy_t *p, const sched_exec_id_t *id) {
   return sp__find(p, id) != NULL;
+}
+
+uint32_t sched_policy_features(const sched_policy_t *p, const sched_exec_id_t *id) {
+  const sp_exec_t *e = sp__find(p, id);
+  return e ? e->features : 0;
 }
 
 size_t sched_policy_count(const sched_policy_t *p) { return p->nex; }

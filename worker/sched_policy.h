@@ -73,6 +73,9 @@ size_t sched_policy_expire(sched_policy_t *p, uint64_t now_ms, sched_exec_id_t *
 /* True when (ip, tid) is a live executor. */
 bool sched_policy_alive(const sched_policy_t *p, const sched_exec_id_t *id);
 
+/* The squall_features bits of (ip, tid)'s last ThreadStatus; 0 when not live. */
+uint32_t sched_policy_features(const sched_policy_t *p, const sched_exec_id_t *id);
+
 /* Number of live executors. */
 size_t sched_policy_count(const sched_policy_t *p);
 

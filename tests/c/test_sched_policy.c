@@ -69,6 +69,27 @@ static void test_running_false_drops_at_once(void **state) {
   sched_policy_destroy(p);
 }
 
+/* The scheduler skips BEGIN triggers only for executors whose latest status says so. */
+static void test_features_follow_the_latest_status_and_vanish_with_the_executor(void **state) {
+  (void)state;
+  sched_policy_t *p = mk();
+  sched_exec_id_t squall = {"10.0.0.1", 0}, cloudburst = {"10.0.0.2", 0};
+  ThreadStatus st = THREAD_STATUS__INIT;
+  st.ip = "10.0.0.1";
+  st.running = true;
+  st.squall_features = SQUALL_FEATURE__SQUALL_FEATURE_BEGIN_ON_SCHEDULE;
+  assert_int_equal(sched_policy_status(p, &st, 0, NULL), 0);
+  status(p, "10.0.0.2", 0, NULL, true, 0); /* a Cloudburst executor: no features */
+  assert_int_equal(sched_policy_features(p, &squall),
+                   SQUALL_FEATURE__SQUALL_FEATURE_BEGIN_ON_SCHEDULE);
+  assert_int_equal(sched_policy_features(p, &cloudburst), 0);
+  status(p, "10.0.0.1", 0, NULL, true, 1); /* a restarted executor without them */
+  assert_int_equal(sched_policy_features(p, &squall), 0);
+  status(p, "10.0.0.1", 0, NULL, false, 2);
+  assert_int_equal(sched_policy_features(p, &squall), 0); /* gone */
+  sched_policy_destroy(p);
+}
+
 static void test_one_shot_prefers_unpinned_then_falls_back(void **state) {
   (void)state;
   sched_policy_t *p = mk();
@@ -200,6 +221,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_silent_executor_is_dropped_after_the_deadline),
       cmocka_unit_test(test_running_false_drops_at_once),
+      cmocka_unit_test(test_features_follow_the_latest_status_and_vanish_with_the_executor),
       cmocka_unit_test(test_one_shot_prefers_unpinned_then_falls_back),
       cmocka_unit_test(test_locality_wins_over_load),
       cmocka_unit_test(test_equal_executors_share_calls),

@@ -229,10 +229,11 @@ class CloudburstClient:
         s.ParseFromString(self.raw(5003, prefix.encode()))
         return sorted(s.keys)
 
-    def register_dag(self, name: str, functions, connections, colocated=(), check=True):
+    def register_dag(self, name: str, functions, connections, colocated=(), check=True,
+                     types=None):
         d = cb.Dag(name=name, colocated=list(colocated))
         for f in functions:
-            d.functions.add(name=f)
+            d.functions.add(name=f, type=(types or {}).get(f, cb.REGULAR))
         for a, b in connections:
             d.connections.add(source=a, sink=b)
         return self._generic(5004, d.SerializeToString(), check)
@@ -264,8 +265,9 @@ class FakeExecutor:
 
     def __init__(self, offset: int, tid: int, ip: str = "127.0.0.1",
                  status_period: float | None = 0.2, ack_pins: bool = True,
-                 anonymous_acks: bool = False):
+                 anonymous_acks: bool = False, features: int = 0):
         self.offset, self.tid, self.ip = offset, tid, ip
+        self.features = features  # ThreadStatus.squall_features (0: a Cloudburst executor)
         self.status_period = status_period
         self.ack_pins = ack_pins
         self.anonymous_acks = anonymous_acks  # Cloudburst's acks name nothing
@@ -313,7 +315,8 @@ class FakeExecutor:
 
     def _status(self, running=True):
         st = internal.ThreadStatus(ip=self.ip, tid=self.tid, running=running,
-                                   functions=[] if not running else list(self.pinned))
+                                   functions=[] if not running else list(self.pinned),
+                                   squall_features=self.features)
         return st.SerializeToString()
 
     def _run(self):

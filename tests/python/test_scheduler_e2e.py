@@ -205,6 +205,25 @@ def test_dag_call_sends_schedules_and_begin_triggers(cluster, client, anonymous)
     assert sq_ex.wait_for("schedule", 2)[1].response_address == client.response_address
 
 
+@pytest.mark.parametrize("kind", ["REGULAR", "MULTIEXEC"])
+def test_squall_executor_source_gets_no_begin_trigger_unless_multiexec(cluster, client, kind):
+    """An executor reporting SQUALL_FEATURE_BEGIN_ON_SCHEDULE starts a plain source on
+    its schedule, so the scheduler saves the BEGIN trigger (one send per source); a
+    MULTIEXEC source still gets it, as Cloudburst executors always do (test above)."""
+    feature = internal.SQUALL_FEATURE_BEGIN_ON_SCHEDULE
+    x = cluster.fake(0, features=feature)
+    name = f"solo_{kind.lower()}"
+    client.register(square, name)
+    time.sleep(0.4)
+    client.register_dag(f"dag_{name}", [name], [], types={name: getattr(cb, kind)})
+    time.sleep(0.3)
+    client.call_dag(f"dag_{name}", {name: [3]}, output_key=f"out-{name}")
+    (s,) = x.wait_for("schedule")
+    assert list(s.triggers) == ["BEGIN"]
+    triggers = x.wait_for("trigger", timeout=1.0 if kind == "REGULAR" else 10.0)
+    assert [t.source for t in triggers] == ([] if kind == "REGULAR" else ["BEGIN"])
+
+
 def test_dag_call_of_unknown_dag_is_no_such_dag(client):
     with pytest.raises(SchedulerError) as e:
         client.call_dag("missing")
