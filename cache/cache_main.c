@@ -15,9 +15,6 @@
 #include "sq_error.h"
 #include "sq_log.h"
 
-static const char *const cache__level_names[] = {"error", "warn", "info", "debug", NULL};
-static const char *const cache__format_names[] = {"text", "json", NULL};
-
 #define CACHE_OPT(field, name, type, def, help) \
   SQ_OPT(cache_daemon_config_t, field, name, type, def, help)
 
@@ -48,11 +45,9 @@ static const sq_opt_t cache__options[] = {
               "least milliseconds between two key-set reports to the KVS"),
     CACHE_OPT(discard, "discard", SQ_OPT_BOOL, "false",
               "start with an empty cache instead of reopening the previous one"),
-    SQ_OPT_ENUMOF(cache_daemon_config_t, log_level, "log-level", cache__level_names, "info",
-                  "error, warn, info or debug"),
-    SQ_OPT_ENUMOF(cache_daemon_config_t, log_format, "log-format", cache__format_names,
-                  "text", "text lines, or one JSON object per line"),
-    CACHE_OPT(log_file, "log-file", SQ_OPT_STRING, "", "append the log here (default stderr)"),
+    SQ_DAEMON_LOG_LEVEL_OPT(cache_daemon_config_t, log_level),
+    SQ_DAEMON_LOG_FORMAT_OPT(cache_daemon_config_t, log_format),
+    SQ_DAEMON_LOG_FILE_OPT(cache_daemon_config_t, log_file),
 };
 
 static const sq_config_spec_t cache__spec = {

@@ -18,8 +18,6 @@
 
 static const char *const kvs__durability_names[] = {"none", "fsync", NULL};
 static const char *const kvs__backend_names[] = {"auto", "uring", "pwrite", NULL};
-static const char *const kvs__level_names[] = {"error", "warn", "info", "debug", NULL};
-static const char *const kvs__format_names[] = {"text", "json", NULL};
 
 #define KVS_OPT(field, name, type, def, help) SQ_OPT(kvs_config_t, field, name, type, def, help)
 #define KVS_ENUM(field, name, choices, def, help) \
@@ -49,10 +47,9 @@ static const sq_opt_t kvs__options[] = {
             "log size after which a thread writes a snapshot and drops older log"),
     KVS_OPT(stats_interval_s, "stats-interval", SQ_OPT_INT64, "60",
             "seconds between counter lines in the log (0 = only at shutdown)"),
-    KVS_ENUM(log_level, "log-level", kvs__level_names, "info", "error, warn, info or debug"),
-    KVS_ENUM(log_format, "log-format", kvs__format_names, "text",
-             "text lines, or one JSON object per line"),
-    KVS_OPT(log_file, "log-file", SQ_OPT_STRING, "", "append the log here (default stderr)"),
+    SQ_DAEMON_LOG_LEVEL_OPT(kvs_config_t, log_level),
+    SQ_DAEMON_LOG_FORMAT_OPT(kvs_config_t, log_format),
+    SQ_DAEMON_LOG_FILE_OPT(kvs_config_t, log_file),
 };
 
 static const sq_config_spec_t kvs__spec = {
