@@ -58,7 +58,8 @@ static const sq_config_spec_t cache__spec = {
 };
 
 /* Checks what the table cannot express. Returns NULL or the complaint. */
-static const char *cache__config_problem(const cache_daemon_config_t *cfg) {
+static const char *cache__config_problem(const void *c) {
+  const cache_daemon_config_t *cfg = c;
   if (cfg->port_offset < -7150 || cfg->port_offset > 65535 - 7150)
     return "--port-offset puts the update port outside 1..65535";
   if (!cfg->kvs[0]) return "--kvs must name the KVS routing endpoint";
@@ -72,16 +73,12 @@ static const char *cache__config_problem(const cache_daemon_config_t *cfg) {
   return NULL;
 }
 
-static const char *cache__config_check(const void *cfg) {
-  return cache__config_problem(cfg);
-}
-
 int main(int argc, char **argv) {
   cache_daemon_config_t cfg = {0};
   sq_log_t *log = NULL;
   const sq_daemon_spec_t daemon = {
       .spec = &cache__spec,
-      .check = cache__config_check,
+      .check = cache__config_problem,
       .component = "cache",
       .log_level_offset = offsetof(cache_daemon_config_t, log_level),
       .log_format_offset = offsetof(cache_daemon_config_t, log_format),

@@ -60,7 +60,8 @@ static const sq_config_spec_t kvs__spec = {
 };
 
 /* Checks what the table cannot express. Returns NULL or the complaint. */
-static const char *kvs__config_problem(const kvs_config_t *cfg) {
+static const char *kvs__config_problem(const void *c) {
+  const kvs_config_t *cfg = c;
   if (cfg->threads < 0 || cfg->threads > 1024) return "--threads must be between 0 and 1024";
   if (cfg->port_offset < -6200 || cfg->port_offset > 65535 - 6450 - 1024)
     return "--port-offset puts ports outside 1..65535";
@@ -70,16 +71,12 @@ static const char *kvs__config_problem(const kvs_config_t *cfg) {
   return NULL;
 }
 
-static const char *kvs__config_check(const void *cfg) {
-  return kvs__config_problem(cfg);
-}
-
 int main(int argc, char **argv) {
   kvs_config_t cfg = {0};
   sq_log_t *log = NULL;
   const sq_daemon_spec_t daemon = {
       .spec = &kvs__spec,
-      .check = kvs__config_check,
+      .check = kvs__config_problem,
       .component = "kvs",
       .log_level_offset = offsetof(kvs_config_t, log_level),
       .log_format_offset = offsetof(kvs_config_t, log_format),
