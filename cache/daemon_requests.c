@@ -35,11 +35,28 @@ static int cache__anna_error(int err) {
   }
 }
 
-/* Sends resp to the ZeroMQ address addr, or on unix-socket connection conn (!= 0). */
+/* Sends a response of type with no tuples, error LATTICE and the sentence why. */
+static int cache__send_error(cache__daemon_t *d, const char *addr, uint64_t conn,
+                             RequestType type, const char *id, const char *why) {
+  KeyResponse resp = KEY_RESPONSE__INIT;
+  resp.type = type;
+  resp.response_id = (char *)(id ? id : "");
+  resp.error = ANNA_ERROR__LATTICE;
+  resp.error_message = (char *)why;
+  return conn ? cache__uds_reply(d, conn, &resp)
+              : sq_zmq_cache_send_pb(d->replies, addr, &resp.base);
+}
+
+/* Sends resp to the ZeroMQ address addr, or on unix-socket connection conn (!= 0).
+ * A reply too large for one datagram becomes an error the executor hears at once
+ * (rather than waiting for its timeout). */
 static void cache__send(cache__daemon_t *d, const char *addr, uint64_t conn,
                         KeyResponse *resp) {
   int rc = conn ? cache__uds_reply(d, conn, resp)
                 : sq_zmq_cache_send_pb(d->replies, addr, &resp->base);
+  if (rc == SQ_ETOOBIG && conn)
+    rc = cache__send_error(d, addr, conn, resp->type, resp->response_id,
+                           "reply too large for " CACHE_UDS_NAME);
   if (rc) {
     d->c.reply_drops++;
     sq_log_debug(d->log, "reply to %s dropped: %s", conn ? CACHE_UDS_NAME : addr,
@@ -54,12 +71,11 @@ static void cache__refuse(cache__daemon_t *d, const KeyRequest *req, uint64_t co
   sq_log_warn(d->log, "refused request %s: %s",
               req->request_id ? req->request_id : "", why);
   if (!conn && (!req->response_address || !req->response_address[0])) return;
-  KeyResponse resp = KEY_RESPONSE__INIT;
-  resp.type = req->type;
-  resp.response_id = req->request_id ? req->request_id : "";
-  resp.error = ANNA_ERROR__LATTICE;
-  resp.error_message = (char *)why;
-  cache__send(d, req->response_address, conn, &resp);
+  int rc = cache__send_error(d, req->response_address, conn, req->type, req->request_id, why);
+  if (rc) {
+    d->c.reply_drops++;
+    sq_log_debug(d->log, "refusal dropped: %s", sq_strerror(rc));
+  }
 }
 
 /* Checks counts and keys (and for PUT types and payloads). NULL or the complaint,
@@ -125,7 +141,8 @@ static void cache__get_answer(cache__daemon_t *d, cache__get_t *g) {
       ptrs[i] = &tuples[i];
     }
     cache__send(d, g->reply, g->conn, &resp);
-  } else {
+  } else if (cache__send_error(d, g->reply, g->conn, REQUEST_TYPE__GET, g->request_id,
+                               "out of memory") != 0) {
     d->c.reply_drops++;
   }
   free(tuples);
