@@ -43,6 +43,7 @@
 
 #include "client.h" /* kvs/client.h (squall_kvs_client) */
 #include "sq_error.h"
+#include "sq_zmq.h"
 
 typedef struct {
   PyObject_HEAD
@@ -507,39 +508,21 @@ static PyType_Spec ext_kvs__spec = {
 
 #define EXT_REQ_MAX_REPLY (64 << 20) /* request(): larger replies are refused */
 
-/* One REQ/REP exchange on a fresh context; runs without the GIL. On 0, *reply is a
- * malloc'd copy of the reply (caller frees). SQ_ETIMEOUT, SQ_ETOOBIG, -errno. */
+/* One REQ/REP exchange on a fresh context (sq_zmq's REQ socket and frame receive);
+ * runs without the GIL. On 0, *reply holds the reply frame (caller closes it; it
+ * outlives the context). SQ_ETIMEOUT, SQ_ETOOBIG, SQ_EPROTO, -errno. */
 static int ext__req(const char *endpoint, const void *msg, size_t len, int timeout_ms,
-                    void **reply, size_t *rlen) {
+                    zmq_msg_t *reply) {
   void *ctx = zmq_ctx_new(), *sock = NULL;
-  int64_t maxsz = EXT_REQ_MAX_REPLY;
-  int zero = 0, rc = -ENOMEM, n;
-  zmq_msg_t m;
-  zmq_msg_init(&m);
-  if (!ctx) goto out;
-  if (!(sock = zmq_socket(ctx, ZMQ_REQ))) goto err;
-  if (zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero) ||
-      zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &maxsz, sizeof maxsz) ||
-      zmq_setsockopt(sock, ZMQ_SNDTIMEO, &timeout_ms, sizeof timeout_ms) ||
-      zmq_setsockopt(sock, ZMQ_RCVTIMEO, &timeout_ms, sizeof timeout_ms) ||
-      zmq_connect(sock, endpoint) || zmq_send(sock, msg, len, 0) < 0)
-    goto err;
-  if ((n = zmq_msg_recv(&m, sock, 0)) < 0) goto err;
-  if (zmq_msg_more(&m)) {
-    rc = SQ_ETOOBIG;
-    goto out;
-  }
-  if (!(*reply = malloc((size_t)n ? (size_t)n : 1))) goto out;
-  memcpy(*reply, zmq_msg_data(&m), (size_t)n);
-  *rlen = (size_t)n;
-  rc = 0;
-  goto out;
-err:
-  rc = zmq_errno() == EAGAIN ? SQ_ETIMEOUT : -zmq_errno();
+  int rc = -ENOMEM;
+  if (!ctx) return rc;
+  if ((rc = sq_zmq_req_connect(ctx, endpoint, timeout_ms, EXT_REQ_MAX_REPLY, &sock))) goto out;
+  if (zmq_send(sock, msg, len, 0) < 0) rc = -zmq_errno(); /* waits up to SNDTIMEO */
+  else rc = sq_zmq_recv_frame(sock, EXT_REQ_MAX_REPLY, 0, reply);
+  if (rc == -EAGAIN) rc = SQ_ETIMEOUT;
 out:
-  zmq_msg_close(&m);
   if (sock) zmq_close(sock);
-  if (ctx) zmq_ctx_term(ctx);
+  zmq_ctx_term(ctx);
   return rc;
 }
 
@@ -553,19 +536,21 @@ static PyObject *ext__request(PyObject *module, PyObject *args, PyObject *kw) {
   const char *endpoint;
   PyObject *timeout = NULL, *res = NULL;
   Py_buffer view;
-  void *reply = NULL;
-  size_t rlen = 0;
+  zmq_msg_t reply;
   int ms = 1000, rc;
   if (!PyArg_ParseTupleAndKeywords(args, kw, "sy*|O:request", kwlist, &endpoint, &view, &timeout))
     return NULL;
   if (ext_kvs__timeout_arg(timeout, &ms) < 0) goto out;
   Py_BEGIN_ALLOW_THREADS
-  rc = ext__req(endpoint, view.buf, (size_t)view.len, ms, &reply, &rlen);
+  rc = ext__req(endpoint, view.buf, (size_t)view.len, ms, &reply);
   Py_END_ALLOW_THREADS
-  if (rc != 0) ext_kvs__raise(ext_state(module), rc, endpoint, NULL);
-  else res = PyBytes_FromStringAndSize(reply, (Py_ssize_t)rlen);
+  if (rc != 0) {
+    ext_kvs__raise(ext_state(module), rc, endpoint, NULL);
+  } else {
+    res = PyBytes_FromStringAndSize(zmq_msg_data(&reply), (Py_ssize_t)zmq_msg_size(&reply));
+    zmq_msg_close(&reply);
+  }
 out:
-  free(reply);
   PyBuffer_Release(&view);
   return res;
 }
