@@ -122,8 +122,8 @@ static int sched__send_call(sched_t *s, FunctionCall *fc, const sched_exec_id_t 
   if (!buf) return -ENOMEM;
   function_call__pack(fc, buf);
   rc = sched__push_bytes(s, &ex, SCHED_EXEC_CALL, buf, len);
-  if (rc == 0) sched__track_oneshot(s, buf, len, &ex, tries);
-  free(buf);
+  if (rc == 0) sched__track_oneshot(s, buf, len, &ex, tries); /* keeps buf */
+  else free(buf);
   return rc;
 }
 

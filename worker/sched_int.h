@@ -185,8 +185,9 @@ void sched__tick(sched_t *s, uint64_t now_ms);
 void sched__kvs_poll(sched_t *s);
 
 /* ---- sched_retry.c: at-least-once re-sending --------------------------------------- */
-void sched__track_oneshot(sched_t *s, const uint8_t *msg, size_t len,
-                          const sched_exec_id_t *ex, int tries);
+/* Keeps a sent FunctionCall for re-sending; takes ownership of msg (malloc'd). */
+void sched__track_oneshot(sched_t *s, uint8_t *msg, size_t len, const sched_exec_id_t *ex,
+                          int tries);
 void sched__track_dag(sched_t *s, const char *id, const DagCall *call,
                       const sched_exec_id_t *execs, size_t n, int tries);
 /* Re-sends the recent work of a dropped executor elsewhere; what finds no live

@@ -53,15 +53,16 @@ static void sched__inflight_clear(sched_inflight_t *f) {
   memset(f, 0, sizeof(*f));
 }
 
-void sched__track_oneshot(sched_t *s, const uint8_t *msg, size_t len,
-                          const sched_exec_id_t *ex, int tries) {
-  if (len > SCHED_TRACK_MAX_BYTES) return; /* bounds the ring's memory (4 GiB worst) */
+void sched__track_oneshot(sched_t *s, uint8_t *msg, size_t len, const sched_exec_id_t *ex,
+                          int tries) {
+  if (len > SCHED_TRACK_MAX_BYTES) { /* bounds the ring's memory (4 GiB worst) */
+    free(msg);
+    return;
+  }
   sched_oneshot_t *o = &s->oneshots[s->oneshot_next];
   s->oneshot_next = (s->oneshot_next + 1) % SCHED_MAX_ONESHOTS;
   sched__oneshot_clear(o);
-  o->msg = malloc(len ? len : 1);
-  if (!o->msg) return; /* untracked: it just will not be re-sent */
-  memcpy(o->msg, msg, len);
+  o->msg = msg;
   o->len = len;
   o->exec = *ex;
   o->sent_ms = sched__now_ms();
