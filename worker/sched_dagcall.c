@@ -177,8 +177,8 @@ out:
   return rc;
 }
 
-int sched__dag_run(sched_t *s, const DagCall *call, const char *id, char id_out[64],
-                   int *cb_error, char *err, size_t errlen) {
+int sched__dag_run(sched_t *s, const DagCall *call, const char *id, int tries,
+                   char id_out[64], int *cb_error, char *err, size_t errlen) {
   err[0] = '\0';
   const Dag *dag = call->name[0] ? sched__dag_get(s, call->name) : NULL;
   if (!dag) {
@@ -196,7 +196,7 @@ int sched__dag_run(sched_t *s, const DagCall *call, const char *id, char id_out[
   snprintf(id_out, 64, "%s", id);
   if (rc == 0) rc = sched__place(s, dag, call, ex, err, errlen);
   if (rc == 0) rc = sched__send_schedules(s, dag, call, id_out, ex);
-  if (rc == 0) sched__track_dag(s, id_out, call, ex, dag->n_functions, 1);
+  if (rc == 0) sched__track_dag(s, id_out, call, ex, dag->n_functions, tries);
   if (rc) {
     *cb_error = CLOUDBURST_ERROR__NO_RESOURCES;
     if (!err[0]) snprintf(err, errlen, "DAG '%s' could not be scheduled: %s", dag->name,
@@ -223,7 +223,7 @@ void sched__on_dag_call(sched_t *s, const uint8_t *b, size_t n) {
     dag_call__free_unpacked(call, NULL);
     return;
   }
-  rc = sched__dag_run(s, call, NULL, id, &code, err, sizeof err);
+  rc = sched__dag_run(s, call, NULL, 1, id, &code, err, sizeof err);
   if (rc) sched__reply_error(s, P, code, "%s", err);
   else sched__reply_ok(s, P, call->output_key[0] ? call->output_key : id);
   dag_call__free_unpacked(call, NULL);
@@ -269,7 +269,7 @@ static int sched__continue(sched_t *s, const Continuation *cont, Value *result) 
   int code;
   call.n_function_args = ne;
   call.function_args = entp;
-  if (rc == 0) rc = sched__dag_run(s, &call, cont->id, id, &code, err, sizeof err);
+  if (rc == 0) rc = sched__dag_run(s, &call, cont->id, 1, id, &code, err, sizeof err);
   if (rc) sq_log_warn(s->log, "continuation to DAG %s failed: %s", cont->name, sq_strerror(rc));
   for (size_t i = 0; vals && i < ne; i++) free(vals[i]);
   free(vals);

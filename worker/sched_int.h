@@ -171,10 +171,11 @@ void sched__on_dag_create(sched_t *s, const uint8_t *b, size_t n);
 void sched__on_dag_delete(sched_t *s, const uint8_t *b, size_t n);
 
 /* ---- sched_dagcall.c: DAG calls and continuations --------------------------------- */
-/* Schedules call under id (NULL = a fresh UUID4). On 0, id_out holds the schedule id.
- * On error *cb_error and err say why. */
-int sched__dag_run(sched_t *s, const DagCall *call, const char *id, char id_out[64],
-                   int *cb_error, char *err, size_t errlen);
+/* Schedules call under id (NULL = a fresh UUID4) as its send number `tries` (1 = first;
+ * kept with the call for sched_retry). On 0, id_out holds the schedule id. On error
+ * *cb_error and err say why. */
+int sched__dag_run(sched_t *s, const DagCall *call, const char *id, int tries,
+                   char id_out[64], int *cb_error, char *err, size_t errlen);
 void sched__on_dag_call(sched_t *s, const uint8_t *b, size_t n);
 void sched__on_continuation(sched_t *s, const uint8_t *b, size_t n);
 

@@ -268,13 +268,7 @@ static bool sched__uses(const sched_inflight_t *f, const sched_exec_id_t *ex) {
 static int sched__dag_again(sched_t *s, const DagCall *call, const char *id, int tries,
                             int *cb, char *err, size_t errlen) {
   char out_id[64];
-  /* sched__dag_run tracks the new attempt; tries is carried through the ring */
-  int rc = sched__dag_run(s, call, id, out_id, cb, err, errlen);
-  if (rc == 0) {
-    size_t last = (s->inflight_next + SCHED_MAX_INFLIGHT - 1) % SCHED_MAX_INFLIGHT;
-    if (strcmp(s->inflight[last].id, id) == 0) s->inflight[last].tries = tries + 1;
-  }
-  return rc;
+  return sched__dag_run(s, call, id, tries + 1, out_id, cb, err, errlen); /* tracks it */
 }
 
 static void sched__retry_dags(sched_t *s, const sched_exec_id_t *ex, uint64_t now) {
