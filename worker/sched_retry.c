@@ -294,8 +294,12 @@ static void sched__retry_dags(sched_t *s, const sched_exec_id_t *ex, uint64_t no
     if (rc == 0) s->retry_stats.resent++;
     sq_log_warn(s->log, "executor %s:%u lost: DAG %s schedule %s re-run (%s)", ex->ip,
                 ex->tid, call ? call->name : "?", id, rc ? err : "ok");
-    if (rc && call && cb != CLOUDBURST_ERROR__NO_SUCH_DAG)
+    if (rc && call && cb == CLOUDBURST_ERROR__NO_SUCH_DAG) { /* deleted: no waiting */
+      sched_pending_item_t it = sched__item(SCHED_PENDING_DAG, id, bytes, len, tries, now, now);
+      sched__pending_fail(s, &it, now, "its DAG is no longer registered");
+    } else if (rc && call) {
       sched__park(s, SCHED_PENDING_DAG, id, bytes, len, tries, now);
+    }
     if (call) dag_call__free_unpacked(call, NULL);
     free(bytes);
   }
