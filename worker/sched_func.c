@@ -176,9 +176,6 @@ out:
   if (fc) function_call__free_unpacked(fc, NULL);
 }
 
-/* Re-sends a tracked call elsewhere (sched_retry.c). */
-int sched__resend_call(sched_t *s, const uint8_t *msg, size_t len,
-                       const sched_exec_id_t *dead, int tries);
 int sched__resend_call(sched_t *s, const uint8_t *msg, size_t len,
                        const sched_exec_id_t *dead, int tries) {
   FunctionCall *fc = function_call__unpack(NULL, len, msg); /* our own bytes */

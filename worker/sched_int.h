@@ -116,7 +116,6 @@ struct sched {
   uint64_t lww_last;
   uint64_t next_refresh_ms;
   bool replied;       /* the REP request being handled got its reply */
-  uint8_t *pin_buf;   /* scratch for pin acks */
 };
 
 /* ---- sched_server.c: plumbing --------------------------------------------------- */
@@ -158,6 +157,10 @@ void sched__on_connect(sched_t *s, const uint8_t *b, size_t n);
 void sched__on_func_create(sched_t *s, const uint8_t *b, size_t n);
 void sched__on_func_call(sched_t *s, const uint8_t *b, size_t n);
 void sched__on_list(sched_t *s, const uint8_t *b, size_t n);
+/* Sends the packed FunctionCall msg again, to an executor other than dead (NULL: any),
+ * as its send number tries. 0, SQ_ENOTFOUND (no live executor) or the send error. */
+int sched__resend_call(sched_t *s, const uint8_t *msg, size_t len,
+                       const sched_exec_id_t *dead, int tries);
 
 /* ---- sched_dagreg.c: DAG registration, pinning, deletion ------------------------ */
 sched_dagent_t *sched__dag_find(sched_t *s, const char *name);

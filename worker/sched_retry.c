@@ -39,9 +39,6 @@
 #define SCHED_NOEXEC_TYPE "squall.NoExecutors"
 #define SCHED_CHAIN_MAX 16 /* continuation links followed to find a DAG's final target */
 
-int sched__resend_call(sched_t *s, const uint8_t *msg, size_t len,
-                       const sched_exec_id_t *dead, int tries);
-
 static void sched__oneshot_clear(sched_oneshot_t *o) {
   free(o->msg);
   memset(o, 0, sizeof(*o));
