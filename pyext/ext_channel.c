@@ -120,9 +120,9 @@ static int64_t ext_chan__now_ms(void) {
 }
 
 /* Receives one whole message without waiting; 0 with *got = its sequence number and
- * *reply (malloc'd) when it is [seq, "", body], SQ_EPROTO for any other shape (dropped),
- * -EAGAIN when none is queued, -errno on a socket error. */
-static int ext_chan__recv_one(ext_chan_t *self, uint64_t *got, void **reply, size_t *rlen) {
+ * *body = its body frame (caller closes it) when it is [seq, "", body], SQ_EPROTO for
+ * any other shape (dropped), -EAGAIN when none is queued, -errno on a socket error. */
+static int ext_chan__recv_one(ext_chan_t *self, uint64_t *got, zmq_msg_t *body) {
   zmq_msg_t m[3];
   int n = 0, more = 1, rc = 0;
   while (more) {
@@ -142,9 +142,8 @@ static int ext_chan__recv_one(ext_chan_t *self, uint64_t *got, void **reply, siz
     rc = SQ_EPROTO;
   if (!rc) {
     memcpy(got, zmq_msg_data(&m[0]), sizeof(*got));
-    *rlen = zmq_msg_size(&m[2]);
-    if ((*reply = malloc(*rlen ? *rlen : 1))) memcpy(*reply, zmq_msg_data(&m[2]), *rlen);
-    else rc = -ENOMEM;
+    zmq_msg_init(body);
+    zmq_msg_move(body, &m[2]); /* m[2] is left empty; closed below */
   }
   for (int i = 0; i < (n < 3 ? n : 3); i++) zmq_msg_close(&m[i]);
   return rc;
@@ -160,9 +159,10 @@ static int ext_chan__send(ext_chan_t *self, const void *msg, size_t len, uint64_
   return 0;
 }
 
-/* One exchange; runs without the GIL under the lock. 0, SQ_ETIMEOUT, -errno. */
+/* One exchange; runs without the GIL under the lock. 0 with *reply the reply frame
+ * (caller closes it), SQ_ETIMEOUT, -errno. */
 static int ext_chan__exchange(ext_chan_t *self, const void *msg, size_t len, int timeout_ms,
-                              void **reply, size_t *rlen) {
+                              zmq_msg_t *reply) {
   uint64_t seq, got;
   int64_t until = ext_chan__now_ms() + timeout_ms;
   int rc = ext_chan__send(self, msg, len, &seq);
@@ -174,9 +174,9 @@ static int ext_chan__exchange(ext_chan_t *self, const void *msg, size_t len, int
     int r = zmq_poll(&it, 1, (long)left);
     if (r < 0 && zmq_errno() != EINTR) return -zmq_errno();
     if (r <= 0) continue;
-    rc = ext_chan__recv_one(self, &got, reply, rlen);
+    rc = ext_chan__recv_one(self, &got, reply);
     if (!rc && got == seq) return 0;
-    if (!rc) free(*reply); /* a late reply to an earlier request */
+    if (!rc) zmq_msg_close(reply); /* a late reply to an earlier request */
     else if (rc != SQ_EPROTO && rc != -EAGAIN) return rc;
   }
 }
@@ -186,8 +186,7 @@ static PyObject *ext_chan__request(PyObject *op, PyObject *args, PyObject *kw) {
   static char *kwlist[] = {"payload", "timeout", NULL};
   Py_buffer view;
   double timeout = 30.0;
-  void *reply = NULL;
-  size_t rlen = 0;
+  zmq_msg_t reply;
   int rc;
   if (!PyArg_ParseTupleAndKeywords(args, kw, "y*|d:request", kwlist, &view, &timeout))
     return NULL;
@@ -199,7 +198,7 @@ static PyObject *ext_chan__request(PyObject *op, PyObject *args, PyObject *kw) {
   int ms = timeout * 1000.0 < 1.0 ? 1 : (int)(timeout * 1000.0);
   Py_BEGIN_ALLOW_THREADS
   PyThread_acquire_lock(self->lock, WAIT_LOCK);
-  rc = self->sock ? ext_chan__exchange(self, view.buf, (size_t)view.len, ms, &reply, &rlen)
+  rc = self->sock ? ext_chan__exchange(self, view.buf, (size_t)view.len, ms, &reply)
                   : SQ_ECLOSED;
   PyThread_release_lock(self->lock);
   Py_END_ALLOW_THREADS
@@ -208,8 +207,9 @@ static PyObject *ext_chan__request(PyObject *op, PyObject *args, PyObject *kw) {
   if (rc == SQ_ETIMEOUT)
     return PyErr_Format(st->timeout_error, "%s: no reply within %.3g s", self->endpoint, timeout);
   if (rc) return ext_error_raise(st, rc, self->endpoint);
-  PyObject *out = PyBytes_FromStringAndSize(reply, (Py_ssize_t)rlen);
-  free(reply);
+  PyObject *out =
+      PyBytes_FromStringAndSize(zmq_msg_data(&reply), (Py_ssize_t)zmq_msg_size(&reply));
+  zmq_msg_close(&reply);
   return out;
 }
 
@@ -236,18 +236,14 @@ static PyObject *ext_chan__send_py(PyObject *op, PyObject *arg) {
 static int ext_chan__drain(ext_chan_t *self, PyObject *out) {
   for (;;) {
     uint64_t seq;
-    void *reply = NULL;
-    size_t rlen = 0;
-    int rc = ext_chan__recv_one(self, &seq, &reply, &rlen);
+    zmq_msg_t reply;
+    int rc = ext_chan__recv_one(self, &seq, &reply);
     if (rc == SQ_EPROTO) continue;
-    if (rc == -ENOMEM) {
-      PyErr_NoMemory();
-      return -1;
-    }
     if (rc) return 0; /* -EAGAIN: nothing more; a socket error shows on the next send */
-    PyObject *t = Py_BuildValue("(Ky#)", (unsigned long long)seq, (const char *)reply,
-                                (Py_ssize_t)rlen);
-    free(reply);
+    const char *body = zmq_msg_data(&reply);
+    PyObject *t = Py_BuildValue("(Ky#)", (unsigned long long)seq, body,
+                                (Py_ssize_t)zmq_msg_size(&reply));
+    zmq_msg_close(&reply);
     if (!t || PyList_Append(out, t) < 0) {
       Py_XDECREF(t);
       return -1;
