@@ -7,23 +7,14 @@ import uuid
 
 import pytest
 
-from kvs_harness import KvsNode
-from worker_harness import ExecClient, WorkerNode, dump, error_fields, is_error
+from worker_harness import dump, error_fields, is_error, worker_client
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
     d = tmp_path_factory.mktemp("worker-dag")
-    kvs = KvsNode(d / "kvs", threads=1, durability="none").start()
-    worker = WorkerNode(kvs, d, executors=2, extra=["--function-ttl-ms", "0"])
-    try:
-        worker.start()
-        client = ExecClient(worker)
+    with worker_client(d, extra=["--function-ttl-ms", "0"]) as client:
         yield client
-        client.close()
-    finally:
-        worker.stop()
-        kvs.stop()
 
 
 def run_dag(node, name, functions, links, placement, fixed=None, direct=True,

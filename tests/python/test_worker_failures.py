@@ -8,25 +8,17 @@ import time
 
 import pytest
 
-from kvs_harness import KvsNode
-from worker_harness import ExecClient, WorkerNode, error_fields, is_error
+from worker_harness import error_fields, is_error, worker_client
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
     d = tmp_path_factory.mktemp("worker-fail")
-    kvs = KvsNode(d / "kvs", threads=1, durability="none").start()
     # crashes_ok: test_segfault_in_user_code_reports_signal makes ASan report a SEGV
-    worker = WorkerNode(kvs, d, executors=2, extra=["--call-timeout", "60"], crashes_ok=True)
-    try:
-        worker.start()
-        client = ExecClient(worker, timeout=60)
+    with worker_client(d, extra=["--call-timeout", "60"], crashes_ok=True,
+                       timeout=60) as client:
         client.register("square", lambda lib, x: x * x)
         yield client
-        client.close()
-    finally:
-        worker.stop()
-        kvs.stop()
 
 
 def wait_restarted(node, tid, old_pid, timeout=60):

@@ -7,8 +7,7 @@ import time
 import pytest
 import zmq
 
-from kvs_harness import KvsNode
-from worker_harness import ExecClient, WorkerNode, pb
+from worker_harness import pb, worker_client
 
 
 @pytest.fixture(scope="module")
@@ -17,19 +16,11 @@ def node(tmp_path_factory):
     lib = d / "lib"
     lib.mkdir()
     (lib / "squall_test_helper.py").write_text("def triple(x):\n    return 3 * x\n")
-    kvs = KvsNode(d / "kvs", threads=1, durability="none").start()
-    worker = WorkerNode(kvs, d, executors=2, env={"PYTHONPATH": str(lib)})
-    client = None
-    try:
-        worker.start()
-        client = ExecClient(worker)
+    with worker_client(d, env={"PYTHONPATH": str(lib)}) as client:
         yield client
-    finally:
-        if client:
-            client.close()
-        code = worker.stop()
-        kvs.stop()
-    assert code == 0, worker.log_text()[-3000:]  # SIGTERM: clean stop of every executor
+    worker = client.w
+    # SIGTERM: clean stop of every executor
+    assert worker.proc.returncode == 0, worker.log_text()[-3000:]
 
 
 def test_pythonpath_is_honoured_by_executors(node):

@@ -15,6 +15,7 @@ then expected, leaks and memory errors still fail.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import signal
@@ -150,6 +151,28 @@ class WorkerNode:
                 self.kvs.stop()  # callers stop it after us: nothing outlives the failure
                 raise
         return self.proc.returncode if self.proc else 0
+
+
+@contextlib.contextmanager
+def worker_client(log_dir: Path, executors: int = 2, extra: list[str] | None = None,
+                  env: dict | None = None, crashes_ok: bool = False, timeout: float = 30.0):
+    """A one-thread KVS (no durability), a WorkerNode on it and an ExecClient driving it;
+    yields the client and stops all three on exit (the worker's exit code is then
+    client.w.proc.returncode)."""
+    kvs = KvsNode(Path(log_dir) / "kvs", threads=1, durability="none").start()
+    worker = client = None
+    try:
+        worker = WorkerNode(kvs, log_dir, executors=executors, extra=extra, env=env,
+                            crashes_ok=crashes_ok)
+        worker.start()
+        client = ExecClient(worker, timeout=timeout)
+        yield client
+    finally:
+        if client:
+            client.close()
+        if worker:
+            worker.stop()
+        kvs.stop()
 
 
 class ExecClient:
