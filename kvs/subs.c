@@ -73,15 +73,19 @@ static kvs__sub_slot_t *kvs__sub_find(const kvs_subs_t *s, const char *key, size
   }
 }
 
-/* Rebuilds the key index from all caches. On -ENOMEM the old index stays. */
+/* Rebuilds the key index from all caches. Callers change the key lists first, so the
+ * old index may point at freed keys: on -ENOMEM it is dropped (no pushes until the
+ * next successful change) rather than kept. */
 static int kvs__subs_reindex(kvs_subs_t *s) {
   size_t total = 0;
   for (size_t c = 0; c < KVS_SUBS_MAX_CACHES; c++) total += s->caches[c].nkeys;
   size_t cap = 16;
   while (cap < total * 2) cap *= 2;
   kvs__sub_slot_t *slots = calloc(cap, sizeof(*slots));
-  if (!slots) return -ENOMEM;
   free(s->slots);
+  s->slots = NULL;
+  s->slot_mask = 0;
+  if (!slots) return -ENOMEM;
   s->slots = slots;
   s->slot_mask = cap - 1;
   for (size_t c = 0; c < KVS_SUBS_MAX_CACHES; c++) {
@@ -197,13 +201,7 @@ size_t kvs_subs_expire(kvs_subs_t *s, uint64_t now_ms, uint64_t ttl_ms) {
       dropped++;
     }
   }
-  if (dropped && kvs__subs_reindex(s) != 0) {
-    /* Out of memory: keep serving with an index that may name dropped caches; their
-     * endpoint strings are gone, so clear the index rather than point at freed memory. */
-    free(s->slots);
-    s->slots = NULL;
-    s->slot_mask = 0;
-  }
+  if (dropped) (void)kvs__subs_reindex(s); /* on -ENOMEM the index is left empty */
   return dropped;
 }
 
