@@ -102,8 +102,8 @@ static int kvs__worker_batch(kvs_request_ctx_t *rq, void *requests) {
  * turn that handled some, the next turn just tries to receive again (everything a
  * poll would report is also checked without it: the stop flag, the subscription
  * socket, the log's completions in kvs_request_after_batch). One poll per idle turn,
- * not per batch, saves a poll(2) and ZeroMQ's per-socket event checks under load. */
-/* Serves until told to stop (returns 0) or until the log fails (returns its error). */
+ * not per batch, saves a poll(2) and ZeroMQ's per-socket event checks under load.
+ * Returns 0 when told to stop, or the log's error when it fails. */
 static int kvs__worker_serve(kvs_worker_t *w, void *requests, void *control) {
   kvs_request_ctx_t *rq = &w->rq;
   int log_fd = kvs_wal_event_fd(rq->wal);
