@@ -25,7 +25,6 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import zmq
 
-from kvs_harness import AnnaClient, KvsNode, bin_dir, wire
+from kvs_harness import AnnaClient, KvsNode, _ports_free, bin_dir, wire
 
 wire()
 cb = importlib.import_module("cloudburst_pb2")
@@ -43,16 +42,6 @@ shared = importlib.import_module("shared_pb2")
 
 SCHED_PORTS = range(5000, 5012)
 EXEC_BASES = (4000, 4010, 4020, 4030, 4040, 4050, 5500)
-
-
-def _ports_free(ports) -> bool:
-    for port in ports:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
 
 
 def free_sched_offset(threads: int = 4) -> int:
