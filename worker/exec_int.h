@@ -126,6 +126,10 @@ int exec_io_start(exec_ctx_t *x);  /* starts the I/O thread */
 void exec_io_close(exec_ctx_t *x); /* joins the thread, closes everything */
 int exec_io_out(exec_ctx_t *x, exec_out_kind_t kind, const char *target, const void *data,
                 size_t len); /* executor thread -> I/O thread (copies); 0 or -ENOMEM */
+/* The same without the copy: data (malloc'd, or NULL when len is 0) becomes the I/O
+ * thread's on success and is freed here on failure. */
+int exec_io_out_take(exec_ctx_t *x, exec_out_kind_t kind, const char *target, uint8_t *data,
+                     size_t len);
 /* Decodes one protobuf frame received on a PULL socket (size-limited by EXEC_MAX_MSG,
  * depth-checked); malformed bytes are logged and give NULL. The message is the
  * caller's (protobuf_c_message_free_unpacked). Either thread. */

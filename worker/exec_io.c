@@ -178,23 +178,32 @@ int exec_io_pin_set(exec_ctx_t *x, const char *fn, bool pinned) {
   return rc;
 }
 
-int exec_io_out(exec_ctx_t *x, exec_out_kind_t kind, const char *target, const void *data,
-                size_t len) {
+int exec_io_out_take(exec_ctx_t *x, exec_out_kind_t kind, const char *target, uint8_t *data,
+                     size_t len) {
   exec_out_t *o = calloc(1, sizeof(*o));
   if (!o) goto fail;
   o->kind = kind;
   o->len = len;
+  o->data = data;
+  data = NULL;
   if (target && !(o->target = strdup(target))) goto fail;
-  if (len && !(o->data = malloc(len))) goto fail;
-  if (len) memcpy(o->data, data, len);
   if (zmq_send(x->out_push, &o, sizeof(o), 0) == sizeof(o)) return 0;
 fail:
+  free(data);
   if (o) {
     free(o->target);
     free(o->data);
     free(o);
   }
   return -ENOMEM;
+}
+
+int exec_io_out(exec_ctx_t *x, exec_out_kind_t kind, const char *target, const void *data,
+                size_t len) {
+  uint8_t *copy = NULL;
+  if (len && !(copy = malloc(len))) return -ENOMEM;
+  if (len) memcpy(copy, data, len);
+  return exec_io_out_take(x, kind, target, copy, len);
 }
 
 static void exec__give_job(exec_ctx_t *x, exec_job_t *job) {

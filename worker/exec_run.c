@@ -90,9 +90,7 @@ static int exec__put(exec_ctx_t *x, const char *key, const uint8_t *value, size_
   size_t plen = 0;
   if (!key || !*key) return SQ_EEMPTYKEY;
   int rc = exec_run_lww(x, value, len, &payload, &plen);
-  if (!rc) rc = exec_io_out(x, EXEC_OUT_PUT, key, payload, plen);
-  free(payload);
-  return rc;
+  return rc ? rc : exec_io_out_take(x, EXEC_OUT_PUT, key, payload, plen);
 }
 
 static int64_t exec__deadline(const exec_ctx_t *x, uint32_t timeout_ms) {
