@@ -41,6 +41,7 @@
 #include "cloudburst.pb-c.h"
 #include "sq_error.h"
 #include "sq_proto.h"
+#include "sq_zmq.h"
 
 #define EXT_RESP_BATCH 1024
 #define EXT_RESP_DEFAULT_MAX ((int64_t)256 << 20)
@@ -67,22 +68,19 @@ static void ext_resp__close_locked(ext_resp_t *self) {
   self->zctx = NULL;
 }
 
-/* Makes the context and binds the PULL socket. 0, -errno or SQ_EINVAL. */
+/* Makes the context and binds the PULL socket (sq_zmq_pull_bind: LINGER 0, RCVHWM,
+ * MAXMSGSIZE). 0, -errno or SQ_EINVAL. */
 static int ext_resp__bind(ext_resp_t *self, const char *ip) {
   char ep[300];
   size_t len = sizeof(self->address);
-  int zero = 0, hwm = EXT_RESP_HWM;
+  int rc;
   if (!*ip || strlen(ip) > 255 || strpbrk(ip, "/: ")) return SQ_EINVAL;
   snprintf(ep, sizeof(ep), "tcp://%s:*", ip);
   if (!(self->zctx = zmq_ctx_new())) return -errno;
-  if (!(self->sock = zmq_socket(self->zctx, ZMQ_PULL))) return -zmq_errno();
-  if (zmq_setsockopt(self->sock, ZMQ_LINGER, &zero, sizeof(zero)) ||
-      zmq_setsockopt(self->sock, ZMQ_RCVHWM, &hwm, sizeof(hwm)) ||
-      zmq_setsockopt(self->sock, ZMQ_MAXMSGSIZE, &self->max_bytes, sizeof(self->max_bytes)) ||
-      zmq_bind(self->sock, ep) ||
-      zmq_getsockopt(self->sock, ZMQ_LAST_ENDPOINT, self->address, &len))
-    return -zmq_errno();
-  return 0;
+  rc = sq_zmq_pull_bind(self->zctx, ep, self->max_bytes, EXT_RESP_HWM, NULL, 0, &self->sock);
+  if (!rc && zmq_getsockopt(self->sock, ZMQ_LAST_ENDPOINT, self->address, &len))
+    rc = -zmq_errno();
+  return rc;
 }
 
 static int ext_resp__init(PyObject *op, PyObject *args, PyObject *kw) {
@@ -104,8 +102,7 @@ static int ext_resp__init(PyObject *op, PyObject *args, PyObject *kw) {
   int rc = ext_resp__bind(self, ip);
   if (rc) {
     ext_resp__close_locked(self);
-    ext_error_raise(ext_resp__state(self), rc == SQ_EINVAL ? SQ_EINVAL : rc,
-                    "Responses: cannot bind a PULL socket on that ip");
+    ext_error_raise(ext_resp__state(self), rc, "Responses: cannot bind a PULL socket on that ip");
     return -1;
   }
   return 0;
