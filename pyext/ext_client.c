@@ -139,25 +139,10 @@ static int ext_resp__take(ext_resp_t *self, int timeout_ms, zmq_msg_t *msgs, siz
   int r = zmq_poll(&it, 1, timeout_ms);
   if (r < 0) return zmq_errno() == EINTR ? 0 : -zmq_errno();
   while (*n < EXT_RESP_BATCH) {
-    zmq_msg_t *m = &msgs[*n];
-    zmq_msg_init(m);
-    if (zmq_msg_recv(m, self->sock, ZMQ_DONTWAIT) < 0) {
-      zmq_msg_close(m);
-      return zmq_errno() == EAGAIN || zmq_errno() == EINTR ? 0 : -zmq_errno();
-    }
-    int more = zmq_msg_more(m);
-    if (!more) {
-      (*n)++;
-      continue;
-    }
-    while (more) { /* not a Value frame: drop every part */
-      zmq_msg_close(m);
-      zmq_msg_init(m);
-      if (zmq_msg_recv(m, self->sock, ZMQ_DONTWAIT) < 0) break;
-      more = zmq_msg_more(m);
-    }
-    zmq_msg_close(m);
-    (*bad)++;
+    int rc = sq_zmq_recv_frame(self->sock, (size_t)self->max_bytes, ZMQ_DONTWAIT, &msgs[*n]);
+    if (rc == 0) (*n)++;
+    else if (rc == SQ_EPROTO || rc == SQ_ETOOBIG) (*bad)++; /* multi-part: all parts dropped */
+    else return rc == -EAGAIN || rc == -EINTR ? 0 : rc;
   }
   return 0;
 }
