@@ -109,8 +109,13 @@ void kvs_request_announce(kvs_request_ctx_t *rq, const char *key, size_t keylen)
     if (!rq->subs_out[t]) {
       char endpoint[64];
       kvs__subs_endpoint(endpoint, sizeof(endpoint), t);
-      rq->subs_out[t] = zmq_socket(rq->params->zmq_context, ZMQ_PUSH);
-      if (!rq->subs_out[t] || zmq_connect(rq->subs_out[t], endpoint) != 0) continue;
+      void *sock = zmq_socket(rq->params->zmq_context, ZMQ_PUSH);
+      if (sock && zmq_connect(sock, endpoint) != 0) {
+        zmq_close(sock); /* not kept: an unconnected socket would eat every later set */
+        sock = NULL;
+      }
+      if (!sock) continue;
+      rq->subs_out[t] = sock;
     }
     zmq_msg_t msg;
     if (zmq_msg_init_size(&msg, frame_len) != 0) continue;
