@@ -2,6 +2,7 @@
 a clean SIGTERM stop."""
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -16,7 +17,9 @@ def node(tmp_path_factory):
     lib = d / "lib"
     lib.mkdir()
     (lib / "squall_test_helper.py").write_text("def triple(x):\n    return 3 * x\n")
-    with worker_client(d, env={"PYTHONPATH": str(lib)}) as client:
+    # prepended, not replaced: the executors must still import the squall under test
+    path = os.pathsep.join(p for p in (str(lib), os.environ.get("PYTHONPATH")) if p)
+    with worker_client(d, env={"PYTHONPATH": path}) as client:
         yield client
     worker = client.w
     # SIGTERM: clean stop of every executor
