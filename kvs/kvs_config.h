@@ -12,7 +12,18 @@
 #define KVS_PORT_GOSSIP 6250
 #define KVS_PORT_KEY_ADDRESS 6450
 
-typedef enum { KVS_DURABILITY_NONE = 0, KVS_DURABILITY_FSYNC = 1 } kvs_durability_t;
+/* What an acknowledged PUT survives (--durability; the order of the names in main.c):
+ *   NONE  memory only: no log, no snapshot, nothing recovered at start (like Redis
+ *         without persistence, and like Anna). A stopped node forgets everything.
+ *   LOG   every write is appended to the log before its reply, without fsync: it
+ *         survives a killed process (the page cache), not a power cut or a kernel
+ *         crash (Redis's appendfsync no).
+ *   FSYNC acknowledged only once its log record is on disk (default). */
+typedef enum {
+  KVS_DURABILITY_NONE = 0,
+  KVS_DURABILITY_LOG = 1,
+  KVS_DURABILITY_FSYNC = 2,
+} kvs_durability_t;
 
 typedef struct {
   char *data_dir;          /* where logs and snapshots live */

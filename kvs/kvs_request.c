@@ -179,20 +179,22 @@ static void kvs__handle_put(kvs_request_ctx_t *rq, const KeyTuple *in, KeyTuple 
   out->lattice_type = in->lattice_type;
   if (!changed) return; /* already held: the reply still waits for earlier writes */
   atomic_fetch_add_explicit(&rq->counters->merges, 1, memory_order_relaxed);
-  uint64_t lsn;
-  rc = kvs_wal_append(rq->wal, in->key, keylen, type, in->payload.data, in->payload.len,
-                      &lsn);
-  if (rc) {
-    /* The value is in memory but not in the log: this node can no longer promise
-     * durability. Stop serving (see kvs_request_after_batch). */
-    sq_log_error(rq->params->log, "log append failed for key '%s': %s; stopping",
-                 kvs__quote(rq, in->key), sq_strerror(rc));
-    rq->log_failed = rc;
-    return;
+  uint64_t lsn = 0; /* memory only (no log): every reply may go at once */
+  if (rq->wal) {
+    rc = kvs_wal_append(rq->wal, in->key, keylen, type, in->payload.data, in->payload.len,
+                        &lsn);
+    if (rc) {
+      /* The value is in memory but not in the log: this node can no longer promise
+       * durability. Stop serving (see kvs_request_after_batch). */
+      sq_log_error(rq->params->log, "log append failed for key '%s': %s; stopping",
+                   kvs__quote(rq, in->key), sq_strerror(rc));
+      rq->log_failed = rc;
+      return;
+    }
+    rq->appended_lsn = lsn;
+    atomic_fetch_add_explicit(&rq->counters->log_bytes, keylen + in->payload.len,
+                              memory_order_relaxed);
   }
-  rq->appended_lsn = lsn;
-  atomic_fetch_add_explicit(&rq->counters->log_bytes, keylen + in->payload.len,
-                            memory_order_relaxed);
   if (keylen > strlen(KVS_SUBS_PREFIX) &&
       memcmp(in->key, KVS_SUBS_PREFIX, strlen(KVS_SUBS_PREFIX)) == 0)
     kvs_request_announce(rq, in->key, keylen);
@@ -390,8 +392,9 @@ static void kvs__send_ready(kvs_request_ctx_t *rq) {
   }
 }
 
-int kvs_request_after_batch(kvs_request_ctx_t *rq) {
-  if (rq->log_failed) return rq->log_failed;
+/* Submits the pending log group and raises durable_lsn by what completed. 0 or the
+ * log's error (then log_failed is set). */
+static int kvs__log_progress(kvs_request_ctx_t *rq) {
   int rc = kvs_wal_flush(rq->wal);
   uint64_t durable = rq->durable_lsn;
   if (rc == 0) rc = kvs_wal_reap(rq->wal, &durable);
@@ -406,6 +409,15 @@ int kvs_request_after_batch(kvs_request_ctx_t *rq) {
     kvs_wal_stats(rq->wal, &st);
     atomic_store_explicit(&rq->counters->fsyncs, st.fsyncs, memory_order_relaxed);
     rq->durable_lsn = durable;
+  }
+  return 0;
+}
+
+int kvs_request_after_batch(kvs_request_ctx_t *rq) {
+  if (rq->log_failed) return rq->log_failed;
+  if (rq->wal) {
+    int rc = kvs__log_progress(rq);
+    if (rc) return rc;
   }
   kvs__send_ready(rq);
   atomic_store_explicit(&rq->counters->keys, kvs_store_count(rq->store), memory_order_relaxed);
@@ -476,6 +488,7 @@ static void kvs__snapshot_begin(kvs_request_ctx_t *rq) {
 }
 
 void kvs_request_snapshot_step(kvs_request_ctx_t *rq, size_t slice) {
+  if (!rq->wal) return; /* memory only: nothing to snapshot */
   if (!rq->snap) {
     if (!kvs__snapshot_due(rq)) return;
     kvs__snapshot_begin(rq);
@@ -534,31 +547,39 @@ static int kvs__recover(kvs_request_ctx_t *rq, char *why, size_t why_len) {
   return 0;
 }
 
+/* Opens the thread's log for appends (LOG and FSYNC durability). */
+static int kvs__open_log(kvs_request_ctx_t *rq, char *why, size_t why_len) {
+  const kvs_config_t *cfg = rq->params->config;
+  kvs_wal_options_t opts = {
+      .dir = cfg->data_dir,
+      .tid = rq->params->tid,
+      .durability = (kvs_durability_t)cfg->durability,
+      .backend = (kvs_wal_backend_t)cfg->wal_backend,
+      .segment_bytes = cfg->segment_bytes,
+  };
+  int rc = kvs_wal_open(&opts, &rq->wal);
+  if (rc) {
+    snprintf(why, why_len, "cannot open the log in %s: %s", cfg->data_dir, sq_strerror(rc));
+    return rc;
+  }
+  if (rq->params->tid == 0 && kvs_wal_fallback_reason(rq->wal))
+    sq_log_warn(rq->params->log, "io_uring unavailable (%s); using pwrite+fdatasync",
+                kvs_wal_fallback_reason(rq->wal));
+  return 0;
+}
+
 int kvs_request_ctx_init(kvs_request_ctx_t *rq, const kvs_worker_params_t *params,
                          kvs_counters_t *counters, char *why, size_t why_len) {
   memset(rq, 0, sizeof(*rq));
   rq->params = params;
   rq->counters = counters;
   sq_arena_init(&rq->arena, KVS__ARENA_CHUNK);
-  int rc = kvs_store_create(&rq->store);
-  if (rc == 0) rc = kvs__recover(rq, why, why_len);
-  if (rc) return rc;
   const kvs_config_t *cfg = params->config;
-  kvs_wal_options_t opts = {
-      .dir = cfg->data_dir,
-      .tid = params->tid,
-      .durability = (kvs_durability_t)cfg->durability,
-      .backend = (kvs_wal_backend_t)cfg->wal_backend,
-      .segment_bytes = cfg->segment_bytes,
-  };
-  rc = kvs_wal_open(&opts, &rq->wal);
-  if (rc) {
-    snprintf(why, why_len, "cannot open the log in %s: %s", cfg->data_dir, sq_strerror(rc));
-    return rc;
-  }
-  if (params->tid == 0 && kvs_wal_fallback_reason(rq->wal))
-    sq_log_warn(params->log, "io_uring unavailable (%s); using pwrite+fdatasync",
-                kvs_wal_fallback_reason(rq->wal));
+  bool logged = cfg->durability != KVS_DURABILITY_NONE;
+  int rc = kvs_store_create(&rq->store);
+  if (rc == 0 && logged) rc = kvs__recover(rq, why, why_len);
+  if (rc == 0 && logged) rc = kvs__open_log(rq, why, why_len);
+  if (rc) return rc;
   sq_zmq_cache_options_t co = {.max_sockets = KVS__REPLY_SOCKETS, .sndhwm = KVS__REPLY_HWM,
                                .linger_ms = -1};
   rc = sq_zmq_cache_create(params->zmq_context, &co, &rq->replies);

@@ -34,7 +34,7 @@ typedef struct {
   const kvs_worker_params_t *params;
   kvs_counters_t *counters;
   kvs_store_t *store;
-  kvs_wal_t *wal;
+  kvs_wal_t *wal;            /* NULL with durability NONE (memory only) */
   sq_arena_t arena;          /* per-request decode memory */
   sq_zmq_cache_t *replies; /* PUSH sockets to response addresses */
   kvs_ack_queue_t acks;
@@ -52,7 +52,9 @@ typedef struct {
 } kvs_request_ctx_t;
 
 /* Creates the store, recovers the thread's log into it, opens the log for appends.
- * On failure writes a sentence into why. 0 or an error code. */
+ * With durability NONE (memory only) there is no log: nothing is recovered, wal stays
+ * NULL and every reply goes out at the end of its batch. On failure writes a sentence
+ * into why. 0 or an error code. */
 int kvs_request_ctx_init(kvs_request_ctx_t *rq, const kvs_worker_params_t *params,
                          kvs_counters_t *counters, char *why, size_t why_len);
 

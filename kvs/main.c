@@ -16,7 +16,7 @@
 #include "sq_error.h"
 #include "sq_log.h"
 
-static const char *const kvs__durability_names[] = {"none", "fsync", NULL};
+static const char *const kvs__durability_names[] = {"none", "log", "fsync", NULL};
 static const char *const kvs__backend_names[] = {"auto", "uring", "pwrite", NULL};
 
 #define KVS_OPT(field, name, type, def, help) SQ_OPT(kvs_config_t, field, name, type, def, help)
@@ -36,7 +36,9 @@ static const sq_opt_t kvs__options[] = {
     KVS_OPT(port_offset, "port-offset", SQ_OPT_INT64, "0",
             "added to every port (key requests 6200+t, routing 6450)"),
     KVS_ENUM(durability, "durability", kvs__durability_names, "fsync",
-             "fsync: acknowledge a PUT once it is on disk; none: at once"),
+             "fsync: acknowledge a PUT once it is on disk; log: once it is in the log "
+             "(survives a killed process, not a power cut); none: memory only, "
+             "nothing is kept across a restart"),
     KVS_ENUM(wal_backend, "wal-backend", kvs__backend_names, "auto",
              "log writer: io_uring, pwrite+fdatasync, or auto (io_uring when usable)"),
     KVS_OPT(max_value_bytes, "max-value-bytes", SQ_OPT_SIZE, "512M",

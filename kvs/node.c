@@ -91,6 +91,21 @@ static int kvs__check_layout(kvs__node_t *n) {
   return 0;
 }
 
+static const char *kvs__durability_name(int64_t durability) {
+  return durability == KVS_DURABILITY_FSYNC ? "fsync"
+         : durability == KVS_DURABILITY_LOG ? "log (no fsync)"
+                                            : "none (memory only)";
+}
+
+/* Memory only is a choice a user must not make by accident: say it where they look. */
+static void kvs__warn_memory_only(kvs__node_t *n) {
+  sq_log_warn(n->log, "--durability none: MEMORY ONLY. Nothing is logged and nothing "
+              "is recovered: every value is lost when this node stops or crashes, and "
+              "%s is neither read nor written. Use --durability log (survives a killed "
+              "process) or fsync (survives a power cut) to keep data.",
+              n->config->data_dir);
+}
+
 static int kvs__start_workers(kvs__node_t *n) {
   n->workers = calloc(n->nworkers, sizeof(*n->workers));
   if (!n->workers) return -ENOMEM;
@@ -208,8 +223,10 @@ int kvs_node_run(const kvs_config_t *config, sq_log_t *log) {
   kvs__node_t n = {.config = config, .log = log, .lock_fd = -1};
   n.nworkers = config->threads > 0 ? (uint32_t)config->threads
                                    : (uint32_t)sysconf(_SC_NPROCESSORS_ONLN);
-  int rc = kvs__claim_dir(&n);
-  if (rc == 0) rc = kvs__check_layout(&n);
+  int rc = 0;
+  if (config->durability == KVS_DURABILITY_NONE) kvs__warn_memory_only(&n);
+  else rc = kvs__claim_dir(&n);
+  if (rc == 0 && config->durability != KVS_DURABILITY_NONE) rc = kvs__check_layout(&n);
   if (rc == 0) rc = kvs_placement_create(config, n.nworkers, &n.placement);
   if (rc == 0) {
     n.zmq = zmq_ctx_new();
@@ -228,7 +245,7 @@ int kvs_node_run(const kvs_config_t *config, sq_log_t *log) {
                 config->bind_host, KVS_PORT_KEY_REQUEST + config->port_offset,
                 KVS_PORT_KEY_REQUEST + config->port_offset + n.nworkers - 1, config->bind_host,
                 KVS_PORT_KEY_ADDRESS + config->port_offset, config->data_dir,
-                config->durability == KVS_DURABILITY_FSYNC ? "fsync" : "none");
+                kvs__durability_name(config->durability));
     rc = kvs__wait_for_stop(&n);
   }
   kvs__node_teardown(&n);

@@ -106,17 +106,14 @@ static int kvs__worker_batch(kvs_request_ctx_t *rq, void *requests) {
  * Returns 0 when told to stop, or the log's error when it fails. */
 static int kvs__worker_serve(kvs_worker_t *w, void *requests, void *control) {
   kvs_request_ctx_t *rq = &w->rq;
-  int log_fd = kvs_wal_event_fd(rq->wal);
+  int log_fd = rq->wal ? kvs_wal_event_fd(rq->wal) : -1; /* no log: memory only */
   int stopping = 0, handled = 0;
   while (!stopping || kvs_ack_pending(&rq->acks)) {
     if (atomic_load(&w->stop_requested)) stopping = 1;
-    zmq_pollitem_t items[4] = {
-        {control, 0, ZMQ_POLLIN, 0},
-        {NULL, log_fd, ZMQ_POLLIN, 0},
-        {rq->subs_in, 0, ZMQ_POLLIN, 0},
-        {requests, 0, ZMQ_POLLIN, 0},
-    };
-    int nitems = stopping ? 3 : 4;
+    zmq_pollitem_t items[4] = {{control, 0, ZMQ_POLLIN, 0}, {rq->subs_in, 0, ZMQ_POLLIN, 0}};
+    int nitems = 2;
+    if (log_fd >= 0) items[nitems++] = (zmq_pollitem_t){NULL, log_fd, ZMQ_POLLIN, 0};
+    if (!stopping) items[nitems++] = (zmq_pollitem_t){requests, 0, ZMQ_POLLIN, 0};
     long timeout = kvs_request_snapshot_active(rq) ? 0 : (stopping ? 10 : 200);
     if (handled == 0 && zmq_poll(items, nitems, timeout) < 0 && errno != EINTR) break;
     if (items[0].revents & ZMQ_POLLIN) {

@@ -136,7 +136,7 @@ static int kvs__wal_be_start(kvs_wal_t *wal, kvs_wal_backend_t kind) {
 
 static int kvs__wal_opts_check(const kvs_wal_options_t *o) {
   if (!o || !o->dir || !o->dir[0]) return SQ_EINVAL;
-  if (o->durability != KVS_DURABILITY_NONE && o->durability != KVS_DURABILITY_FSYNC)
+  if (o->durability != KVS_DURABILITY_LOG && o->durability != KVS_DURABILITY_FSYNC)
     return SQ_EINVAL;
   if (o->backend != KVS_WAL_BACKEND_AUTO && o->backend != KVS_WAL_BACKEND_URING &&
       o->backend != KVS_WAL_BACKEND_PWRITE)
@@ -183,7 +183,7 @@ out:
   return rc;
 }
 
-/* Submits the pending group (FSYNC mode, nothing in flight) or writes it inline (NONE). */
+/* Submits the pending group (FSYNC mode, nothing in flight) or writes it inline (LOG). */
 static int kvs__wal_submit(kvs_wal_t *wal) {
   if (wal->err) return wal->err;
   if (wal->busy || wal->pending.len == 0) return 0;

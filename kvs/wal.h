@@ -21,9 +21,10 @@
  * restarts. A record is durable when its LSN <= kvs_wal_durable_lsn().
  *
  * Durability modes. FSYNC: a group is durable once write + fdatasync completed.
- * NONE: kvs_wal_flush() writes the pending group inline with pwrite (a copy into the
+ * LOG: kvs_wal_flush() writes the pending group inline with pwrite (a copy into the
  * page cache) and the records are "durable" at once: they survive a killed process,
- * not a power cut. No fsync is ever issued in NONE mode.
+ * not a power cut. No fsync is ever issued in LOG mode. (KVS_DURABILITY_NONE, memory
+ * only, has no log at all: kvs_wal_open() refuses it.)
  *
  * Snapshots (fuzzy, because every value is a lattice and replay is idempotent and
  * order-free): kvs_wal_checkpoint_begin() rotates to a new segment S and opens a
@@ -73,7 +74,7 @@ typedef enum {
 typedef struct {
   const char *dir;               /* created (one level) if missing; copied */
   uint32_t tid;                  /* worker thread id: names the files */
-  kvs_durability_t durability;   /* KVS_DURABILITY_NONE or KVS_DURABILITY_FSYNC */
+  kvs_durability_t durability;   /* KVS_DURABILITY_LOG or KVS_DURABILITY_FSYNC */
   kvs_wal_backend_t backend;
   uint64_t segment_bytes;        /* checkpoint threshold; 0 = default (64 MiB) */
 } kvs_wal_options_t;
@@ -135,7 +136,7 @@ int kvs_wal_append(kvs_wal_t *wal, const char *key, size_t keylen, sq_lattice_ty
                    const uint8_t *payload, size_t len, uint64_t *lsn);
 
 /* Submits the pending group if nothing is in flight (else it goes when the flight
- * lands, from kvs_wal_reap()). In NONE mode writes it inline. 0 or the sticky error. */
+ * lands, from kvs_wal_reap()). In LOG mode writes it inline. 0 or the sticky error. */
 int kvs_wal_flush(kvs_wal_t *wal);
 
 /* A non-blocking eventfd that becomes readable when a submitted group completes: put

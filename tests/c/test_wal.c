@@ -184,10 +184,10 @@ static void test_durable_lsn_advances_only_after_completion(void **state) {
   assert_int_equal(kvs_wal_close(wal), 0);
 }
 
-static void test_durability_none_is_durable_at_flush_without_fsync(void **state) {
+static void test_durability_log_is_durable_at_flush_without_fsync(void **state) {
   fixture_t *fx = *state;
   model_t expect = {0};
-  kvs_wal_t *wal = open_wal(fx, KVS_DURABILITY_NONE, 0);
+  kvs_wal_t *wal = open_wal(fx, KVS_DURABILITY_LOG, 0);
   uint64_t lsn = 0, durable = 0;
   for (int i = 0; i < 50; i++) lsn = put(wal, &expect, i, 7);
   assert_int_equal(kvs_wal_flush(wal), 0);
@@ -217,6 +217,9 @@ static void test_bad_arguments_are_refused(void **state) {
   fixture_t *fx = *state;
   kvs_wal_t *wal = NULL;
   kvs_wal_options_t o = {.dir = fx->dir, .durability = 7, .backend = fx->backend};
+  assert_int_equal(kvs_wal_open(&o, &wal), SQ_EINVAL);
+  assert_null(wal);
+  o.durability = KVS_DURABILITY_NONE; /* memory only has no log to open */
   assert_int_equal(kvs_wal_open(&o, &wal), SQ_EINVAL);
   assert_null(wal);
   wal = open_wal(fx, KVS_DURABILITY_FSYNC, 0);
@@ -331,7 +334,8 @@ static void test_bad_record_in_an_older_segment_is_corruption(void **state) {
   close(fd);
   model_t got = {0};
   assert_int_equal(kvs_wal_recover(fx->dir, 0, model_replay, &got, NULL), SQ_ECORRUPT);
-  kvs_wal_options_t o = {.dir = fx->dir, .backend = fx->backend};
+  kvs_wal_options_t o = {.dir = fx->dir, .durability = KVS_DURABILITY_LOG,
+                         .backend = fx->backend};
   assert_int_equal(kvs_wal_open(&o, &wal), 0); /* open repairs only the tail */
   assert_int_equal(kvs_wal_close(wal), 0);
   assert_int_equal(kvs_wal_recover(fx->dir, 0, model_replay, &got, NULL), SQ_ECORRUPT);
@@ -483,7 +487,7 @@ int main(void) {
       BOTH(test_backend_is_the_one_asked_for),
       BOTH(test_group_commit_covers_records_appended_during_a_flight),
       BOTH(test_durable_lsn_advances_only_after_completion),
-      BOTH(test_durability_none_is_durable_at_flush_without_fsync),
+      BOTH(test_durability_log_is_durable_at_flush_without_fsync),
       BOTH(test_lsns_keep_growing_across_reopen),
       BOTH(test_bad_arguments_are_refused),
       BOTH(test_torn_tail_half_record_is_cut_and_later_appends_recover),

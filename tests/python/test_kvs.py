@@ -307,10 +307,13 @@ def _missing(client: AnnaClient, owners: dict[str, str]) -> list[str]:
     return missing
 
 
-def test_acknowledged_puts_survive_kill_9(tmp_path):
-    n = KvsNode(tmp_path / "crash", threads=2).start()
+@pytest.mark.parametrize("durability,puts", [("fsync", 10_000), ("log", 3000)])
+def test_acknowledged_puts_survive_kill_9(tmp_path, durability, puts):
+    """Both logging levels promise what survives a killed process: `fsync` has every
+    acknowledged PUT on disk, `log` in the page cache (a power cut could lose it)."""
+    n = KvsNode(tmp_path / "crash", threads=2, durability=durability).start()
     with AnnaClient(n.routing) as c:
-        owners = _put_many(c, 10_000)
+        owners = _put_many(c, puts)
     n.kill9()
     n.start()
     try:
@@ -371,8 +374,8 @@ def test_sigterm_stops_cleanly_and_logs_counters(tmp_path):
     assert "stopped" in text and "puts=" in text
 
 
-def test_durability_none_serves_and_recovers_after_clean_stop(tmp_path):
-    n = KvsNode(tmp_path / "none", threads=1, durability="none").start()
+def test_durability_log_serves_and_recovers_after_clean_stop(tmp_path):
+    n = KvsNode(tmp_path / "log", threads=1, durability="log").start()
     with AnnaClient(n.routing) as c:
         owners = _put_many(c, 300)
     assert n.stop() == 0
@@ -380,6 +383,25 @@ def test_durability_none_serves_and_recovers_after_clean_stop(tmp_path):
     try:
         with AnnaClient(n.routing) as c:
             assert _missing(c, owners) == []
+    finally:
+        n.stop()
+
+
+def test_durability_none_keeps_nothing_and_says_so(tmp_path):
+    """`none` is memory only: nothing is written to the data directory, a restart
+    comes back empty, and the startup log says so."""
+    n = KvsNode(tmp_path / "mem", threads=1, durability="none").start()
+    try:
+        with AnnaClient(n.routing) as c:
+            assert c.put_lww("kept-in-memory", b"v", 1).error == pb.NO_ERROR
+            assert c.get_lww("kept-in-memory") == (1, b"v")
+        assert "MEMORY ONLY" in n.log_text() and "nothing is recovered" in n.log_text()
+        assert n.stop() == 0
+        written = [p for p in n.data_dir.rglob("*") if p.is_file()]
+        assert written == []
+        n.start()
+        with AnnaClient(n.routing) as c:
+            assert c.get("kept-in-memory").error == pb.KEY_DNE
     finally:
         n.stop()
 
