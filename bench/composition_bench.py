@@ -176,8 +176,13 @@ def _port_free(port: int) -> bool:
 
 
 class SquallDriver:
-    """Cloudburst-protocol calls against a local cluster: REQ for one-at-a-time calls,
-    a DEALER (REP-compatible framing) for pipelined ones, PULL for direct results."""
+    """Cloudburst-protocol DagCalls against a local cluster, sent as squall's own client
+    sends them: on a DEALER (REP-compatible framing) without waiting for the
+    scheduler's reply, each with its own output key and the squall extension
+    ``ack_failures_only`` (the scheduler answers only a refusal); the result arrives
+    on the PULL socket (direct response). A reply on the DEALER is read whenever one
+    is there: a refusal raises, an acknowledgement (from a scheduler that does not
+    know the extension) is dropped."""
 
     def __init__(self, client, cb, load, dump, offset: int):
         import zmq
@@ -186,29 +191,44 @@ class SquallDriver:
         self.dealer.setsockopt(zmq.LINGER, 0)
         self.dealer.connect(f"tcp://127.0.0.1:{5005 + offset}")
         self.zmq = zmq
+        self.poller = zmq.Poller()
+        self.poller.register(client.pull, zmq.POLLIN)
+        self.poller.register(self.dealer, zmq.POLLIN)
+        self.seq = 0
 
     def dag_call_bytes(self, dag: str, source: str, x: int) -> bytes:
-        c = self.cb.DagCall(name=dag, response_address=self.c.response_address)
+        self.seq += 1
+        c = self.cb.DagCall(name=dag, response_address=self.c.response_address,
+                            output_key=f"bench-{self.seq}", ack_failures_only=True)
         c.function_args[source].values.append(self.dump(x))
         return c.SerializeToString()
 
+    def replies(self) -> None:
+        """Reads every scheduler reply waiting on the DEALER; raises on a refusal."""
+        while self.dealer.poll(0):
+            r = self.cb.GenericResponse()
+            r.ParseFromString(self.dealer.recv_multipart()[-1])
+            if not r.success:
+                raise RuntimeError(f"DagCall refused: {r.error_message}")
+
     def call_dag(self, dag: str, source: str, x: int):
-        r = self.cb.GenericResponse()
-        r.ParseFromString(self.c.raw(5005, self.dag_call_bytes(dag, source, x)))
-        if not r.success:
-            raise RuntimeError(f"DagCall refused: {r.error_message}")
-        return self.c.direct_result(timeout=10.0)
+        self.dealer.send_multipart([b"", self.dag_call_bytes(dag, source, x)])
+        while True:
+            ready = dict(self.poller.poll(10000))
+            if not ready:
+                raise TimeoutError("no direct response within 10 s")
+            if self.dealer in ready:
+                self.replies()
+            if self.c.pull in ready:
+                return self.c.direct_result(timeout=0)
 
     def pipelined(self, dag: str, source: str, seconds: float, inflight: int) -> dict:
         """Keeps `inflight` DagCalls outstanding for `seconds`; results are matched to
         calls by value (square(i) = i*i is unique)."""
-        zmq, pull = self.zmq, self.c.pull
+        pull = self.c.pull
         sent: dict[int, int] = {}
         lat: list[float] = []
         nxt = 0
-        poller = zmq.Poller()
-        poller.register(pull, zmq.POLLIN)
-        poller.register(self.dealer, zmq.POLLIN)
         t0 = time.perf_counter()
         end = t0 + seconds
         while True:
@@ -219,15 +239,11 @@ class SquallDriver:
                 nxt += 1
             if not sent:
                 break
-            ready = dict(poller.poll(10000))
+            ready = dict(self.poller.poll(10000))
             if not ready:
                 raise RuntimeError(f"{len(sent)} pipelined calls unanswered for 10 s")
             if self.dealer in ready:
-                while self.dealer.poll(0):
-                    r = self.cb.GenericResponse()
-                    r.ParseFromString(self.dealer.recv_multipart()[-1])
-                    if not r.success:
-                        raise RuntimeError(f"DagCall refused: {r.error_message}")
+                self.replies()
             if pull in ready:
                 while pull.poll(0):
                     v = self.cb.Value()

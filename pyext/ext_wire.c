@@ -4,7 +4,8 @@
  *   encode_function(name, body) -> bytes                       Function
  *   encode_function_call(name, args, response_key, timeout_ms=0, response_address="")
  *   encode_dag(name, functions, connections) -> bytes          Dag (REGULAR functions)
- *   encode_dag_call(name, function_args, output_key, timeout_ms=0, response_address="")
+ *   encode_dag_call(name, function_args, output_key, timeout_ms=0, response_address="",
+ *                   ack_failures_only=False)
  *   decode_generic_response(data) -> (success, response_id, error, error_message,
  *                                     error_type, traceback, executor)
  *   decode_string_set(data) -> [str]
@@ -233,18 +234,20 @@ static int ext_wire__function_args(ext_wire_scratch_t *s, PyObject *fa, DagCall 
 static PyObject *ext_wire__dag_call(PyObject *mod, PyObject *args, PyObject *kw) {
   (void)mod;
   static char *kwlist[] = {"name", "function_args", "output_key", "timeout_ms",
-                           "response_address", NULL};
+                           "response_address", "ack_failures_only", NULL};
   DagCall c = DAG_CALL__INIT;
   PyObject *fa, *out = NULL;
   unsigned int ms = 0;
+  int quiet = 0;
   const char *addr = "";
   ext_wire_scratch_t s = {0};
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "sOs|Is:encode_dag_call", kwlist, &c.name, &fa,
-                                   &c.output_key, &ms, &addr))
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "sOs|Isp:encode_dag_call", kwlist, &c.name, &fa,
+                                   &c.output_key, &ms, &addr, &quiet))
     return NULL;
   if (ext_wire__function_args(&s, fa, &c) == 0) {
     c.timeout_ms = ms;
     c.response_address = (char *)addr;
+    c.ack_failures_only = quiet != 0;
     out = ext_wire__pack(&c.base);
   }
   ext_wire__scratch_free(&s);
@@ -317,8 +320,9 @@ static PyMethodDef ext_wire__methods[] = {
     {"encode_dag", ext_wire__dag, METH_VARARGS,
      "encode_dag(name, functions, connections) -> bytes: a Dag of REGULAR functions"},
     {"encode_dag_call", EXT_KW ext_wire__dag_call, METH_VARARGS | METH_KEYWORDS,
-     "encode_dag_call(name, function_args, output_key, timeout_ms=0, response_address='')\n"
-     "-> bytes: a DagCall; function_args maps names to (type, body) pairs"},
+     "encode_dag_call(name, function_args, output_key, timeout_ms=0, response_address='',\n"
+     "ack_failures_only=False) -> bytes: a DagCall; function_args maps names to (type,\n"
+     "body) pairs; ack_failures_only: the scheduler replies only to refuse the call"},
     {"decode_generic_response", ext_wire__generic_response, METH_O,
      "decode_generic_response(data) -> (success, response_id, error, error_message,\n"
      "error_type, traceback, executor); ValueError when malformed"},

@@ -99,7 +99,8 @@ static void exec__status(exec_ctx_t *x, bool running, double utilization) {
   st.tid = (uint32_t)x->tid;
   st.running = running;
   st.type = EXECUTOR_TYPE__CPU;
-  st.squall_features = SQUALL_FEATURE__SQUALL_FEATURE_BEGIN_ON_SCHEDULE; /* exec__begin_of */
+  st.squall_features = SQUALL_FEATURE__SQUALL_FEATURE_BEGIN_ON_SCHEDULE | /* exec__begin_of */
+                       SQUALL_FEATURE__SQUALL_FEATURE_CARRY_SCHEDULE;     /* exec__carry */
   if (utilization >= 0) st.utilization = utilization;
   pthread_mutex_lock(&x->mu);
   if (running) {

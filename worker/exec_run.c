@@ -10,7 +10,9 @@
  *   DAG   -> MULTIEXEC invalid result: nothing sent, schedule waits again
  *            error: straight to the DAG's destination (no downstream triggers)
  *            else: one DagTrigger per outgoing connection, to locations[sink]:4040+tid
- *                  (a tuple result split into one Value per element); a sink sends its
+ *                  (a tuple result split into one Value per element; carrying the
+ *                  sink's DagSchedule when the schedule lists it in `carried` and this
+ *                  function is its first predecessor); a sink sends its
  *                  result to the continuation's scheduler, the response address, or the
  *                  KVS (output_key, else the schedule id); a pushed result is tagged
  *                  with response_id = that same key, so one client socket serves
@@ -185,10 +187,48 @@ static int exec__location(exec_ctx_t *x, const DagSchedule *s, const char *fn, c
   return SQ_ENOTFOUND;
 }
 
-/* Sends one trigger per outgoing connection. *nout = how many connections exist. */
+/* When s->carried names sink and fn is sink's first predecessor (connection order),
+ * fills *out with sink's DagSchedule -- s with target_function = sink and triggers =
+ * sink's predecessors in connection order (preds has room for every connection) --
+ * and returns true. out borrows everything from s. */
+static bool exec__carry(const DagSchedule *s, const char *fn, const char *sink, char **preds,
+                        DagSchedule *out) {
+  size_t i = 0, np = 0;
+  while (i < s->n_carried && (!s->carried[i] || strcmp(s->carried[i], sink))) i++;
+  if (i == s->n_carried) return false;
+  for (size_t c = 0; c < s->dag->n_connections; c++) {
+    const Dag__Link *l = s->dag->connections[c];
+    if (l->sink && l->source && !strcmp(l->sink, sink)) preds[np++] = l->source;
+  }
+  if (np == 0 || strcmp(preds[0], fn)) return false;
+  *out = *s;
+  out->target_function = (char *)sink;
+  out->triggers = preds;
+  out->n_triggers = np;
+  return true;
+}
+
+/* Packs t and pushes it to ep. */
+static int exec__send_trigger(exec_ctx_t *x, const char *ep, const DagTrigger *t) {
+  sq_buf_t buf = {0};
+  size_t n = dag_trigger__get_packed_size(t);
+  int rc = sq_buf_reserve(&buf, n);
+  if (!rc) {
+    dag_trigger__pack(t, buf.data);
+    rc = exec_run_push(x, ep, buf.data, n);
+  }
+  sq_buf_free(&buf);
+  return rc;
+}
+
+/* Sends one trigger per outgoing connection, carrying the sink's schedule when s says
+ * so (exec__carry). *nout = how many connections exist. */
 static int exec__trigger_all(exec_ctx_t *x, const DagSchedule *s, const char *fn,
                              exec_result_t *res, size_t *nout) {
+  bool carry = s->n_carried && s->dag;
+  char **preds = carry ? calloc(s->dag->n_connections + 1, sizeof(char *)) : NULL;
   int rc = 0;
+  DagSchedule carried;
   Value *pv[res->nparts ? res->nparts : 1];
   for (size_t i = 0; i < res->nparts; i++) pv[i] = &res->parts[i];
   Arguments a = ARGUMENTS__INIT;
@@ -199,6 +239,10 @@ static int exec__trigger_all(exec_ctx_t *x, const DagSchedule *s, const char *fn
   t.source = (char *)fn;
   t.arguments = &a;
   *nout = 0;
+  if (carry && !preds) { /* a sink would never get its schedule: fail, not as a sink */
+    *nout = 1;
+    rc = -ENOMEM;
+  }
   for (size_t i = 0; s->dag && i < s->dag->n_connections && !rc; i++) {
     const Dag__Link *l = s->dag->connections[i];
     if (!l->source || strcmp(l->source, fn) || !l->sink) continue;
@@ -209,14 +253,10 @@ static int exec__trigger_all(exec_ctx_t *x, const DagSchedule *s, const char *fn
       break;
     }
     t.target_function = l->sink;
-    sq_buf_t buf = {0};
-    size_t n = dag_trigger__get_packed_size(&t);
-    if (!(rc = sq_buf_reserve(&buf, n))) {
-      dag_trigger__pack(&t, buf.data);
-      rc = exec_run_push(x, ep, buf.data, n);
-    }
-    sq_buf_free(&buf);
+    t.schedule = preds && exec__carry(s, fn, l->sink, preds, &carried) ? &carried : NULL;
+    rc = exec__send_trigger(x, ep, &t);
   }
+  free(preds);
   return rc;
 }
 
@@ -310,6 +350,15 @@ static DagTrigger *exec__begin_of(const DagSchedule *s) {
   return out;
 }
 
+/* Takes s (owned) into the DAG state, with the BEGIN trigger of a plain source. */
+static int exec__schedule(exec_ctx_t *x, DagSchedule *s, exec_job_t **job) {
+  DagTrigger *begin = exec__begin_of(s);
+  int rc = exec_dag_schedule(x->dag, s, exec_slot_now_ms(), job);
+  if (begin && !rc && !*job) rc = exec_dag_trigger(x->dag, begin, exec_slot_now_ms(), job);
+  else if (begin) dag_trigger__free_unpacked(begin, NULL);
+  return rc;
+}
+
 /* Turns one message of the executor thread's socket `which` into a job: a one-shot call
  * at once, a schedule or trigger through the DAG state (NULL until the entry is
  * ready). Malformed or refused messages are logged and dropped. */
@@ -323,12 +372,15 @@ static exec_job_t *exec__job_of(exec_ctx_t *x, int which, const void *data, size
   int rc = 0;
   if (!msg) return NULL;
   if (which == EXEC_PULL_SCHEDULE) {
-    DagTrigger *begin = exec__begin_of((DagSchedule *)msg);
-    rc = exec_dag_schedule(x->dag, (DagSchedule *)msg, exec_slot_now_ms(), &job);
-    if (begin && !rc && !job) rc = exec_dag_trigger(x->dag, begin, exec_slot_now_ms(), &job);
-    else if (begin) dag_trigger__free_unpacked(begin, NULL);
+    rc = exec__schedule(x, (DagSchedule *)msg, &job);
   } else if (which == EXEC_PULL_TRIGGER) {
+    DagSchedule *carried = ((DagTrigger *)msg)->schedule; /* exec__carry */
+    ((DagTrigger *)msg)->schedule = NULL;
+    /* The trigger first: then only the schedule can make the entry ready (one job),
+     * and a schedule the scheduler sent as well is dropped as a repeat. */
     rc = exec_dag_trigger(x->dag, (DagTrigger *)msg, exec_slot_now_ms(), &job);
+    if (carried && !rc && !job) rc = exec__schedule(x, carried, &job);
+    else if (carried) dag_schedule__free_unpacked(carried, NULL);
   } else {
     FunctionCall *c = (FunctionCall *)msg;
     if (!(job = exec_job_new(EXEC_JOB_CALL, c->name))) rc = -ENOMEM;

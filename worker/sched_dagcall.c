@@ -6,8 +6,13 @@
  * nowhere alive is re-pinned first -> PUSH one DagSchedule per function to 4030+tid
  * (triggers = its predecessors in connection order, or ["BEGIN"]), sources first, each
  * followed at once by a BEGIN DagTrigger to its 4040+tid -- except a plain source on a
- * squall executor (SQUALL_FEATURE_BEGIN_ON_SCHEDULE), which starts on its schedule ->
- * reply output_key or the schedule id.
+ * squall executor (SQUALL_FEATURE_BEGIN_ON_SCHEDULE), which starts on its schedule,
+ * and a downstream function whose schedule is carried (DagSchedule.carried: it and
+ * its first predecessor on executors with SQUALL_FEATURE_CARRY_SCHEDULE), which the
+ * predecessor's executor sends inside its trigger (a chain gets one schedule) ->
+ * reply output_key or the schedule id -- or, when the client set ack_failures_only
+ * (with an output_key and a response_address, so that it knows what to wait for), no
+ * reply at all unless the call is refused.
  * Nothing is sent unless every function has an executor.
  *
  * A continuation (from a sink executor) becomes a call of the next DAG under the same
@@ -82,6 +87,8 @@ typedef struct {
   DagSchedule__ArgumentsEntry *arg;
   DagSchedule__ArgumentsEntry **argp;
   const char **preds;
+  char **carried; /* DagSchedule.carried */
+  bool *skip;     /* per function: its schedule is carried, not sent */
 } sched_sbuf_t;
 
 static void sched__sbuf_free(sched_sbuf_t *b) {
@@ -91,6 +98,30 @@ static void sched__sbuf_free(sched_sbuf_t *b) {
   free(b->arg);
   free(b->argp);
   free(b->preds);
+  free(b->carried);
+  free(b->skip);
+}
+
+/* Fills b->carried / b->skip: a downstream function's schedule travels with the trigger
+ * of its first predecessor when both executors carry schedules
+ * (SQUALL_FEATURE_CARRY_SCHEDULE) and that predecessor is not MULTIEXEC (it may run
+ * more than once). Returns how many are carried. */
+static size_t sched__carried(sched_t *s, const Dag *dag, const sched_exec_id_t *ex,
+                             sched_sbuf_t *b) {
+  const uint32_t F = SQUALL_FEATURE__SQUALL_FEATURE_CARRY_SCHEDULE;
+  size_t n = 0;
+  for (size_t i = 0; i < dag->n_functions; i++) {
+    const char *fn = dag->functions[i]->name;
+    if (sched_dag_predecessors(dag, fn, b->preds, 1) == 0) continue;
+    int j = sched_dag_find(dag, b->preds[0]);
+    if (j < 0 || dag->functions[j]->type == EXECUTION_TYPE__MULTIEXEC ||
+        !(sched_policy_features(s->policy, &ex[i]) & F) ||
+        !(sched_policy_features(s->policy, &ex[j]) & F))
+      continue;
+    b->skip[i] = true;
+    b->carried[n++] = (char *)fn;
+  }
+  return n;
 }
 
 /* True when the source fn starts on its schedule alone at ex: a squall executor
@@ -126,9 +157,11 @@ static int sched__send_schedules(sched_t *s, const Dag *dag, const DagCall *call
   size_t nf = dag->n_functions, na = call->n_function_args;
   sched_sbuf_t b = {calloc(nf, sizeof(*b.loc)), calloc(nf, sizeof(*b.locp)),
                     calloc(nf, sizeof(*b.locstr)), calloc(na + 1, sizeof(*b.arg)),
-                    calloc(na + 1, sizeof(*b.argp)), calloc(nf + 1, sizeof(char *))};
+                    calloc(na + 1, sizeof(*b.argp)), calloc(nf + 1, sizeof(char *)),
+                    calloc(nf + 1, sizeof(char *)), calloc(nf + 1, sizeof(bool))};
   int rc = 0;
-  if (!b.loc || !b.locp || !b.locstr || !b.arg || !b.argp || !b.preds) {
+  if (!b.loc || !b.locp || !b.locstr || !b.arg || !b.argp || !b.preds || !b.carried ||
+      !b.skip) {
     rc = -ENOMEM;
     goto out;
   }
@@ -161,13 +194,16 @@ static int sched__send_schedules(sched_t *s, const Dag *dag, const DagCall *call
   ds.start_time = sched__now_s();
   ds.continuation = call->continuation;
   ds.timeout_ms = call->timeout_ms;
+  ds.n_carried = sched__carried(s, dag, ex, &b);
+  ds.carried = b.carried;
   /* Sources first, each schedule followed at once by its BEGIN trigger: the work that
-   * can start leaves first; downstream schedules travel while the sources run. */
+   * can start leaves first; downstream schedules travel while the sources run (or
+   * with their first predecessor's trigger: then the scheduler sends none). */
   for (int pass = 0; pass < 2 && rc == 0; pass++) {
     for (size_t i = 0; i < nf && rc == 0; i++) {
       const char *fn = dag->functions[i]->name;
       size_t np = sched_dag_predecessors(dag, fn, b.preds, nf);
-      if ((np == 0) != (pass == 0)) continue;
+      if ((np == 0) != (pass == 0) || b.skip[i]) continue;
       bool trigger = !sched__begins_on_schedule(s, dag, i, &ex[i]);
       rc = sched__send_one(s, &ds, fn, np ? (char **)b.preds : NULL, np, trigger, &ex[i]);
     }
@@ -225,6 +261,8 @@ void sched__on_dag_call(sched_t *s, const uint8_t *b, size_t n) {
   }
   rc = sched__dag_run(s, call, NULL, 1, id, &code, err, sizeof err);
   if (rc) sched__reply_error(s, P, code, "%s", err);
+  else if (call->ack_failures_only && call->output_key[0] && call->response_address[0])
+    sched__reply_none(s); /* the client matches the result by its own output_key */
   else sched__reply_ok(s, P, call->output_key[0] ? call->output_key : id);
   dag_call__free_unpacked(call, NULL);
 }

@@ -38,6 +38,8 @@
 #define SCHED_PENDING_RETRY_MS 250 /* parked calls are retried at most this often */
 #define SCHED_MAX_REFS 64      /* references considered per function */
 #define SCHED_ERRMSG_MAX 512
+#define SCHED_ENV_MAX 8        /* routing envelope frames of a request, delimiter included */
+#define SCHED_ENV_FRAME_MAX 256 /* bytes of one envelope frame (REQ: 5, Channel: 8) */
 
 enum { SCHED_P_CONNECT, SCHED_P_FCREATE, SCHED_P_FCALL, SCHED_P_LIST, SCHED_P_DCREATE,
        SCHED_P_DCALL, SCHED_P_DDELETE, SCHED_NREP };
@@ -115,7 +117,11 @@ struct sched {
   sched_async_t asyncs[SCHED_MAX_ASYNC];
   uint64_t lww_last;
   uint64_t next_refresh_ms;
-  bool replied;       /* the REP request being handled got its reply */
+  bool replied;       /* the request being handled got its reply (or needs none) */
+  /* The request's routing envelope (ROUTER identity, the peer's envelope frames, the
+   * empty delimiter), sent back in front of its reply, as a REP socket would. */
+  zmq_msg_t env[SCHED_ENV_MAX];
+  size_t nenv;
 };
 
 /* ---- sched_server.c: plumbing --------------------------------------------------- */
@@ -125,6 +131,9 @@ void sched__uuid4(char out[37]);
 /* Replies on REP socket `port` with a packed message / bytes. */
 void sched__reply_pb(sched_t *s, int port, const ProtobufCMessage *msg);
 void sched__reply_bytes(sched_t *s, int port, const void *data, size_t len);
+/* Marks the request handled without sending anything: its client asked for no reply
+ * on success (DagCall.ack_failures_only). */
+void sched__reply_none(sched_t *s);
 /* Replies GenericResponse{success=false, error=code, error_message=printf(...)}. */
 void sched__reply_error(sched_t *s, int port, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

@@ -2,15 +2,27 @@
  *
  * The loop (one thread):
  *
- *   zmq_poll(REP x7, PULL status/peer/continuation, KVS responses; timeout <= 100 ms)
- *     REP ready  -> recv one frame -> handler -> exactly one reply (safety net below)
+ *   zmq_poll(ROUTER x7, PULL status/peer/continuation, KVS responses; timeout <= 100 ms)
+ *     ROUTER ready -> recv one request -> handler -> exactly one reply (safety net
+ *                   below), or none when the request asked for none
+ *                   (DagCall.ack_failures_only, accepted)
  *     PULL ready -> drain up to SCHED_BATCH messages each
  *     KVS ready  -> kvs_client_poll(0): completions of asynchronous refreshes
  *     every loop -> sched__tick: expire silent executors, periodic refresh and gossip
  *
- * The safety net: handlers set s->replied when they answer; a handler that returns
- * without answering (a bug) still produces a GenericResponse error, so a REP socket
- * can never be left waiting for a send.
+ * The request/reply ports are ROUTER sockets that frame as REP does: a request is
+ * [identity][envelope frames...][empty delimiter][body]; the reply is the same
+ * envelope followed by one body frame, so REQ clients (Cloudburst's) and DEALER
+ * clients with their own envelope (squall's Channel) see a REP socket. Unlike REP,
+ * ROUTER lets an accepted call go unanswered when its client asked so (one send, and
+ * one wake-up of this process's and the client's ZeroMQ I/O threads, less per call).
+ * A request with no delimiter, more than SCHED_ENV_MAX envelope frames, an envelope
+ * frame over SCHED_ENV_FRAME_MAX bytes or several body frames is dropped (REP drops a
+ * malformed envelope too; several body frames get an error reply).
+ *
+ * The safety net: handlers set s->replied when they answer (or decide not to); a
+ * handler that returns without answering (a bug) still produces a GenericResponse
+ * error, so a client is never left waiting for a reply it asked for.
  */
 #include "sched_int.h"
 
@@ -56,10 +68,25 @@ void sched__uuid4(char out[37]) {
            b[13], b[14], b[15]);
 }
 
+static void sched__env_close(sched_t *s) {
+  for (size_t i = 0; i < s->nenv; i++) zmq_msg_close(&s->env[i]);
+  s->nenv = 0;
+}
+
+void sched__reply_none(sched_t *s) {
+  s->replied = true;
+  sched__env_close(s);
+}
+
 void sched__reply_bytes(sched_t *s, int port, const void *data, size_t len) {
   if (s->replied) return;
   s->replied = true;
-  int rc = sq_zmq_send_bytes(s->rep[port], data, len);
+  int rc = 0;
+  for (size_t i = 0; i < s->nenv && rc == 0; i++)
+    if (zmq_msg_send(&s->env[i], s->rep[port], ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+      rc = -zmq_errno();
+  if (rc == 0) rc = sq_zmq_send_bytes(s->rep[port], data, len);
+  sched__env_close(s);
   if (rc) sq_log_warn(s->log, "reply on port %d failed: %s", sched__rep_ports[port],
                       sq_strerror(rc));
 }
@@ -177,7 +204,7 @@ static int sched__bind_rep(sched_t *s, int i, char *err, size_t errlen) {
   int rc = sq_zmq_endpoint_tcp(ep, sizeof ep, s->cfg->bind_host,
                                (unsigned)(sched__rep_ports[i] + s->cfg->port_offset));
   if (rc) return rc;
-  s->rep[i] = zmq_socket(s->zctx, ZMQ_REP);
+  s->rep[i] = zmq_socket(s->zctx, ZMQ_ROUTER);
   if (!s->rep[i]) return -zmq_errno();
   if (zmq_setsockopt(s->rep[i], ZMQ_MAXMSGSIZE, &max, sizeof max) ||
       zmq_setsockopt(s->rep[i], ZMQ_LINGER, &zero, sizeof zero))
@@ -309,14 +336,66 @@ static const sched_handler_fn sched__rep_handlers[SCHED_NREP] = {
     sched__on_dag_create, sched__on_dag_call,  sched__on_dag_delete,
 };
 
+static bool sched__more(void *sock) {
+  int more = 0;
+  size_t len = sizeof more;
+  return zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &len) == 0 && more;
+}
+
+/* Receives one request's envelope into s->env (delimiter included) and its first body
+ * frame into *m. 0 (body in *m, caller closes it; *extra: more body frames followed
+ * and were discarded), -EAGAIN (nothing waiting), SQ_EPROTO (a malformed envelope,
+ * discarded). The envelope is kept on success only. */
+static int sched__recv_request(sched_t *s, void *sock, zmq_msg_t *m, bool *extra) {
+  bool delim = false, more = true, bad = false;
+  int rc = 0;
+  *extra = false;
+  s->nenv = 0;
+  while (more && !delim) {
+    zmq_msg_t *f = s->nenv < SCHED_ENV_MAX ? &s->env[s->nenv] : m;
+    zmq_msg_init(f);
+    if (zmq_msg_recv(f, sock, s->nenv || bad ? 0 : ZMQ_DONTWAIT) < 0) {
+      rc = -zmq_errno();
+      zmq_msg_close(f);
+      break;
+    }
+    more = zmq_msg_more(f);
+    delim = zmq_msg_size(f) == 0;
+    bad = bad || f == m || zmq_msg_size(f) > SCHED_ENV_FRAME_MAX;
+    if (f == m) zmq_msg_close(f);
+    else s->nenv++;
+  }
+  if (rc == 0 && (!delim || !more || bad)) rc = SQ_EPROTO;
+  if (rc == 0) {
+    zmq_msg_init(m);
+    if (zmq_msg_recv(m, sock, 0) < 0) rc = -zmq_errno();
+  }
+  while (sched__more(sock)) { /* the rest of a malformed or multi-frame request */
+    zmq_msg_t rest;
+    zmq_msg_init(&rest);
+    if (zmq_msg_recv(&rest, sock, 0) < 0) break;
+    zmq_msg_close(&rest);
+    *extra = true;
+  }
+  if (rc) sched__env_close(s);
+  return rc;
+}
+
 static void sched__serve_rep(sched_t *s, int i) {
   zmq_msg_t m;
-  int rc = sq_zmq_recv_frame(s->rep[i], s->cfg->max_message_bytes, ZMQ_DONTWAIT, &m);
-  if (rc == -EAGAIN) return;
-  s->replied = false;
+  bool extra;
+  int rc = sched__recv_request(s, s->rep[i], &m, &extra);
   if (rc) {
-    sched__reply_error(s, i, CLOUDBURST_ERROR__EXECUTION_ERROR,
-                       "request refused: %s", sq_strerror(rc));
+    if (rc != -EAGAIN) sq_log_say_once(s->log, SQ_LOG_WARN, "envelope",
+                                       "port %d: a request without a valid envelope dropped",
+                                       sched__rep_ports[i]);
+    return;
+  }
+  s->replied = false;
+  if (extra || zmq_msg_size(&m) > s->cfg->max_message_bytes) {
+    zmq_msg_close(&m);
+    sched__reply_error(s, i, CLOUDBURST_ERROR__EXECUTION_ERROR, "request refused: %s",
+                       sq_strerror(extra ? SQ_EPROTO : SQ_ETOOBIG));
     return;
   }
   sched__rep_handlers[i](s, zmq_msg_data(&m), zmq_msg_size(&m));
@@ -360,7 +439,7 @@ int sched_run(sched_t *s, volatile sig_atomic_t *stop) {
       if (zmq_errno() == EINTR) continue;
       return -zmq_errno();
     }
-    for (int i = 0; i < SCHED_NREP; i++)
+    for (int i = 0; i < SCHED_NREP; i++) /* one request per port per round: fair */
       if (it[i].revents & ZMQ_POLLIN) sched__serve_rep(s, i);
     if (it[SCHED_NREP].revents & ZMQ_POLLIN) sched__drain_status(s);
     if (it[SCHED_NREP + 1].revents & ZMQ_POLLIN) sched__drain(s, s->peer_pull, sched__on_peer);

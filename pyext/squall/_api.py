@@ -11,8 +11,10 @@ How a call travels (PROTOCOL.md §3-§4, squall's extensions in docs/README.md):
                                   then Value{result, response_id=K}
     Future(K)    <--  this process's receiver thread, PULL socket bound at A
 
-A DAG call is the same with a DagCall (response_address=A, output_key=K): every
-function's executor pushes its captured output to A, the sink pushes the result.
+A DAG call is the same with a DagCall (response_address=A, output_key=K,
+ack_failures_only): every function's executor pushes its captured output to A, the
+sink pushes the result; the scheduler replies only if it refuses the call (one send
+and one wake-up fewer per call than an acknowledged one).
 
 **Direct response.** Each process binds one PULL socket (``_squall.Responses``, in C:
 it waits without the GIL and skips malformed messages) on the address executors reach
@@ -798,6 +800,7 @@ class RemoteFunction:
         self.name = name or f"{fn.__module__}.{fn.__qualname__}"
         self.timeout = timeout
         self._body: Optional[bytes] = None
+        self._digest = ""  # sha256 of _body, computed once with it
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._fn(*args, **kwargs)
@@ -815,14 +818,14 @@ class RemoteFunction:
         if self._body is None:
             _ship_by_value(self._fn)
             self._body = _serialize.encode_value(*_serialize.dump(_Wrapped(self._fn)))
-        digest = hashlib.sha256(self._body).hexdigest()
+            self._digest = hashlib.sha256(self._body).hexdigest()
         _receiver()
-        if _state["registered"].get(self.name) == digest:
+        if _state["registered"].get(self.name) == self._digest:
             return
         scheduler_call(5001, _wire.function(self.name, self._body),
                        f"registering function {self.name!r}")
         with _lock:
-            _state["registered"][self.name] = digest
+            _state["registered"][self.name] = self._digest
 
     def remote(self, *args: Any) -> Future:
         """Runs the function on an executor; returns its ``Future`` at once.
@@ -1044,7 +1047,7 @@ class Dag:
         ms = int(timeout * 1000) if timeout else 0
         return _call(5005, key, [outs[f.name] for f in self.order], timeout,
                      (f"DAG {self.base_name}", f"calling DAG {self.name!r}"),
-                     lambda addr: _wire.dag_call(self.name, fargs, key, ms, addr))
+                     lambda addr: _wire.dag_call(self.name, fargs, key, ms, addr, True))
 
     def __call__(self, *args: Any, args_by_function: Optional[Mapping[Any, Sequence[Any]]] = None
                  ) -> Any:

@@ -43,11 +43,15 @@ def dag(name: str, functions: Sequence[str], connections: Sequence[Tuple[str, st
 
 
 def dag_call(name: str, function_args: Mapping[str, Sequence[Pair]], output_key: str,
-             timeout_ms: int = 0, response_address: str = "") -> bytes:
-    """``DagCall{name, function_args, output_key, timeout_ms, response_address}``: with a
-    response address the sink pushes the result there, else it goes to the KVS."""
+             timeout_ms: int = 0, response_address: str = "",
+             ack_failures_only: bool = False) -> bytes:
+    """``DagCall{name, function_args, output_key, timeout_ms, response_address,
+    ack_failures_only}``: with a response address the sink pushes the result there,
+    else it goes to the KVS; with ack_failures_only (and both an output key and a
+    response address) the scheduler replies only when it refuses the call."""
     return _squall.encode_dag_call(name, {k: list(v) for k, v in function_args.items()},
-                                   output_key, timeout_ms, response_address)
+                                   output_key, timeout_ms, response_address,
+                                   ack_failures_only)
 
 
 @dataclass

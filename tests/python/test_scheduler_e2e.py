@@ -224,6 +224,114 @@ def test_squall_executor_source_gets_no_begin_trigger_unless_multiexec(cluster, 
     assert [t.source for t in triggers] == ([] if kind == "REGULAR" else ["BEGIN"])
 
 
+def _dealer(cluster, port):
+    """A DEALER on a request port, framed as squall's Channel does ([b"", body])."""
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(f"tcp://127.0.0.1:{port + cluster.offset}")
+    return ctx, s
+
+
+def _reply(sock, timeout_ms=5000):
+    assert sock.poll(timeout_ms), "no reply"
+    frames = sock.recv_multipart()
+    assert frames[0] == b"" and len(frames) == 2, frames
+    r = cb.GenericResponse()
+    r.ParseFromString(frames[1])
+    return r
+
+
+def test_dag_call_with_ack_failures_only_is_answered_only_when_refused(cluster, client):
+    """squall extension DagCall.ack_failures_only: an accepted call (with an output key
+    and a response address) gets no reply, a refused one gets its error, and without an
+    output key the flag is ignored; a REQ client (Cloudburst's) is unaffected."""
+    x, y = cluster.fake(0), cluster.fake(1)
+    client.register(square, "square")
+    client.register(increment, "increment")
+    time.sleep(0.4)
+    client.register_dag("quiet", ["square", "increment"], [("square", "increment")])
+    time.sleep(0.3)
+    ctx, d = _dealer(cluster, 5005)
+    try:
+        call = cb.DagCall(name="quiet", output_key="quiet-1", ack_failures_only=True,
+                          response_address=client.response_address)
+        call.function_args["square"].values.append(dump(3))
+        d.send_multipart([b"", call.SerializeToString()])
+        scheds = [s for f in (x, y) for s in f.wait_for("schedule")]
+        assert sorted(s.target_function for s in scheds) == ["increment", "square"]
+        assert {s.output_key for s in scheds} == {"quiet-1"}
+        assert not d.poll(300)  # accepted: no acknowledgement
+        missing = cb.DagCall(name="missing", output_key="quiet-2", ack_failures_only=True,
+                             response_address=client.response_address)
+        d.send_multipart([b"", missing.SerializeToString()])
+        r = _reply(d)
+        assert not r.success and r.error == cb.NO_SUCH_DAG and "missing" in r.error_message
+        keyless = cb.DagCall(name="quiet", ack_failures_only=True,
+                             response_address=client.response_address)
+        d.send_multipart([b"", keyless.SerializeToString()])
+        r = _reply(d)
+        assert r.success
+        uuid.UUID(r.response_id)  # the client learns the schedule id from the reply
+    finally:
+        d.close()
+        ctx.term()
+    assert client.call_dag("quiet", {"square": [2]}, output_key="req-1").response_id == "req-1"
+
+
+def test_requests_with_bad_envelopes_are_dropped_and_multiframe_bodies_refused(cluster,
+                                                                               client):
+    ctx, d = _dealer(cluster, 5003)
+    try:
+        d.send(b"no delimiter")  # REP would drop it too
+        d.send_multipart([b"x" * 300, b"", b""])  # an oversized envelope frame
+        d.send_multipart([b"e"] * 9 + [b"", b""])  # too many envelope frames
+        assert not d.poll(300)
+        d.send_multipart([b"", b"a", b"b"])
+        r = _reply(d)
+        assert not r.success and r.error_message
+        d.send_multipart([b"seq", b"", b"sq"])  # the envelope comes back as sent
+        assert d.poll(5000)
+        frames = d.recv_multipart()
+        assert frames[:2] == [b"seq", b""] and len(frames) == 3
+    finally:
+        d.close()
+        ctx.term()
+    assert cluster.sched.alive()
+    assert client.connect() == "127.0.0.1"
+
+
+@pytest.mark.parametrize("case", ["both", "one", "multiexec"])
+def test_downstream_schedule_is_carried_only_between_carrying_executors(cluster, client,
+                                                                         case):
+    """SQUALL_FEATURE_CARRY_SCHEDULE: when the source's and the sink's executors both
+    report it (and the source is not MULTIEXEC), the sink's schedule is not sent: the
+    source's schedule lists it in `carried`. Otherwise both schedules are sent and
+    `carried` is empty, as for Cloudburst executors."""
+    both = internal.SQUALL_FEATURE_BEGIN_ON_SCHEDULE | internal.SQUALL_FEATURE_CARRY_SCHEDULE
+    x = cluster.fake(0, features=both)
+    y = cluster.fake(1, features=both if case != "one" else 0)
+    src, dst = f"src_{case}", f"dst_{case}"
+    client.register(square, src)
+    client.register(increment, dst)
+    time.sleep(0.4)
+    types = {src: cb.MULTIEXEC} if case == "multiexec" else {}
+    client.register_dag(f"carry_{case}", [src, dst], [(src, dst)], types=types)
+    src_ex = x if any(p.name == src for p in x.received["pin"]) else y
+    dst_ex = y if src_ex is x else x
+    time.sleep(0.3)
+    client.call_dag(f"carry_{case}", {src: [3]}, output_key=f"out-{case}")
+    (s1,) = src_ex.wait_for("schedule")
+    assert s1.target_function == src
+    if case == "both":
+        assert list(s1.carried) == [dst]
+        assert dst_ex.wait_for("schedule", timeout=0.5) == []
+    else:
+        assert list(s1.carried) == []
+        (s2,) = dst_ex.wait_for("schedule")
+        assert s2.target_function == dst and list(s2.carried) == []
+
+
 def test_dag_call_of_unknown_dag_is_no_such_dag(client):
     with pytest.raises(SchedulerError) as e:
         client.call_dag("missing")

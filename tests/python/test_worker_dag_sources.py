@@ -9,9 +9,10 @@ import uuid
 from test_worker_dags import node  # noqa: F401 -- the same worker fixture
 
 
-def send_schedules(node, functions, links, placement, fixed, multiexec=()):
-    """One DagSchedule per function (sources with triggers ["BEGIN"]), no trigger.
-    Returns the schedule id."""
+def send_schedules(node, functions, links, placement, fixed, multiexec=(), carried=(),
+                   send=None):
+    """One DagSchedule per function of `send` (default: every one; sources with
+    triggers ["BEGIN"]), each listing `carried`, no trigger. Returns the schedule id."""
     cb = node.cb
     dag = cb.Dag(name="d-" + uuid.uuid4().hex[:8])
     for f in functions:
@@ -21,7 +22,7 @@ def send_schedules(node, functions, links, placement, fixed, multiexec=()):
     for s, t in links:
         dag.connections.add(source=s, sink=t)
     sid = str(uuid.uuid4())
-    for f in functions:
+    for f in functions if send is None else send:
         sch = cb.DagSchedule(id=sid, target_function=f, start_time=time.time())
         sch.dag.CopyFrom(dag)
         sch.triggers.extend([s for s, t in links if t == f] or ["BEGIN"])
@@ -30,6 +31,7 @@ def send_schedules(node, functions, links, placement, fixed, multiexec=()):
         for g, vals in fixed.items():
             sch.arguments[g].CopyFrom(node.args(vals))
         sch.response_address = node.response_address
+        sch.carried.extend(carried)
         node.push(4030, placement[f], sch.SerializeToString())
     return sid
 
@@ -54,15 +56,18 @@ def test_source_starts_from_its_schedule_alone(node):
     assert node.recv_direct(timeout=10) == 37
 
 
-def test_begin_trigger_after_the_schedule_does_not_run_the_source_again(node, tmp_path):
-    log = tmp_path / "runs.txt"
-
+def counting(log):
+    """A function returning x + 100 that appends "run" to the file log at each run."""
     def counted(lib, x, path=str(log)):
         with open(path, "a") as f:
             f.write("run\n")
         return x + 100
+    return counted
 
-    node.register("counted", counted)
+
+def test_begin_trigger_after_the_schedule_does_not_run_the_source_again(node, tmp_path):
+    log = tmp_path / "runs.txt"
+    node.register("counted", counting(log))
     sid = send_schedules(node, ["counted"], [], {"counted": 1}, {"counted": [1]})
     begin(node, sid, "counted", 1)
     assert node.recv_direct(timeout=10) == 101
