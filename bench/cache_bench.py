@@ -11,11 +11,12 @@ an executor's position) then measures, per size:
           is cached; the first lookup of the run, which maps the segment, is excluded)
   pickle  pickle.loads(in-band protocol-5 pickle of the same array) from memory
   cold    a miss as an executor takes it: NodeCache.get(key) (squall._nodecache): the
-          LMDB lookup misses, CacheClient.get asks the daemon over its unix socket
-          (cache/cache_uds.h), the daemon starts the fetch; a value up to 1 MiB is a
-          direct miss (the KVS answers the executor, which decodes those bytes and
-          hands them back to the daemon to store), a larger one is stored first and
-          read zero copy from the cache. Three keys per size rotate under a budget that holds one of them,
+          LMDB lookup misses, CacheClient.get claims the key's fetch lease
+          (cache/cache_lease.h), reads the KVS itself, decodes those bytes and hands
+          them to the daemon to store; a key the daemon remembers as large (over 1
+          MiB) is asked of the daemon over its unix socket instead (cache/cache_uds.h),
+          which stores it first, then it is read zero copy from the cache. Three keys
+          per size rotate under a budget that holds one of them,
           so every GET misses (checked with the daemon's counters: the daemon answers
           before it stores, so with two keys the next GET could still find the
           previous-but-one value not yet evicted).
@@ -326,7 +327,7 @@ def run_size(tmp: Path, kvs: Kvs | None, name: str, size: int, args) -> dict:
     if daemon:
         fig["daemon"] = {k: counters.get(k) for k in ("hits", "misses", "fetches",
                                                       "evictions", "inline_replies", "direct",
-                                                      "fills")}
+                                                      "fills", "lease_fills")}
         # every cold GET (both paths) reached the daemon as a miss
         fig["cold_all_missed"] = (counters.get("misses") or 0) >= fig.get("cold_gets", 0)
     return fig

@@ -237,6 +237,15 @@ int cache_reader_lookup(cache_reader_t *r, const void *key, size_t klen,
   return rc;
 }
 
+bool cache_reader_contains(cache_reader_t *r, const void *key, size_t klen) {
+  MDB_val k = {.mv_size = klen, .mv_data = (void *)key}, v;
+  if (klen == 0 || klen > (size_t)mdb_env_get_maxkeysize(r->env) || cache__txn_start(r) != 0)
+    return false;
+  bool found = mdb_get(r->txn, r->dbi, &k, &v) == MDB_SUCCESS;
+  mdb_txn_reset(r->txn);
+  return found;
+}
+
 void cache_view_release(cache_view_t *view) {
   if (!view) return;
   cache__view_t *v = (cache__view_t *)view;

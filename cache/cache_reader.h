@@ -58,6 +58,10 @@ int cache_reader_open(const char *dir, cache_reader_t **out);
 int cache_reader_lookup(cache_reader_t *r, const void *key, size_t klen,
                         cache_view_t **view);
 
+/* True when key has a record (nothing is read or mapped: one short read
+ * transaction); false when it has none or the lookup failed. */
+bool cache_reader_contains(cache_reader_t *r, const void *key, size_t klen);
+
 /* Releases a view. Accepts NULL. May be called after cache_reader_close(). */
 void cache_view_release(cache_view_t *view);
 

@@ -85,20 +85,40 @@ static int cache__uds_sendmsg(int fd, struct iovec *iov, size_t n, size_t len) {
   return errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN ? SQ_ECLOSED : -errno;
 }
 
-int cache_uds_reply_host(const char *dir, char *buf, size_t cap) {
+/* Reads the one line of <dir>/<name> (at most max bytes, cap > max) into buf without
+ * its line end. Its length, or -errno, SQ_EINVAL (empty, too long, or a bad path). */
+static ssize_t cache__uds_read_line(const char *dir, const char *name, char *buf, size_t cap,
+                                    size_t max) {
   char path[4096];
-  if (cap <= CACHE_UDS_HOST_MAX ||
-      snprintf(path, sizeof path, "%s/%s", dir, CACHE_UDS_HOST_NAME) >= (int)sizeof path)
+  if (cap <= max || snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path)
     return SQ_EINVAL;
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return -errno;
-  ssize_t n = read(fd, buf, CACHE_UDS_HOST_MAX + 1);
+  ssize_t n = read(fd, buf, max + 1);
   int rc = n < 0 ? -errno : 0;
   close(fd);
   if (rc) return rc;
   while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) n--;
-  if (n == 0 || n > CACHE_UDS_HOST_MAX) return SQ_EINVAL;
+  if (n == 0 || (size_t)n > max) return SQ_EINVAL;
   buf[n] = '\0';
+  return n;
+}
+
+int cache_uds_routing(const char *dir, char *buf, size_t cap) {
+  ssize_t n = cache__uds_read_line(dir, CACHE_UDS_ROUTING_NAME, buf, cap,
+                                   cap - 1 < CACHE_UDS_ROUTING_MAX ? cap - 1
+                                                                   : CACHE_UDS_ROUTING_MAX);
+  if (n < 0) return (int)n;
+  for (ssize_t i = 0; i < n; i++)
+    if (!buf[i] || !strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.:/,*_[]-",
+                buf[i]))
+      return SQ_EINVAL;
+  return 0;
+}
+
+int cache_uds_reply_host(const char *dir, char *buf, size_t cap) {
+  ssize_t n = cache__uds_read_line(dir, CACHE_UDS_HOST_NAME, buf, cap, CACHE_UDS_HOST_MAX);
+  if (n < 0) return (int)n;
   bool v6 = buf[0] == '[' && buf[n - 1] == ']';
   for (ssize_t i = v6; i < n - v6; i++) {
     char ch = buf[i];

@@ -44,6 +44,16 @@
  *   FILL    u8 0, u8 'F', the KeyResponse exactly as received from the KVS
  *   NOFILL  u8 0, u8 'N'
  *
+ * Lease FILL (requests-get only; docs/cache.md "Fetch leases"): an executor that
+ * claimed a key's lease (cache_lease.h) and read the value from the KVS itself hands
+ * it over without waiting, as two frames:
+ *
+ *   u8 0, u8 'L', u32 token (LE), u32 lattice type (LE), key bytes (1..511, no NUL)
+ *   the lattice payload exactly as the KVS returned it
+ *
+ * The daemon stores it as it stores a fetch result (merged into what is cached) and
+ * then releases the lease (token), waking the executors that wait for the key.
+ *
  * (A protobuf message never starts with byte 0, so these never look like requests.)
  *
  * These helpers are the client side (blocking, with timeouts); the daemon's side is
@@ -65,6 +75,18 @@
 
 #define CACHE_UDS_FILL 'F'
 #define CACHE_UDS_NOFILL 'N'
+#define CACHE_UDS_LEASE_FILL 'L'
+
+/* <dir>/kvs-routing: the daemon's --kvs (routing endpoints, comma-separated, one
+ * line of at most CACHE_UDS_ROUTING_MAX bytes), written when it listens, so that an
+ * executor can read the KVS itself under a fetch lease (cache_lease.h). */
+#define CACHE_UDS_ROUTING_NAME "kvs-routing"
+#define CACHE_UDS_ROUTING_MAX 2048
+
+/* Reads <dir>/kvs-routing into buf (NUL-terminated, newline removed). 0, -ENOENT,
+ * SQ_EINVAL (empty, longer than cap - 1 or CACHE_UDS_ROUTING_MAX, or a byte outside
+ * [A-Za-z0-9.:/,*_[]-]), -errno. */
+int cache_uds_routing(const char *dir, char *buf, size_t cap);
 
 /* <dir>/reply-host: the host the daemon gives the KVS (--public-ip), written by the
  * daemon when it listens, so that an executor binds its PULL socket where the KVS can

@@ -85,12 +85,12 @@ static void cache__log_counters(cache__daemon_t *d, const char *when) {
               " reply_drops=%" PRIu64 " evictions=%" PRIu64 " values=%" PRIu64
               " bytes=%" PRIu64 " budget=%" PRIu64 " stale_readers=%" PRIu64
               " keyset_reports=%" PRIu64 " inline_replies=%" PRIu64 " refetches=%" PRIu64
-              " direct=%" PRIu64 " fills=%" PRIu64,
+              " direct=%" PRIu64 " fills=%" PRIu64 " lease_fills=%" PRIu64,
               when, c->hits, c->misses, c->coalesced, c->fetches, c->puts, c->put_errors,
               c->updates, c->updates_ignored, c->touches, c->bad_requests, c->reply_drops,
               st.evictions, st.values, st.bytes, st.budget, st.stale_readers,
               d->keyset.reports, c->inline_replies, c->refetches,
-              c->direct, c->fills);
+              c->direct, c->fills, c->lease_fills);
 }
 
 /* The keys of the store, copied (foreach_key's pointers die with its txn). */
@@ -226,6 +226,9 @@ static int cache__start(cache__daemon_t *d, char *why, size_t cap) {
     sq_log_warn(d->log, "no unix socket for executors (%s): misses go over ZeroMQ", why);
     why[0] = '\0';
   }
+  int lrc = rc == 0 ? cache_lease_open(dir, true, &d->leases) : 0;
+  if (lrc) /* executors then miss through the daemon */
+    sq_log_warn(d->log, "no lease table in %s: %s", dir, sq_strerror(lrc));
   if (rc == 0) rc = cache_keyset_key(d->keyset_key, sizeof(d->keyset_key), d->cfg->public_ip,
                                      (unsigned)(CACHE_UPDATE_PORT + d->cfg->port_offset));
   if (rc == 0) {
@@ -245,10 +248,11 @@ static int cache__start(cache__daemon_t *d, char *why, size_t cap) {
   return rc;
 }
 
-/* Receives one message from sock: a KeyRequest into *req (0), or a FILL from an
- * executor too large for its unix socket (cache_uds.h: two frames, u8 0 u8 'F' then
- * the KVS's KeyResponse; requests-get only), handled here (1). -EAGAIN, or an error
- * for a message that was neither (dropped). */
+/* Receives one message from sock: a KeyRequest into *req (0), or, on requests-get
+ * only, a FILL from an executor too large for its unix socket (cache_uds.h: two
+ * frames, u8 0 u8 'F' then the KVS's KeyResponse) or a lease FILL (u8 0 u8 'L' +
+ * token, type, key; then the payload), handled here (1). -EAGAIN, or an error for a
+ * message that was none of these (dropped). */
 static int cache__recv(cache__daemon_t *d, void *sock, int kind, KeyRequest **req) {
   zmq_msg_t f[2];
   zmq_msg_init(&f[0]);
@@ -265,9 +269,15 @@ static int cache__recv(cache__daemon_t *d, void *sock, int kind, KeyRequest **re
   const uint8_t *head = zmq_msg_data(&f[0]);
   bool fill = kind == 0 && nf == 2 && !zmq_msg_more(&f[1]) && zmq_msg_size(&f[0]) == 2 &&
               head[0] == 0 && head[1] == CACHE_UDS_FILL;
+  bool lease = kind == 0 && nf == 2 && !zmq_msg_more(&f[1]) && zmq_msg_size(&f[0]) > 2 &&
+               head[0] == 0 && head[1] == CACHE_UDS_LEASE_FILL;
   while (nf == 2 && zmq_msg_more(&f[1]) && zmq_msg_recv(&f[1], sock, ZMQ_DONTWAIT) >= 0) {
   } /* a stranger's extra frames: consumed, refused below */
-  if (fill) {
+  if (lease) {
+    cache__handle_lease_fill(d, head + 2, zmq_msg_size(&f[0]) - 2, zmq_msg_data(&f[1]),
+                             zmq_msg_size(&f[1]));
+    rc = 1;
+  } else if (fill) {
     cache__handle_fill(d, CACHE_UDS_FILL, zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), 0);
     rc = 1;
   } else {
@@ -391,6 +401,7 @@ int cache_daemon_run(const cache_daemon_config_t *cfg, sq_log_t *log) {
   cache__drop_pending(&d);
   cache__window_free(&d);
   cache_fetch_table_destroy(d.fetches);
+  cache_lease_close(d.leases);
   sq_zmq_cache_destroy(d.replies);
   if (d.get_sock) zmq_close(d.get_sock);
   if (d.put_sock) zmq_close(d.put_sock);

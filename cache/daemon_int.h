@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "anna.pb-c.h"
+#include "cache_lease.h"
 #include "cache_store.h"
 #include "client.h"
 #include "daemon.h"
@@ -40,6 +41,7 @@ typedef struct {
   uint64_t refetches;    /* fetched keys read again once announced (daemon_window.c) */
   uint64_t direct;       /* fetches the KVS answered to the executor (direct misses) */
   uint64_t fills;        /* KVS answers executors handed back (FILL datagrams) */
+  uint64_t lease_fills;  /* values executors fetched under a lease and handed over */
 } cache_daemon_counters_t;
 
 typedef struct cache__put {
@@ -102,6 +104,7 @@ typedef struct {
   kvs_client_t *kvs;
   sq_zmq_cache_t *replies;
   cache_fetch_table_t *fetches;
+  cache_lease_table_t *leases; /* <dir>/leases (cache_lease.h), NULL = none */
   cache__put_t *puts;
   cache__get_t *gets;
   cache__deferred_t *deferred; /* fetched values answered inline, not stored yet */
@@ -130,6 +133,10 @@ void cache__handle_update(cache__daemon_t *d, const KeyRequest *req);
  * (cache_uds.h) from unix-socket connection conn (0 = ZeroMQ). */
 void cache__handle_fill(cache__daemon_t *d, uint8_t kind, const uint8_t *resp, size_t len,
                         uint64_t conn);
+/* A lease FILL (cache_uds.h): head = the first frame after its two kind bytes (token,
+ * lattice type, key), payload = the second frame; both borrowed and untrusted. */
+void cache__handle_lease_fill(cache__daemon_t *d, const uint8_t *head, size_t hlen,
+                              const uint8_t *payload, size_t len);
 void cache__on_kvs_done(void *arg, const kvs_client_completion_t *done);
 void cache__revalidate(cache__daemon_t *d);
 /* Fetches key once more after its announcement; the result does not re-enter the

@@ -246,6 +246,8 @@ static void cache__note_size(cache__daemon_t *d, const char *key, size_t len) {
   uint64_t *slot = &d->large[h % CACHE_LARGE_KEYS];
   if (len > CACHE_UDS_INLINE_MAX) *slot = h;
   else if (*slot == h) *slot = 0;
+  if (d->leases) /* executors do not lease it then: they ask us (cache_lease.h) */
+    cache_lease_note_large(d->leases, key, strlen(key), len > CACHE_UDS_INLINE_MAX);
 }
 
 /* True when a unix-socket GET may be a direct miss: one key not known to be large,
@@ -409,7 +411,9 @@ static void cache__put_done(cache__daemon_t *d, cache__put_t *p,
       cache__defer_flush_key(d, t->key);
       int rc = cache__merge_into(d, t->key, (sq_lattice_type_t)t->lattice_type,
                                  t->payload.data, t->payload.len);
-      if (rc == SQ_ENOTFOUND && cache_fetch_pending(d->fetches, t->key, strlen(t->key)))
+      if (rc == SQ_ENOTFOUND &&
+          (cache_fetch_pending(d->fetches, t->key, strlen(t->key)) ||
+           (d->leases && cache_lease_held(d->leases, t->key, strlen(t->key)))))
         rc = cache_value_store(d->store, t->key, strlen(t->key),
                                (sq_lattice_type_t)t->lattice_type, t->payload.data,
                                t->payload.len, NULL); /* the fetch result merges in */
@@ -614,6 +618,39 @@ void cache__handle_fill(cache__daemon_t *d, uint8_t kind, const uint8_t *resp, s
   rc = kvs_client_poll(d->kvs, 0, cache__on_kvs_done, d);
   d->filled_call = 0;
   if (rc < 0) sq_log_warn(d->log, "KVS client: %s", sq_strerror(rc));
+}
+
+static uint32_t cache__le32(const uint8_t *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* A value an executor read from the KVS under key's lease (cache_lease.h): stored
+ * like a fetch result (merged into what a PUT acked meanwhile cached; joins the
+ * announcement window, so it is refetched once the KVS pushes the key), then the
+ * lease is released so its waiters find it cached. Everything is checked first: the
+ * head's size, the key (1..511 bytes, no NUL), the type and the payload. A lease
+ * FILL that fails a check is dropped; its lease then runs out at its deadline. */
+void cache__handle_lease_fill(cache__daemon_t *d, const uint8_t *head, size_t hlen,
+                              const uint8_t *payload, size_t len) {
+  char key[CACHE_KEY_MAX + 1];
+  size_t klen = hlen >= 8 ? hlen - 8 : 0;
+  uint32_t type = hlen >= 8 ? cache__le32(head + 4) : 0;
+  int rc = klen == 0 || klen > CACHE_KEY_MAX || memchr(head + 8, '\0', klen) ? SQ_EINVAL
+           : !sq_lattice_type_valid((int)type) ? SQ_EUNKNOWNTYPE
+           : sq_lattice_validate((sq_lattice_type_t)type, payload, len);
+  if (rc) {
+    d->c.bad_requests++;
+    sq_log_warn(d->log, "lease hand-over from an executor dropped: %s", sq_strerror(rc));
+    return;
+  }
+  memcpy(key, head + 8, klen);
+  key[klen] = '\0';
+  d->c.lease_fills++; /* a miss and a KVS read of the key, as if they were ours */
+  d->c.misses++;
+  d->c.fetches++;
+  cache__note_size(d, key, len);
+  (void)cache__store_fetched(d, key, (sq_lattice_type_t)type, payload, len, false);
+  if (d->leases) (void)cache_lease_release(d->leases, key, klen, cache__le32(head));
 }
 
 void cache__handle_update(cache__daemon_t *d, const KeyRequest *req) {

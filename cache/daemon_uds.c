@@ -35,19 +35,20 @@ void cache__uds_init(cache__daemon_t *d) {
   for (size_t i = 0; i < CACHE_UDS_MAX_CONNS; i++) d->conns[i].fd = -1;
 }
 
-/* Writes <dir>/reply-host (cache_uds.h) atomically: a temporary file, then rename. A
- * failure only keeps executors on loopback replies (logged). */
-static void cache__uds_write_host(cache__daemon_t *d, const char *dir) {
+/* Writes the line `text` to <dir>/<name> atomically (a temporary file, then rename):
+ * reply-host and kvs-routing (cache_uds.h). A failure only keeps executors on
+ * loopback replies, or missing through the daemon (logged). */
+static void cache__uds_write_file(cache__daemon_t *d, const char *dir, const char *name,
+                                  const char *text, size_t max) {
   char tmp[4096], path[4096];
-  const char *ip = d->cfg->public_ip;
   int fd = -1;
-  if (!ip || !ip[0] || strlen(ip) > CACHE_UDS_HOST_MAX ||
-      snprintf(tmp, sizeof tmp, "%s/.%s.tmp", dir, CACHE_UDS_HOST_NAME) >= (int)sizeof tmp ||
-      snprintf(path, sizeof path, "%s/%s", dir, CACHE_UDS_HOST_NAME) >= (int)sizeof path)
+  if (!text || !text[0] || strlen(text) > max ||
+      snprintf(tmp, sizeof tmp, "%s/.%s.tmp", dir, name) >= (int)sizeof tmp ||
+      snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path)
     goto out;
   fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  size_t n = strlen(ip);
-  if (fd < 0 || write(fd, ip, n) != (ssize_t)n || write(fd, "\n", 1) != 1 ||
+  size_t n = strlen(text);
+  if (fd < 0 || write(fd, text, n) != (ssize_t)n || write(fd, "\n", 1) != 1 ||
       rename(tmp, path) != 0) {
     sq_log_warn(d->log, "cannot write %s: %s", path, strerror(errno));
     (void)unlink(tmp);
@@ -73,7 +74,8 @@ int cache__uds_open(cache__daemon_t *d, const char *dir, char *why, size_t cap) 
     return rc;
   }
   d->uds_fd = s;
-  cache__uds_write_host(d, dir);
+  cache__uds_write_file(d, dir, CACHE_UDS_HOST_NAME, d->cfg->public_ip, CACHE_UDS_HOST_MAX);
+  cache__uds_write_file(d, dir, CACHE_UDS_ROUTING_NAME, d->cfg->kvs, CACHE_UDS_ROUTING_MAX);
   return 0;
 }
 

@@ -1,6 +1,6 @@
 /* ext_cache_ipc: _squall.CacheClient, an executor's requests to its node's squall-cache.
  *
- *   c = CacheClient(dir, timeout=1.0)
+ *   c = CacheClient(dir, timeout=1.0, leases=True)
  *   c.get(key, timeout=None) -> (anna_error, lattice_type, payload or None)   a miss
  *   c.fetch([key, ...], timeout=None) -> {key: anna_error}   miss: GET, wait for the reply
  *   c.put(key, lattice_type, payload, timeout=None, wait=True) -> anna_error  write-through
@@ -17,6 +17,11 @@
  * the PULL socket below, the KVS may answer there itself, and the call waits on both
  * sockets; the KVS's answer is handed back to the daemon (FILL, the received message
  * moved to requests-get) and returned when final (KEY_DNE, or a value up to 1 MiB).
+ * With leases (the default; ext_cache_lease.h, docs/cache.md "Fetch leases"), get()
+ * first claims the key's fetch lease in <dir>/leases: the holder reads the KVS
+ * itself -- no daemon hop before the read -- returns the value and hands it to the
+ * daemon afterwards; a miss of a key someone else holds waits for the release, then
+ * asks the daemon; the direct miss below is what remains for everything else.
  * put(wait=False) is the opt-in asynchronous write: it returns 0 once the daemon's
  * queue took the request, before the KVS acknowledged it (a write that then fails is
  * only logged and counted by the daemon: put_errors).
@@ -52,6 +57,7 @@
 
 #include "anna.pb-c.h"
 #include "cache_uds.h"
+#include "ext_cache_lease.h"
 #include "sq_error.h"
 #include "sq_proto.h"
 #include "sq_zmq.h"
@@ -73,6 +79,8 @@ typedef struct {
   int uds;
   int64_t uds_retry_ms;    /* monotonic ms before which no reconnect is tried */
   sq_buf_t ubuf;           /* request / reply bytes on the unix socket */
+  bool leases;             /* get() misses under fetch leases (ext_cache_lease.h) */
+  ext_cc_lease_t lease;
 } ext_cclient_t;
 
 static ext_state_t *ext__cc_state(PyObject *self) {
@@ -165,6 +173,7 @@ static bool ext__cc_uds_ready(ext_cclient_t *c) {
 }
 
 static void ext__cc_close(ext_cclient_t *c) {
+  ext_cc_lease_close(&c->lease); /* its KVS client lives on zctx */
   ext__cc_uds_drop(c);
   sq_buf_free(&c->ubuf);
   if (c->get_sock) zmq_close(c->get_sock);
@@ -176,13 +185,14 @@ static void ext__cc_close(ext_cclient_t *c) {
 }
 
 static int ext__cc_init(PyObject *self, PyObject *args, PyObject *kw) {
-  static char *kwlist[] = {"dir", "timeout", NULL};
+  static char *kwlist[] = {"dir", "timeout", "leases", NULL};
   ext_cclient_t *c = (ext_cclient_t *)self;
   PyObject *path = NULL, *timeout = NULL;
-  int ret = -1, rc;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "O&|O:CacheClient", kwlist,
-                                   PyUnicode_FSConverter, &path, &timeout))
+  int ret = -1, rc, leases = 1;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "O&|Op:CacheClient", kwlist,
+                                   PyUnicode_FSConverter, &path, &timeout, &leases))
     return -1;
+  c->leases = leases != 0;
   if (c->zctx) {
     PyErr_SetString(PyExc_RuntimeError, "CacheClient is already initialised");
     goto out;
@@ -519,6 +529,37 @@ static PyObject *ext__cc_get_result(const KeyResponse *resp, const char *key) {
   return Py_BuildValue("(iiO)", (int)ANNA_ERROR__LATTICE, 0, Py_None); /* key missing */
 }
 
+/* get()'s miss under a fetch lease (ext_cache_lease.h): the lease's KVS read with the
+ * GIL released and the lock held, the value copied into bytes, then handed to the
+ * daemon. A value over CACHE_UDS_INLINE_MAX is then waited for until the daemon
+ * stored it, and answered without payload: large values are read zero copy from the
+ * cache (issue 4), also on their first miss. The result tuple when the lease
+ * answered; NULL without an exception when the daemon is to be asked; NULL with one
+ * (MemoryError) on failure. */
+static PyObject *ext__cc_get_leased(ext_cclient_t *c, const char *key, int ms) {
+  ext_cc_leased_t v = {0};
+  PyObject *res = NULL;
+  Py_BEGIN_ALLOW_THREADS
+  PyThread_acquire_lock(c->lock, WAIT_LOCK);
+  if (c->pull) ext_cc_lease_get(&c->lease, c->zctx, c->dir, key, ms, &v);
+  PyThread_release_lock(c->lock);
+  Py_END_ALLOW_THREADS
+  if (!v.done) return NULL;
+  if (!v.found) return Py_BuildValue("(iiO)", (int)ANNA_ERROR__KEY_DNE, 0, Py_None);
+  res = Py_BuildValue("(iiy#)", 0, (int)v.type, (const char *)v.payload, (Py_ssize_t)v.len);
+  bool large = v.len > CACHE_UDS_INLINE_MAX, stored = false;
+  Py_BEGIN_ALLOW_THREADS
+  PyThread_acquire_lock(c->lock, WAIT_LOCK);
+  if (ext_cc_lease_hand_over(&c->lease, c->get_sock, key, &v) == 0 && large && res)
+    stored = ext_cc_lease_settle(&c->lease, key, v.token, ms);
+  PyThread_release_lock(c->lock);
+  Py_END_ALLOW_THREADS
+  if (stored) {
+    Py_SETREF(res, Py_BuildValue("(iiO)", 0, (int)v.type, Py_None));
+  }
+  return res;
+}
+
 static PyObject *ext__cc_get(PyObject *self, PyObject *args, PyObject *kw) {
   static char *kwlist[] = {"key", "timeout", NULL};
   ext_cclient_t *c = (ext_cclient_t *)self;
@@ -529,6 +570,11 @@ static PyObject *ext__cc_get(PyObject *self, PyObject *args, PyObject *kw) {
   if (!PyArg_ParseTupleAndKeywords(args, kw, "U|O:get", kwlist, &key, &timeout)) return NULL;
   if (ext__cc_timeout(timeout, &ms) < 0 || !(one = PyTuple_Pack(1, key))) goto out;
   if (ext__cc_req_build(&r, REQUEST_TYPE__GET, one) < 0) goto out;
+  Py_ssize_t klen = 0;
+  const char *k = c->leases ? PyUnicode_AsUTF8AndSize(key, &klen) : NULL;
+  if (k && (size_t)klen == strlen(k) &&
+      ((res = ext__cc_get_leased(c, k, ms)) || PyErr_Occurred()))
+    goto out;
   r.direct = true;
   int rc = ext__cc_exchange(c, c->get_sock, &r, ms, true, &resp);
   if (rc) {
@@ -613,9 +659,11 @@ static PyObject *ext__cc_addr(PyObject *self, void *closure) {
 static PyMethodDef ext__cc_methods[] = {
     {"get", (PyCFunction)(void (*)(void))ext__cc_get, METH_VARARGS | METH_KEYWORDS,
      "get(key, timeout=None) -> (AnnaError, lattice_type, payload or None)\n\nA miss: asks "
-     "squall-cache for key and waits. AnnaError 0 = the key is cached now; payload is\n"
-     "then the value's lattice bytes when they came with the answer (values up to 1 MiB,\n"
-     "from the KVS directly or inline from the daemon), else None: read it from the\n"
+     "squall-cache for key and waits (with leases: reads the KVS itself when it holds\n"
+     "the key's fetch lease). AnnaError 0 = the key is cached now (or being stored);\n"
+     "payload is then the value's lattice bytes when they came with the answer (a\n"
+     "leased read; values up to 1 MiB from the KVS directly or inline from the\n"
+     "daemon), else None: read it from the\n"
      "cache (CacheReader). 1 = KEY_DNE.\n"
      "SquallTimeoutError when the daemon does not answer within timeout seconds."},
     {"fetch", (PyCFunction)(void (*)(void))ext__cc_fetch, METH_VARARGS | METH_KEYWORDS,
@@ -651,7 +699,8 @@ static PyType_Slot ext__cc_slots[] = {
     {Py_tp_dealloc, ext__cc_dealloc},
     {Py_tp_methods, ext__cc_methods},
     {Py_tp_getset, ext__cc_getset},
-    {Py_tp_doc, "CacheClient(dir, timeout=1.0): requests to the node's squall-cache daemon."},
+    {Py_tp_doc, "CacheClient(dir, timeout=1.0, leases=True): requests to the node's "
+                "squall-cache daemon; leases=False never reads the KVS itself."},
     {0, NULL},
 };
 

@@ -5,12 +5,16 @@
 squall object comes back zero copy (NumPy arrays are read-only views of the shared
 mapping); a raw lattice payload (a value someone stored without squall's blob format)
 is decoded as the KVS path decodes it. A key that is not cached is asked of the daemon
-(``CacheClient.get``, a GET over its unix socket, else ZeroMQ ipc, with a timeout):
-a value up to 1 MiB comes back with the answer -- straight from the KVS (a direct
-miss: the daemon coalesced it and started the fetch, the executor hands the bytes
-back to it) or inline from the daemon -- and is decoded from those bytes (the daemon
-stores it meanwhile, for the next reader); otherwise it is read from the cache once
-the daemon answers. When the daemon
+(``CacheClient.get``): under the key's fetch lease (docs/cache.md "Fetch leases") the
+executor reads the KVS itself, decodes the value from those bytes and hands them to
+the daemon, which stores them for the next reader; a key another executor is
+fetching is waited for and then read from the cache; otherwise (``leases=False``,
+no lease table, a key known to be large) the daemon is asked (a GET over its unix
+socket, else ZeroMQ ipc, with a timeout): a value up to 1 MiB comes back with the
+answer -- straight from the KVS (a direct miss: the daemon coalesced it and started
+the fetch, the executor hands the bytes back to it) or inline from the daemon -- and
+is decoded from those bytes; otherwise it is read from the cache once the daemon
+answers. When the daemon
 does not answer, ``get`` returns ``FALLBACK`` and the caller reads the KVS itself; the
 daemon is then left alone for ``DOWN_SECONDS`` (a dead daemon costs one short timeout,
 not one per key). ``put`` writes through the daemon, which answers once the KVS
@@ -95,8 +99,9 @@ class NodeCache:
     DOWN_SECONDS = 2.0
 
     def __init__(self, directory: str, fetch_timeout: float = 5.0,
-                 log: Optional[Callable[[str], None]] = None) -> None:
+                 log: Optional[Callable[[str], None]] = None, leases: bool = True) -> None:
         self.dir = directory
+        self.leases = leases
         self.fetch_timeout = fetch_timeout
         self._log = log or (lambda _msg: None)
         self._reader: Any = None
@@ -113,7 +118,8 @@ class NodeCache:
         directory is not usable (yet): the daemon may still be starting."""
         try:
             if self._client is None:
-                self._client = _squall.CacheClient(self.dir, timeout=self.fetch_timeout)
+                self._client = _squall.CacheClient(self.dir, timeout=self.fetch_timeout,
+                                                   leases=self.leases)
             if self._reader is None:
                 self._reader = _squall.CacheReader(self.dir)
             return True

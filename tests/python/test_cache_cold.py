@@ -3,7 +3,8 @@ squall-kvs + squall-cache, executors played by _squall.CacheClient (the extensio
 executors use) and squall._nodecache.NodeCache, the cache read from outside with
 squall-cache-peek.
 
-Pins: a miss is a direct miss (docs/cache.md): the KVS answers the executor itself,
+Pins (with CacheClient(leases=False): the fetch leases are test_cache_lease.py's):
+a miss is a direct miss (docs/cache.md): the KVS answers the executor itself,
 which hands the bytes back (FILL), and the value is cached for the next reader (which
 then hits LMDB, no payload); a large one (over 1 MiB) is answered only once the
 daemon stored what was handed back -- on the unix socket up to a datagram, as a
@@ -43,7 +44,7 @@ KEY_DNE = 1
 
 @pytest.fixture
 def client(cache):
-    c = _squall.CacheClient(str(cache.dir), timeout=10.0)
+    c = _squall.CacheClient(str(cache.dir), timeout=10.0, leases=False)
     yield c
     c.close()
 
@@ -96,7 +97,7 @@ def test_a_key_known_to_be_large_is_not_missed_directly_again(tmp_path, anna, kv
     # room for one 1.6 MB value: the two keys evict each other
     (tmp_path / "small").mkdir()
     cache = CacheDaemon(tmp_path / "small", kvs, budget="2500K").start()
-    client = _squall.CacheClient(str(cache.dir), timeout=10.0)
+    client = _squall.CacheClient(str(cache.dir), timeout=10.0, leases=False)
     try:
         for key in ("big-a", "big-b"):
             payload, _, _ = object_payload(np.arange(200_000, dtype=np.float64), 1)
@@ -114,7 +115,7 @@ def test_direct_misses_off_loopback_reply_on_the_daemons_public_host(tmp_path, a
     (tmp_path / "pub").mkdir()
     cache = CacheDaemon(tmp_path / "pub", kvs,
                         extra=["--public-ip", "127.0.0.2", "--bind", "0.0.0.0"]).start()
-    client = _squall.CacheClient(str(cache.dir), timeout=10.0)
+    client = _squall.CacheClient(str(cache.dir), timeout=10.0, leases=False)
     try:
         assert (cache.dir / "reply-host").read_text() == "127.0.0.2\n"
         assert client.response_address.startswith("tcp://127.0.0.2:")
@@ -129,7 +130,7 @@ def test_direct_misses_off_loopback_reply_on_the_daemons_public_host(tmp_path, a
 
 def test_a_bad_reply_host_falls_back_to_loopback(tmp_path, cache, anna):
     (cache.dir / "reply-host").write_text("not a host!\n")
-    client = _squall.CacheClient(str(cache.dir), timeout=10.0)
+    client = _squall.CacheClient(str(cache.dir), timeout=10.0, leases=False)
     try:
         assert client.response_address.startswith("tcp://127.0.0.1:")
         anna.put_lww("near", b"x", 1)
@@ -206,7 +207,7 @@ def test_late_or_foreign_hand_back_is_ignored(anna, cache, client):
 
 def test_concurrent_misses_on_many_connections_share_one_fetch(anna, kvs, cache):
     anna.put_lww("hot", b"x" * 1000, 3)
-    clients = [_squall.CacheClient(str(cache.dir), timeout=20.0) for _ in range(8)]
+    clients = [_squall.CacheClient(str(cache.dir), timeout=20.0, leases=False) for _ in range(8)]
     results: list = [None] * len(clients)
 
     def miss(i: int) -> None:
@@ -235,7 +236,7 @@ def test_concurrent_misses_on_many_connections_share_one_fetch(anna, kvs, cache)
 def test_direct_answered_value_is_never_fetched_twice_nor_hides_a_later_write(
         tmp_path, anna, cache, client):
     ex = Executor(cache, tmp_path)
-    other = _squall.CacheClient(str(cache.dir), timeout=10.0)
+    other = _squall.CacheClient(str(cache.dir), timeout=10.0, leases=False)
     try:
         for i in range(20):  # the PUT lands while the fetched value may be deferred
             key = f"race{i}"
@@ -273,7 +274,7 @@ def test_garbage_on_the_socket_is_refused_and_the_daemon_serves_on(anna, cache, 
 
 def test_without_the_socket_the_client_uses_zeromq(anna, cache):
     os.unlink(cache.dir / "requests.sock")  # as with a daemon that has no such socket
-    c = _squall.CacheClient(str(cache.dir), timeout=10.0)
+    c = _squall.CacheClient(str(cache.dir), timeout=10.0, leases=False)
     try:
         assert c.channel == "zmq"
         anna.put_lww("z", b"zmq", 1)
@@ -283,10 +284,11 @@ def test_without_the_socket_the_client_uses_zeromq(anna, cache):
         c.close()
 
 
-def test_node_cache_decodes_an_inline_miss_into_the_object(anna, cache):
+@pytest.mark.parametrize("leases", [True, False], ids=["leased", "direct"])
+def test_node_cache_decodes_an_inline_miss_into_the_object(anna, cache, leases):
     payload, _, _ = object_payload(np.arange(10_000, dtype=np.float64), 5)  # 80 KB
     anna.put("arr", PB.LWW, payload)
-    nc = NodeCache(str(cache.dir), fetch_timeout=10.0)
+    nc = NodeCache(str(cache.dir), fetch_timeout=10.0, leases=leases)
     try:
         found, a = nc.get("arr")
         assert found and isinstance(a, np.ndarray) and a[-1] == 9999.0
@@ -296,7 +298,9 @@ def test_node_cache_decodes_an_inline_miss_into_the_object(anna, cache):
         assert found and np.array_equal(a, b) and not b.flags.writeable
         assert nc.stats["hits"] == 1
         c = cache.counters()
-        assert (c["direct"], c["fills"], c["inline_replies"]) == (1, 1, 0)
+        assert (c["direct"], c["fills"], c["lease_fills"], c["inline_replies"]) == \
+            ((0, 0, 1, 0) if leases else (1, 1, 0, 0))
+        assert c["fetches"] == 1
     finally:
         nc.close()
 

@@ -97,6 +97,8 @@ def test_second_call_hits_without_daemon_fetch_and_reports_hits(cl):
     cl.put_object(key, np.full(100_000, 7, dtype=np.int32))
     cl.client.register("total", lambda lib, a: int(a.sum()))
     assert cl.client.run("total", Ref(key)) == 700_000
+    # a leased miss hands the value over after the call returned: counted once stored
+    wait_for(lambda: cl.cache.peek(key)[key]["found"], 10, "the miss's value stored")
     first = cl.cache.counters()
     time.sleep(0.6)  # past the report interval: the next call sends its hit report
     assert cl.client.run("total", Ref(key)) == 700_000
