@@ -17,7 +17,7 @@
 #include "sq_log.h"
 
 static const char *const kvs__durability_names[] = {"none", "log", "fsync", NULL};
-static const char *const kvs__backend_names[] = {"auto", "uring", "pwrite", NULL};
+static const char *const kvs__backend_names[] = {"auto", "uring", "pwrite", "inline", NULL};
 
 #define KVS_OPT(field, name, type, def, help) SQ_OPT(kvs_config_t, field, name, type, def, help)
 #define KVS_ENUM(field, name, choices, def, help) \
@@ -40,7 +40,8 @@ static const sq_opt_t kvs__options[] = {
              "(survives a killed process, not a power cut); none: memory only, "
              "nothing is kept across a restart"),
     KVS_ENUM(wal_backend, "wal-backend", kvs__backend_names, "auto",
-             "log writer: io_uring, pwrite+fdatasync, or auto (io_uring when usable)"),
+             "log writer: io_uring, pwrite+fdatasync on a helper thread, inline (write "
+            "and sync on the worker thread, like Redis), or auto (io_uring when usable)"),
     KVS_OPT(max_value_bytes, "max-value-bytes", SQ_OPT_SIZE, "512M",
             "largest payload a PUT may carry"),
     KVS_OPT(max_request_bytes, "max-request-bytes", SQ_OPT_SIZE, "1G",

@@ -16,7 +16,7 @@
  *   - pending and flight swap their buffers, never free them: once both have grown to
  *     the size of a typical group, appends allocate nothing.
  *
- * The backend (wal_uring.c or wal_pwrite.c) only knows "write this buffer at this
+ * The backend (wal_uring.c, wal_pwrite.c or wal_inline.c) only knows "write this buffer at this
  * offset, then fdatasync, then signal the eventfd"; everything else is here.
  */
 #include <errno.h>
@@ -54,15 +54,24 @@ int kvs__wal_hdr_write(int fd, kvs__file_kind_t kind, const kvs__wal_hdr_t *h) {
 
 int kvs__wal_dir_sync(int dir_fd) { return fsync(dir_fd) == 0 ? 0 : -errno; }
 
-/* Creates segment `seq` with its header on disk and makes it the current one. */
-static int kvs__wal_seg_create(kvs_wal_t *wal, uint64_t seq) {
+/* Creates segment `seq` and makes it the current one. With `sync` its header and
+ * directory entry are on disk when this returns (a new log); without, they become
+ * durable with the first group written to it (see kvs__wal_rotate). */
+static int kvs__wal_seg_create(kvs_wal_t *wal, uint64_t seq, bool sync) {
   char name[64];
+  uint8_t hdr[KVS__HDR_SIZE];
   kvs__wal_hdr_t h = {.tid = wal->tid, .seq = seq, .first_lsn = wal->next_lsn};
   kvs__wal_name(name, sizeof(name), KVS__FILE_SEG, wal->tid, seq);
   int fd = openat(wal->dir_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) return -errno;
-  int rc = kvs__wal_hdr_write(fd, KVS__FILE_SEG, &h);
-  if (!rc) rc = kvs__wal_dir_sync(wal->dir_fd);
+  int rc;
+  if (sync) {
+    rc = kvs__wal_hdr_write(fd, KVS__FILE_SEG, &h);
+    if (!rc) rc = kvs__wal_dir_sync(wal->dir_fd);
+  } else {
+    kvs__wal_hdr_encode(hdr, KVS__FILE_SEG, &h);
+    rc = kvs__wal_pwrite_all(fd, hdr, sizeof(hdr), 0);
+  }
   if (rc) {
     close(fd);
     unlinkat(wal->dir_fd, name, 0);
@@ -71,6 +80,7 @@ static int kvs__wal_seg_create(kvs_wal_t *wal, uint64_t seq) {
   wal->seg_fd = fd;
   wal->seg_seq = seq;
   wal->seg_off = KVS__HDR_SIZE;
+  wal->seg_unsynced = !sync && wal->durability == KVS_DURABILITY_FSYNC;
   return 0;
 }
 
@@ -93,7 +103,7 @@ static int kvs__wal_seg_continue(kvs_wal_t *wal, uint64_t seq) {
 
 int kvs__wal_rotate(kvs_wal_t *wal) {
   int old = wal->seg_fd;
-  int rc = kvs__wal_seg_create(wal, wal->seg_seq + 1);
+  int rc = kvs__wal_seg_create(wal, wal->seg_seq + 1, false);
   if (rc) return wal->err = rc;
   if (wal->busy && wal->flight_fd == old)
     wal->flight_owns_fd = true;
@@ -120,13 +130,14 @@ static int kvs__wal_files_open(kvs_wal_t *wal) {
   if (d.nsegs)
     rc = kvs__wal_seg_continue(wal, d.segs[d.nsegs - 1]);
   else
-    rc = kvs__wal_seg_create(wal, 1);
+    rc = kvs__wal_seg_create(wal, 1, true);
 out:
   kvs__wal_dir_free(&d);
   return rc;
 }
 
 static int kvs__wal_be_start(kvs_wal_t *wal, kvs_wal_backend_t kind) {
+  if (kind == KVS_WAL_BACKEND_INLINE) return kvs__wal_inline_create(wal->efd, &wal->be);
   if (kind != KVS_WAL_BACKEND_PWRITE) {
     int rc = kvs__wal_uring_create(wal->efd, &wal->be, wal->why, sizeof(wal->why));
     if (rc == 0 || kind == KVS_WAL_BACKEND_URING) return rc;
@@ -139,7 +150,7 @@ static int kvs__wal_opts_check(const kvs_wal_options_t *o) {
   if (o->durability != KVS_DURABILITY_LOG && o->durability != KVS_DURABILITY_FSYNC)
     return SQ_EINVAL;
   if (o->backend != KVS_WAL_BACKEND_AUTO && o->backend != KVS_WAL_BACKEND_URING &&
-      o->backend != KVS_WAL_BACKEND_PWRITE)
+      o->backend != KVS_WAL_BACKEND_PWRITE && o->backend != KVS_WAL_BACKEND_INLINE)
     return SQ_EINVAL;
   return 0;
 }
@@ -192,11 +203,14 @@ static int kvs__wal_submit(kvs_wal_t *wal) {
   wal->pending = tmp;
   sq_buf_reset(&wal->pending);
   kvs__wal_io_t io = {.fd = wal->seg_fd, .buf = wal->flight.data, .len = wal->flight.len,
-                      .off = wal->seg_off, .sync = wal->durability == KVS_DURABILITY_FSYNC};
+                      .off = wal->seg_off, .sync = wal->durability == KVS_DURABILITY_FSYNC,
+                      .dir_fd = -1};
+  if (io.sync && wal->seg_unsynced) io.dir_fd = wal->dir_fd;
   int rc;
   if (io.sync) {
     rc = wal->be->submit(wal->be, &io);
     wal->busy = rc == 0;
+    wal->flight_dirsync = io.dir_fd >= 0 ? wal->seg_seq : 0;
     wal->flight_fd = wal->seg_fd;
     wal->flight_owns_fd = false;
   } else {
@@ -214,6 +228,15 @@ static int kvs__wal_submit(kvs_wal_t *wal) {
 }
 
 int kvs_wal_flush(kvs_wal_t *wal) { return kvs__wal_submit(wal); }
+
+int kvs__wal_seg_sync(kvs_wal_t *wal) {
+  if (wal->err || !wal->seg_unsynced) return wal->err;
+  int rc = fdatasync(wal->seg_fd) == 0 ? 0 : -errno;
+  if (!rc) rc = kvs__wal_dir_sync(wal->dir_fd);
+  if (rc) return wal->err = rc;
+  wal->seg_unsynced = false;
+  return 0;
+}
 
 int kvs_wal_append(kvs_wal_t *wal, const char *key, size_t keylen, sq_lattice_type_t type,
                    const uint8_t *payload, size_t len, uint64_t *lsn) {
@@ -246,6 +269,8 @@ int kvs_wal_reap(kvs_wal_t *wal, uint64_t *durable_lsn) {
       wal->err = res;
     else
       wal->durable = wal->flight_last;
+    if (!res && wal->flight_dirsync == wal->seg_seq) wal->seg_unsynced = false;
+    wal->flight_dirsync = 0;
   }
   int rc = kvs__wal_submit(wal);
   if (durable_lsn) *durable_lsn = wal->durable;

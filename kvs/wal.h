@@ -64,6 +64,7 @@ typedef enum {
   KVS_WAL_BACKEND_AUTO = 0,   /* io_uring when the kernel has it, else pwrite */
   KVS_WAL_BACKEND_URING = 1,  /* io_uring or fail with the probe's error */
   KVS_WAL_BACKEND_PWRITE = 2, /* pwrite + fdatasync on a helper thread */
+  KVS_WAL_BACKEND_INLINE = 3, /* write + sync on the owner's thread, like Redis */
 } kvs_wal_backend_t;
 
 #define KVS_WAL_DEFAULT_SEGMENT_BYTES (64u << 20)

@@ -127,9 +127,17 @@ int kvs__wal_pwrite_all(int fd, const uint8_t *buf, size_t len, uint64_t off);
 /* fsync of the log directory (makes creates, renames and deletes durable). */
 int kvs__wal_dir_sync(int dir_fd);
 
-/* Moves appends to a new segment (seq + 1), created with its header on disk. The group
- * in flight, if any, finishes in the old file. 0 or -errno (sticky). */
+/* Moves appends to a new segment (seq + 1) without waiting for the disk: its header is
+ * written, not synced. In FSYNC mode the first group written to it also syncs the
+ * directory (and its fdatasync covers the header), so no record of it is durable
+ * before the file is; kvs__wal_seg_sync() forces that earlier. The group in flight, if
+ * any, finishes in the old file. 0 or -errno (sticky). */
 int kvs__wal_rotate(kvs_wal_t *wal);
+
+/* Makes the current segment's header and directory entry durable now if no group has
+ * yet (a snapshot commit calls it before older segments may go). Blocks for the
+ * syncs only in that rare case. 0 or -errno (sticky). */
+int kvs__wal_seg_sync(kvs_wal_t *wal);
 
 /* ---- backends (wal_uring.c, wal_pwrite.c) ---- */
 
@@ -139,6 +147,8 @@ typedef struct {
   size_t len;
   uint64_t off;
   bool sync; /* fdatasync after the write */
+  int dir_fd; /* >= 0 (with sync): then fsync this directory too -- the first group of
+               * a new segment makes the segment's directory entry durable with it */
 } kvs__wal_io_t;
 
 typedef struct kvs__wal_be kvs__wal_be_t;
@@ -157,6 +167,8 @@ struct kvs__wal_be {
  * returns SQ_EUNSUPPORTED with a reason in why[] when the kernel lacks io_uring. */
 int kvs__wal_uring_create(int efd, kvs__wal_be_t **out, char *why, size_t whylen);
 int kvs__wal_pwrite_create(int efd, kvs__wal_be_t **out);
+/* Writes and syncs inside submit() on the caller's thread (wal_inline.c). */
+int kvs__wal_inline_create(int efd, kvs__wal_be_t **out);
 
 struct kvs_wal {
   char *dir;
@@ -175,6 +187,8 @@ struct kvs_wal {
   uint64_t pending_last;   /* LSN of the last record in pending */
   sq_buf_t flight;         /* the group in flight (buffers swap, memory is kept) */
   bool busy;
+  bool seg_unsynced;       /* FSYNC: the current segment's header/dirent not yet synced */
+  uint64_t flight_dirsync; /* seq whose dirent the group in flight syncs, 0 when none */
   int flight_fd;           /* file the group in flight writes to */
   bool flight_owns_fd;     /* flight_fd is an old segment to close when it lands */
   uint64_t flight_last;

@@ -35,6 +35,7 @@ typedef struct {
 static int kvs__pw_run(const kvs__wal_io_t *io) {
   int rc = kvs__wal_pwrite_all(io->fd, io->buf, io->len, io->off);
   if (!rc && io->sync && fdatasync(io->fd) != 0) rc = -errno;
+  if (!rc && io->sync && io->dir_fd >= 0) rc = kvs__wal_dir_sync(io->dir_fd);
   return rc;
 }
 

@@ -236,6 +236,9 @@ int kvs_snap_commit_poll(kvs_snap_t *snap, int *res) {
     uint64_t count = htole64(snap->entries);
     int rc = kvs__wal_rec_append(&snap->buf, 0, KVS__REC_TRAILER, NULL, 0,
                                  (const uint8_t *)&count, sizeof(count));
+    /* The commit deletes the segments before seq: the one after them must be on
+     * disk by then (normally its first group made it so long ago). */
+    if (!rc) rc = kvs__wal_seg_sync(snap->wal);
     if (rc) snap->err = rc;
     snap->committing = true;
   }

@@ -3,7 +3,10 @@
  * A group is one IORING_OP_WRITE with IOSQE_IO_LINK followed by IORING_OP_FSYNC with
  * IORING_FSYNC_DATASYNC: the kernel runs the fsync only after the write succeeded in
  * full, and the owner pays one io_uring_submit per group. The eventfd registered with
- * io_uring_register_eventfd fires for each completion; poll() collects both CQEs.
+ * io_uring_register_eventfd fires for each completion; poll() collects every CQE. The
+ * first group of a new segment links a third SQE, an fsync of the directory, so that
+ * the segment's entry is durable with its first records (the rotation itself waits
+ * for nothing, see kvs__wal_rotate).
  *
  * A short write breaks the link (the fsync completes with -ECANCELED): the rest of the
  * buffer is queued again, with its own linked fsync. Writes are cut into chunks of at
@@ -25,6 +28,7 @@
 
 #define KVS__UR_WRITE 1u
 #define KVS__UR_FSYNC 2u
+#define KVS__UR_DIRSYNC 3u
 #define KVS__UR_CHUNK ((size_t)1 << 30)
 
 typedef struct {
@@ -35,6 +39,7 @@ typedef struct {
   int inflight; /* CQEs still to come */
   int wres;
   int fres;
+  int dres; /* the directory's fsync, when the group carries one */
 } kvs__ur_t;
 
 static int kvs__ur_queue(kvs__ur_t *u) {
@@ -47,7 +52,7 @@ static int kvs__ur_queue(kvs__ur_t *u) {
                       u->io.off + u->done);
   io_uring_sqe_set_data64(sqe, KVS__UR_WRITE);
   u->inflight = 1;
-  u->wres = u->fres = 0;
+  u->wres = u->fres = u->dres = 0;
   if (sync) {
     sqe->flags |= IOSQE_IO_LINK;
     sqe = io_uring_get_sqe(&u->ring);
@@ -55,6 +60,14 @@ static int kvs__ur_queue(kvs__ur_t *u) {
     io_uring_prep_fsync(sqe, u->io.fd, IORING_FSYNC_DATASYNC);
     io_uring_sqe_set_data64(sqe, KVS__UR_FSYNC);
     u->inflight = 2;
+  }
+  if (sync && u->io.dir_fd >= 0) {
+    sqe->flags |= IOSQE_IO_LINK; /* after the file's fsync */
+    sqe = io_uring_get_sqe(&u->ring);
+    if (!sqe) return -EBUSY;
+    io_uring_prep_fsync(sqe, u->io.dir_fd, 0);
+    io_uring_sqe_set_data64(sqe, KVS__UR_DIRSYNC);
+    u->inflight = 3;
   }
   int rc = io_uring_submit(&u->ring);
   if (rc < 0) {
@@ -72,10 +85,13 @@ static int kvs__ur_submit(kvs__wal_be_t *be, const kvs__wal_io_t *io) {
 }
 
 static void kvs__ur_take(kvs__ur_t *u, struct io_uring_cqe *cqe) {
-  if (io_uring_cqe_get_data64(cqe) == KVS__UR_WRITE)
+  uint64_t tag = io_uring_cqe_get_data64(cqe);
+  if (tag == KVS__UR_WRITE)
     u->wres = cqe->res;
-  else
+  else if (tag == KVS__UR_FSYNC)
     u->fres = cqe->res;
+  else
+    u->dres = cqe->res;
   io_uring_cqe_seen(&u->ring, cqe);
   u->inflight--;
 }
@@ -92,7 +108,7 @@ static int kvs__ur_settle(kvs__ur_t *u, int *res) {
     if (rc) *res = rc;
     return rc ? 1 : 0;
   }
-  *res = u->fres < 0 ? u->fres : 0;
+  *res = u->fres < 0 ? u->fres : u->dres < 0 ? u->dres : 0;
   return 1;
 }
 

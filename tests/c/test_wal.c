@@ -1,4 +1,4 @@
-/* test_wal: the durable log of squall-kvs (kvs/wal.h), on both backends.
+/* test_wal: the durable log of squall-kvs (kvs/wal.h), on every backend.
  *
  * Each test runs in a fresh mkdtemp directory that teardown removes. Values in these
  * tests are 8-byte big-endian counters merged by max -- a lattice (idempotent,
@@ -40,6 +40,7 @@ typedef struct {
 
 static fixture_t fx_uring = {.backend = KVS_WAL_BACKEND_URING};
 static fixture_t fx_pwrite = {.backend = KVS_WAL_BACKEND_PWRITE};
+static fixture_t fx_inline = {.backend = KVS_WAL_BACKEND_INLINE};
 
 static int setup(void **state) {
   fixture_t *fx = *state;
@@ -134,7 +135,9 @@ static void test_append_flush_reap_round_trip_recovers_every_record(void **state
 static void test_backend_is_the_one_asked_for(void **state) {
   fixture_t *fx = *state;
   kvs_wal_t *wal = open_wal(fx, KVS_DURABILITY_FSYNC, 0);
-  const char *want = fx->backend == KVS_WAL_BACKEND_URING ? "io_uring" : "pwrite";
+  const char *want = fx->backend == KVS_WAL_BACKEND_URING    ? "io_uring"
+                     : fx->backend == KVS_WAL_BACKEND_INLINE ? "inline"
+                                                             : "pwrite";
   assert_string_equal(kvs_wal_backend_name(wal), want);
   assert_null(kvs_wal_fallback_reason(wal));
   assert_int_equal(kvs_wal_close(wal), 0);
@@ -477,28 +480,29 @@ static void test_recover_of_a_missing_directory_is_an_empty_log(void **state) {
   assert_int_equal(st.segments, 0);
 }
 
-#define BOTH(fn)                                                              \
+#define EACH(fn)                                                              \
   cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, &fx_uring),   \
-      cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, &fx_pwrite)
+      cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, &fx_pwrite), \
+      cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, &fx_inline)
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      BOTH(test_append_flush_reap_round_trip_recovers_every_record),
-      BOTH(test_backend_is_the_one_asked_for),
-      BOTH(test_group_commit_covers_records_appended_during_a_flight),
-      BOTH(test_durable_lsn_advances_only_after_completion),
-      BOTH(test_durability_log_is_durable_at_flush_without_fsync),
-      BOTH(test_lsns_keep_growing_across_reopen),
-      BOTH(test_bad_arguments_are_refused),
-      BOTH(test_torn_tail_half_record_is_cut_and_later_appends_recover),
-      BOTH(test_torn_tail_bad_checksum_is_cut_and_later_appends_recover),
-      BOTH(test_open_without_recover_cuts_the_torn_tail_itself),
-      BOTH(test_bad_record_in_an_older_segment_is_corruption),
-      BOTH(test_missing_segment_is_corruption),
-      BOTH(test_checkpoint_with_concurrent_appends_recovers_expected_state),
-      BOTH(test_crash_in_the_middle_of_a_checkpoint_is_ignored_safely),
-      BOTH(test_logs_of_different_threads_do_not_mix),
-      BOTH(test_recover_of_a_missing_directory_is_an_empty_log),
+      EACH(test_append_flush_reap_round_trip_recovers_every_record),
+      EACH(test_backend_is_the_one_asked_for),
+      EACH(test_group_commit_covers_records_appended_during_a_flight),
+      EACH(test_durable_lsn_advances_only_after_completion),
+      EACH(test_durability_log_is_durable_at_flush_without_fsync),
+      EACH(test_lsns_keep_growing_across_reopen),
+      EACH(test_bad_arguments_are_refused),
+      EACH(test_torn_tail_half_record_is_cut_and_later_appends_recover),
+      EACH(test_torn_tail_bad_checksum_is_cut_and_later_appends_recover),
+      EACH(test_open_without_recover_cuts_the_torn_tail_itself),
+      EACH(test_bad_record_in_an_older_segment_is_corruption),
+      EACH(test_missing_segment_is_corruption),
+      EACH(test_checkpoint_with_concurrent_appends_recovers_expected_state),
+      EACH(test_crash_in_the_middle_of_a_checkpoint_is_ignored_safely),
+      EACH(test_logs_of_different_threads_do_not_mix),
+      EACH(test_recover_of_a_missing_directory_is_an_empty_log),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

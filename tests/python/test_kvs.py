@@ -307,11 +307,14 @@ def _missing(client: AnnaClient, owners: dict[str, str]) -> list[str]:
     return missing
 
 
-@pytest.mark.parametrize("durability,puts", [("fsync", 10_000), ("log", 3000)])
-def test_acknowledged_puts_survive_kill_9(tmp_path, durability, puts):
+@pytest.mark.parametrize("durability,puts,backend", [
+    ("fsync", 10_000, "auto"), ("log", 3000, "auto"), ("fsync", 3000, "inline")])
+def test_acknowledged_puts_survive_kill_9(tmp_path, durability, puts, backend):
     """Both logging levels promise what survives a killed process: `fsync` has every
-    acknowledged PUT on disk, `log` in the page cache (a power cut could lose it)."""
-    n = KvsNode(tmp_path / "crash", threads=2, durability=durability).start()
+    acknowledged PUT on disk, `log` in the page cache (a power cut could lose it);
+    with every log writer."""
+    n = KvsNode(tmp_path / "crash", threads=2, durability=durability,
+                extra=["--wal-backend", backend]).start()
     with AnnaClient(n.routing) as c:
         owners = _put_many(c, puts)
     n.kill9()
