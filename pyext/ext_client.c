@@ -3,6 +3,7 @@
  *   Responses(ip, max_bytes=256 MiB)
  *     .address            "tcp://ip:port" to put in FunctionCall/DagCall.response_address
  *     .recv(timeout)      -> [(response_id, type, body)] for every message available
+ *     .wake()             makes a waiting recv (in any thread) return now
  *     .received, .malformed   counters;   .close()   context manager
  *
  * Executors PUSH serialized `Value`s to the address (PROTOCOL.md C6); squall's
@@ -23,6 +24,13 @@
  * UTF-8 is counted in `malformed` and skipped -- never raised. An empty response_id
  * is returned as "" (an untagged, Cloudburst-style reply).
  *
+ * wake(): lets another thread take over receiving (squall's futures: a caller blocked
+ * in result() receives its own result instead of being woken by the receiver thread,
+ * one thread wake-up less on the way back). It writes to an eventfd that recv polls
+ * with the socket: a recv waiting returns at once with what is there (possibly
+ * nothing); a wake with no recv waiting makes the next one return at once. The
+ * eventfd lives until deallocation, so wake() is safe in any thread at any time.
+ *
  * Threads: one lock per object serialises recv and close (taken without the GIL), so
  * any thread may close while another receives; the receiving thread returns within its
  * timeout. State machine: open --close()--> closed (recv raises SquallError
@@ -35,6 +43,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <zmq.h>
 
@@ -51,6 +61,7 @@ typedef struct {
   PyObject_HEAD
   void *zctx;               /* NULL once closed */
   void *sock;
+  int wake_fd; /* eventfd of wake(); -1 until bound, closed at deallocation */
   PyThread_type_lock lock;
   char address[300];
   int64_t max_bytes;
@@ -76,6 +87,8 @@ static int ext_resp__bind(ext_resp_t *self, const char *ip) {
   int rc;
   if (!*ip || strlen(ip) > 255 || strpbrk(ip, "/: ")) return SQ_EINVAL;
   snprintf(ep, sizeof(ep), "tcp://%s:*", ip);
+  if (self->wake_fd < 0 && (self->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
+    return -errno;
   if (!(self->zctx = zmq_ctx_new())) return -errno;
   rc = sq_zmq_pull_bind(self->zctx, ep, self->max_bytes, EXT_RESP_HWM, NULL, 0, &self->sock);
   if (!rc && zmq_getsockopt(self->sock, ZMQ_LAST_ENDPOINT, self->address, &len))
@@ -113,6 +126,7 @@ static PyObject *ext_resp__new(PyTypeObject *type, PyObject *args, PyObject *kw)
   (void)kw;
   ext_resp_t *self = (ext_resp_t *)type->tp_alloc(type, 0);
   if (!self) return NULL;
+  self->wake_fd = -1;
   if (!(self->lock = PyThread_allocate_lock())) {
     Py_DECREF(self);
     return PyErr_NoMemory();
@@ -124,6 +138,7 @@ static void ext_resp__dealloc(PyObject *op) {
   ext_resp_t *self = (ext_resp_t *)op;
   PyTypeObject *tp = Py_TYPE(op);
   ext_resp__close_locked(self); /* no other reference: nobody holds the lock */
+  if (self->wake_fd >= 0) close(self->wake_fd);
   if (self->lock) PyThread_free_lock(self->lock);
   tp->tp_free(op);
   Py_DECREF(tp);
@@ -134,10 +149,12 @@ static void ext_resp__dealloc(PyObject *op) {
  * are dropped and counted in *bad. 0 or -errno (not EAGAIN/EINTR). */
 static int ext_resp__take(ext_resp_t *self, int timeout_ms, zmq_msg_t *msgs, size_t *n,
                           unsigned long long *bad) {
-  zmq_pollitem_t it = {self->sock, 0, ZMQ_POLLIN, 0};
+  zmq_pollitem_t it[2] = {{self->sock, 0, ZMQ_POLLIN, 0}, {NULL, self->wake_fd, ZMQ_POLLIN, 0}};
   *n = 0;
-  int r = zmq_poll(&it, 1, timeout_ms);
+  int r = zmq_poll(it, 2, timeout_ms);
   if (r < 0) return zmq_errno() == EINTR ? 0 : -zmq_errno();
+  uint64_t woken;
+  if (it[1].revents & ZMQ_POLLIN) (void)!read(self->wake_fd, &woken, sizeof woken);
   while (*n < EXT_RESP_BATCH) {
     int rc = sq_zmq_recv_frame(self->sock, (size_t)self->max_bytes, ZMQ_DONTWAIT, &msgs[*n]);
     if (rc == 0) (*n)++;
@@ -224,6 +241,14 @@ static PyObject *ext_resp__recv(PyObject *op, PyObject *args, PyObject *kw) {
   return out;
 }
 
+static PyObject *ext_resp__wake(PyObject *op, PyObject *unused) {
+  (void)unused;
+  ext_resp_t *self = (ext_resp_t *)op;
+  uint64_t one = 1;
+  if (self->wake_fd >= 0) (void)!write(self->wake_fd, &one, sizeof one);
+  Py_RETURN_NONE;
+}
+
 static PyObject *ext_resp__close(PyObject *op, PyObject *unused) {
   (void)unused;
   ext_resp_t *self = (ext_resp_t *)op;
@@ -259,6 +284,8 @@ static PyMethodDef ext_resp__methods[] = {
     {"recv", (PyCFunction)(void (*)(void))ext_resp__recv, METH_VARARGS | METH_KEYWORDS,
      "recv(timeout=0) -> [(response_id, type, body)]: every message available, waiting\n"
      "up to timeout seconds (without the GIL) for the first; [] when none came."},
+    {"wake", ext_resp__wake, METH_NOARGS,
+     "wake(): a recv waiting in another thread returns now (else the next one does)"},
     {"close", ext_resp__close, METH_NOARGS, "close(): unbinds; recv then raises"},
     {"__enter__", ext_resp__enter, METH_NOARGS, NULL},
     {"__exit__", ext_resp__exit, METH_VARARGS, NULL},

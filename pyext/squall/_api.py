@@ -78,6 +78,10 @@ RECV_WAIT = 0.1
 REPLY_WAIT = 0.005
 #: How often deadlines are checked.
 EXPIRY_EVERY = 0.05
+#: Seconds the receiver thread stays off the socket after a caller blocked in
+#: ``result()`` received its own result, so that the next such caller takes over
+#: without waking it (``_Receiver.lead``).
+LEAD_PAUSE = 0.005
 #: A completed future keeps its serialized result up to this size (for publish()).
 RAW_KEEP_MAX = 64 * 1024
 #: Seconds a DAG's output records are still printed after its result arrived.
@@ -229,13 +233,25 @@ class Future(cf.Future):
         16
     """
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, receiver: Optional["_Receiver"] = None) -> None:
         super().__init__()
         self.key = key
         self.obj_id = key  # Cloudburst's attribute name
+        self._rx = receiver
 
     def cancel(self) -> bool:
         return False
+
+    def result(self, timeout: Optional[float] = None) -> Any:
+        """The call's result, waiting up to ``timeout`` seconds (None: until the
+        call's deadline). While it waits, this thread receives the process's direct
+        responses itself (``_Receiver.lead``) unless another thread already does."""
+        rx = self._rx
+        if rx is not None and not self.done():
+            start = time.monotonic()
+            if rx.lead(self, timeout) and timeout is not None:
+                timeout = max(0.0, timeout - (time.monotonic() - start))
+        return super().result(timeout)
 
     def get(self, timeout: Optional[float] = None) -> Any:
         """Cloudburst's name for ``result``."""
@@ -298,7 +314,16 @@ class _Receiver:
     its key) and a refusal fails the future with ``SchedulerError``. Calls whose
     result lands in the KVS (compat calls without a response address) are polled with
     ``get_many`` and backoff. ``lock`` guards the maps and the channels' send side;
-    futures complete (and callbacks run) on this thread, outside the lock.
+    futures complete (and callbacks run) in the receiving thread, outside the lock.
+
+    Leader/follower: the receiving thread is this one, or a caller blocked in
+    ``Future.result`` (``lead``): that caller wakes up with its own result instead
+    of this thread waking up and then waking the caller (one thread wake-up less per
+    call, measured in docs/executor.md). ``turn`` guards ``leader`` (the thread id of
+    that caller) and ``receiving`` (this thread is in a round); one thread receives at
+    a time. After a leader leaves, this thread stays off the socket for LEAD_PAUSE
+    (unless other futures are pending), so back-to-back ``result()`` calls never wake
+    it.
     """
 
     def __init__(self, cluster: Any) -> None:
@@ -317,6 +342,12 @@ class _Receiver:
         self.chans: Dict[int, Any] = {}          # scheduler port -> _squall.Channel
         self.sent: Dict[Tuple[int, int], Tuple[str, str]] = {}  # (port, seq) -> key, what
         self.stopped = False
+        self.turn = threading.Condition(threading.Lock())
+        self.leader: Optional[int] = None
+        self.receiving = False
+        self.lead_end = 0.0
+        self.pause = POLL_MIN
+        self.next_expiry = time.monotonic() + EXPIRY_EVERY
         self.thread = threading.Thread(target=self._run, name="squall-results", daemon=True)
         self.thread.start()
 
@@ -406,26 +437,71 @@ class _Receiver:
         for chan in self.chans.values():
             chan.close()
 
+    def _wait(self) -> float:
+        return self.pause if self.polled else REPLY_WAIT if self.sent else RECV_WAIT
+
+    def _round(self, wait: float) -> None:
+        """One round of receiving (up to wait seconds), replies, polling, deadlines;
+        raises when the socket was closed by stop()."""
+        for rid, kind, body in self.responses.recv(wait):
+            self._on_message(rid, kind, body)
+        if self.sent:
+            self._replies()
+        if self.polled:
+            found = self._poll()
+            self.pause = POLL_MIN if found else min(self.pause * 2, POLL_MAX)
+        now = time.monotonic()
+        if now >= self.next_expiry:
+            self._expire(now)
+            self.next_expiry = now + EXPIRY_EVERY
+
     def _run(self) -> None:
-        pause = POLL_MIN
-        next_expiry = time.monotonic() + EXPIRY_EVERY
         while not self.stopped:
-            wait = pause if self.polled else REPLY_WAIT if self.sent else RECV_WAIT
+            with self.turn:
+                while not self.stopped and (self.leader is not None or
+                                            time.monotonic() < self.lead_end + LEAD_PAUSE):
+                    self.turn.wait(LEAD_PAUSE)
+                self.receiving = True
             try:
-                msgs = self.responses.recv(wait)
+                self._round(self._wait())
             except Exception:  # noqa: BLE001 -- closed by stop()
                 return
-            for rid, kind, body in msgs:
-                self._on_message(rid, kind, body)
-            if self.sent:
-                self._replies()
-            if self.polled:
-                found = self._poll()
-                pause = POLL_MIN if found else min(pause * 2, POLL_MAX)
-            now = time.monotonic()
-            if now >= next_expiry:
-                self._expire(now)
-                next_expiry = now + EXPIRY_EVERY
+            finally:
+                with self.turn:
+                    self.receiving = False
+                    self.turn.notify_all()
+
+    def lead(self, fut: Future, timeout: Optional[float]) -> bool:
+        """Receives in this thread until fut is done or timeout seconds passed, when no
+        other thread leads (and this is not the receiver thread); False if another
+        does (the caller then waits on fut as usual)."""
+        me = threading.get_ident()
+        with self.turn:
+            if self.leader is not None or self.stopped or me == self.thread.ident:
+                return False
+            self.leader = me
+            if self.receiving:  # the receiver thread is in a round: cut it short
+                self.responses.wake()
+                while self.receiving:
+                    self.turn.wait()
+        end = None if timeout is None else time.monotonic() + timeout
+        try:
+            while not fut.done():
+                left = RECV_WAIT if end is None else end - time.monotonic()
+                if left <= 0:
+                    break
+                self._round(min(left, self._wait()))
+        except Exception:  # noqa: BLE001 -- closed by stop(), which fails fut
+            pass
+        finally:
+            with self.turn:
+                self.leader = None
+                if self.pending:  # other futures wait: the receiver thread resumes now
+                    self.lead_end = 0.0
+                    self.turn.notify_all()
+                else:  # a waiting receiver thread is not woken (LEAD_PAUSE)
+                    self.lead_end = time.monotonic()
+        return True
 
     def _on_message(self, rid: str, kind: int, body: bytes) -> None:
         with self.lock:
@@ -571,10 +647,10 @@ def _submit(key: str, out_keys: List[str], timeout: Optional[float], what: str,
             in_kvs: bool = False) -> Future:
     """The future of a call already sent: completed by a direct response tagged with
     key (or, with in_kvs, when key appears in the KVS)."""
-    fut = Future(key)
+    rx = _receiver()
+    fut = Future(key, rx)
     limit = timeout if timeout else DEFAULT_CALL_TIMEOUT
-    _receiver().add(key, _Pending(fut, time.monotonic() + limit + RESULT_SLACK, out_keys,
-                                  what, in_kvs))
+    rx.add(key, _Pending(fut, time.monotonic() + limit + RESULT_SLACK, out_keys, what, in_kvs))
     return fut
 
 

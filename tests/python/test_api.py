@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 
 import numpy as np
@@ -407,3 +408,39 @@ def test_scheduler_refusal_of_a_pipelined_call_fails_its_future(cluster):
     with pytest.raises(squall.SchedulerError, match="NO_SUCH_DAG"):
         fut.result(timeout=10)
     assert square.remote(2).result(timeout=30) == 4
+
+
+def test_result_receives_in_the_waiting_caller_and_hands_back_to_the_receiver(cluster):
+    """Leader/follower (_Receiver.lead): a caller in result() receives its own result;
+    with several callers one leads and the others' futures complete all the same; a
+    future nobody waits on completes once the leader left (the receiver thread is back)."""
+    from squall import _api
+    rx = _api._receiver()
+    f = square.remote(8)
+    assert rx.lead(f, 30) is True and f.done() and f.result() == 64
+    with rx.turn:
+        rx.leader = -1  # another thread leads: this one follows
+    try:
+        g = square.remote(9)
+        assert rx.lead(g, 1) is False
+    finally:
+        with rx.turn:
+            rx.leader = None
+            rx.turn.notify_all()
+    assert g.result(timeout=30) == 81
+    results = {}
+
+    def wait_for(i):
+        results[i] = square.remote(i).result(timeout=30)
+
+    threads = [threading.Thread(target=wait_for, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == {i: i * i for i in range(4)}
+    done = threading.Event()
+    square.remote(5).add_done_callback(lambda _f: done.set())
+    assert square.remote(6).result(timeout=30) == 36
+    assert done.wait(30)
+    assert rx.leader is None and rx.thread.is_alive()

@@ -98,6 +98,24 @@ def test_responses_receives_tagged_values_and_skips_malformed_ones():
         rx.recv(0)
 
 
+def test_responses_wake_makes_a_waiting_recv_return_at_once():
+    with _squall.Responses("127.0.0.1") as rx:
+        got = []
+        waiter = threading.Thread(target=lambda: got.append(rx.recv(10.0)))
+        t0 = time.monotonic()
+        waiter.start()
+        time.sleep(0.2)
+        rx.wake()
+        waiter.join(5)
+        assert got == [[]] and time.monotonic() - t0 < 5
+        rx.wake()  # no recv waiting: the next one returns at once, once
+        t1 = time.monotonic()
+        assert rx.recv(10.0) == [] and time.monotonic() - t1 < 5
+        t2 = time.monotonic()
+        assert rx.recv(0.1) == [] and time.monotonic() - t2 >= 0.09
+    rx.wake()  # after close: harmless
+
+
 def test_responses_refuses_an_ip_it_cannot_bind():
     with pytest.raises(_squall.SquallError):
         _squall.Responses("tcp://x")
