@@ -88,8 +88,20 @@ static bool kvs__owned_here(kvs_request_ctx_t *rq, const char *key, size_t keyle
   return kvs_placement_owner(rq->params->placement, key, keylen) == rq->params->tid;
 }
 
-static void kvs__handle_get(kvs_request_ctx_t *rq, const KeyTuple *in, KeyTuple *out) {
-  size_t keylen = strlen(in->key);
+/* The store's view of tuple `in`'s key: `pre` when the batch made it already, else
+ * made now in *tmp. */
+static const kvs_store_key_t *kvs__key(const KeyTuple *in, const kvs_store_key_t *pre,
+                                       kvs_store_key_t *tmp) {
+  if (pre) return pre;
+  kvs_store_key(tmp, in->key, strlen(in->key));
+  return tmp;
+}
+
+static void kvs__handle_get(kvs_request_ctx_t *rq, const KeyTuple *in, KeyTuple *out,
+                            const kvs_store_key_t *pre) {
+  kvs_store_key_t tmp;
+  const kvs_store_key_t *k = kvs__key(in, pre, &tmp);
+  size_t keylen = k->len;
   kvs_store_entry_t e;
   atomic_fetch_add_explicit(&rq->counters->gets, 1, memory_order_relaxed);
   if (keylen == 0) {
@@ -102,7 +114,7 @@ static void kvs__handle_get(kvs_request_ctx_t *rq, const KeyTuple *in, KeyTuple 
                               kvs__quote(rq, in->key), rq->params->tid));
     return;
   }
-  if (kvs_store_get(rq->store, in->key, keylen, &e) != 0 ||
+  if (kvs_store_get_key(rq->store, k, &e) != 0 ||
       kvs__payload_empty(e.type, e.payload, e.len)) {
     out->error = ANNA_ERROR__KEY_DNE;
     return;
@@ -159,8 +171,11 @@ static char *kvs__merge_problem(kvs_request_ctx_t *rq, const KeyTuple *in, int r
   return kvs__say(rq, "PUT of key '%s' failed: %s", key, sq_strerror(rc));
 }
 
-static void kvs__handle_put(kvs_request_ctx_t *rq, const KeyTuple *in, KeyTuple *out) {
-  size_t keylen = strlen(in->key);
+static void kvs__handle_put(kvs_request_ctx_t *rq, const KeyTuple *in, KeyTuple *out,
+                            const kvs_store_key_t *pre) {
+  kvs_store_key_t tmp;
+  const kvs_store_key_t *k = kvs__key(in, pre, &tmp);
+  size_t keylen = k->len;
   AnnaError err;
   atomic_fetch_add_explicit(&rq->counters->puts, 1, memory_order_relaxed);
   char *problem = kvs__put_problem(rq, in, keylen, &err);
@@ -170,8 +185,8 @@ static void kvs__handle_put(kvs_request_ctx_t *rq, const KeyTuple *in, KeyTuple 
   }
   sq_lattice_type_t type = (sq_lattice_type_t)in->lattice_type;
   bool changed = false;
-  int rc = kvs_store_merge(rq->store, in->key, keylen, type, in->payload.data,
-                           in->payload.len, &changed);
+  int rc = kvs_store_merge_key(rq->store, k, type, in->payload.data, in->payload.len,
+                               &changed);
   if (rc) {
     kvs__tuple_error(rq, out, ANNA_ERROR__LATTICE, kvs__merge_problem(rq, in, rc));
     return;
@@ -248,8 +263,10 @@ static void kvs__salvage(kvs_request_ctx_t *rq, const uint8_t *bytes, size_t len
   kvs__reply(rq, address, addr_len, 0, &resp);
 }
 
-/* Answers every tuple of a decoded request into resp (arena memory). */
-static int kvs__answer(kvs_request_ctx_t *rq, const KeyRequest *req, KeyResponse *resp) {
+/* Answers every tuple of a decoded request into resp (arena memory); `first` is the
+ * first tuple's key view when the batch made it (else NULL). */
+static int kvs__answer(kvs_request_ctx_t *rq, const KeyRequest *req, KeyResponse *resp,
+                       const kvs_store_key_t *first) {
   resp->type = req->type;
   resp->response_id = req->request_id;
   resp->n_tuples = req->n_tuples;
@@ -261,8 +278,9 @@ static int kvs__answer(kvs_request_ctx_t *rq, const KeyRequest *req, KeyResponse
     key_tuple__init(&outs[i]);
     outs[i].key = req->tuples[i]->key;
     resp->tuples[i] = &outs[i];
-    if (req->type == REQUEST_TYPE__GET) kvs__handle_get(rq, req->tuples[i], &outs[i]);
-    else kvs__handle_put(rq, req->tuples[i], &outs[i]);
+    const kvs_store_key_t *pre = i == 0 ? first : NULL;
+    if (req->type == REQUEST_TYPE__GET) kvs__handle_get(rq, req->tuples[i], &outs[i], pre);
+    else kvs__handle_put(rq, req->tuples[i], &outs[i], pre);
   }
   return 0;
 }
@@ -292,7 +310,8 @@ static KeyRequest *kvs__decode(kvs_request_ctx_t *rq, const uint8_t *bytes, size
 
 /* Answers a decoded request (or salvages an undecodable one) and queues the reply. */
 static void kvs__serve(kvs_request_ctx_t *rq, const uint8_t *bytes, size_t len,
-                       const KeyRequest *req, const char *problem) {
+                       const KeyRequest *req, const char *problem,
+                       const kvs_store_key_t *first) {
   atomic_fetch_add_explicit(&rq->counters->requests, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&rq->counters->bytes_in, len, memory_order_relaxed);
   if (!req) {
@@ -306,7 +325,7 @@ static void kvs__serve(kvs_request_ctx_t *rq, const uint8_t *bytes, size_t len,
     resp.error_message = kvs__say(rq, "unknown request type %d: use GET (1) or PUT (2)",
                                   (int)req->type);
     atomic_fetch_add_explicit(&rq->counters->errors, 1, memory_order_relaxed);
-  } else if (kvs__answer(rq, req, &resp) != 0) {
+  } else if (kvs__answer(rq, req, &resp, first) != 0) {
     sq_log_error(rq->params->log, "out of memory answering a request");
     return;
   }
@@ -324,16 +343,20 @@ void kvs_request_handle(kvs_request_ctx_t *rq, const uint8_t *bytes, size_t len)
   char *problem;
   sq_arena_reset(&rq->arena);
   KeyRequest *req = kvs__decode(rq, bytes, len, &problem);
-  kvs__serve(rq, bytes, len, req, problem);
+  kvs__serve(rq, bytes, len, req, problem, NULL);
 }
 
-/* Prefetch step `step` (see kvs_store_prefetch) for every key of every request. */
-static void kvs__prefetch(kvs_request_ctx_t *rq, KeyRequest **reqs, int n, int step) {
+/* Prefetch step `step` (see kvs_store_prefetch) for the first four keys of every
+ * request; keys[i] is the view of request i's first key. */
+static void kvs__prefetch(kvs_request_ctx_t *rq, KeyRequest **reqs,
+                          const kvs_store_key_t *keys, int n, int step) {
   for (int i = 0; i < n; i++) {
-    if (!reqs[i]) continue;
-    for (size_t t = 0; t < reqs[i]->n_tuples && t < 4; t++) {
-      const char *key = reqs[i]->tuples[t]->key;
-      kvs_store_prefetch(rq->store, key, strlen(key), step);
+    if (!reqs[i] || reqs[i]->n_tuples == 0) continue;
+    kvs_store_prefetch(rq->store, &keys[i], step);
+    for (size_t t = 1; t < reqs[i]->n_tuples && t < 4; t++) {
+      kvs_store_key_t k;
+      kvs_store_key(&k, reqs[i]->tuples[t]->key, strlen(reqs[i]->tuples[t]->key));
+      kvs_store_prefetch(rq->store, &k, step);
     }
   }
 }
@@ -358,9 +381,15 @@ int kvs_request_receive_batch(kvs_request_ctx_t *rq, void *socket, int max) {
   /* With 100k keys the store's index, entries and values are out of cache: ask for
    * every key's slot, then entry, then value, a whole pass apart, so the misses of
    * the batch overlap instead of stalling one request at a time. */
-  for (int step = 0; step < 3; step++) kvs__prefetch(rq, reqs, n, step);
+  kvs_store_key_t keys[KVS_REQUEST_PIPELINE];
+  for (int i = 0; i < n; i++)
+    if (reqs[i] && reqs[i]->n_tuples)
+      kvs_store_key(&keys[i], reqs[i]->tuples[0]->key, strlen(reqs[i]->tuples[0]->key));
+  for (int step = 0; step < 3; step++) kvs__prefetch(rq, reqs, keys, n, step);
   for (int i = 0; i < n; i++) {
-    kvs__serve(rq, zmq_msg_data(&msgs[i]), zmq_msg_size(&msgs[i]), reqs[i], problems[i]);
+    const kvs_store_key_t *first = reqs[i] && reqs[i]->n_tuples ? &keys[i] : NULL;
+    kvs__serve(rq, zmq_msg_data(&msgs[i]), zmq_msg_size(&msgs[i]), reqs[i], problems[i],
+               first);
     zmq_msg_close(&msgs[i]);
   }
   return n;

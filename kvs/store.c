@@ -106,13 +106,25 @@ static void kvs__fill_entry(const kvs__entry_t *e, kvs_store_entry_t *out) {
   out->len = e->len;
 }
 
-int kvs_store_get(const kvs_store_t *store, const char *key, size_t keylen,
-                  kvs_store_entry_t *entry) {
-  uint64_t hash = sq_hash_std(key, keylen);
-  const kvs__slot_t *slot = kvs__find_slot(store, key, keylen, hash);
+void kvs_store_key(kvs_store_key_t *k, const char *key, size_t keylen) {
+  k->key = key;
+  k->len = keylen;
+  k->hash = sq_hash_std(key, keylen);
+}
+
+int kvs_store_get_key(const kvs_store_t *store, const kvs_store_key_t *k,
+                      kvs_store_entry_t *entry) {
+  const kvs__slot_t *slot = kvs__find_slot(store, k->key, k->len, k->hash);
   if (!slot->entry) return SQ_EKEYDNE;
   kvs__fill_entry(slot->entry, entry);
   return 0;
+}
+
+int kvs_store_get(const kvs_store_t *store, const char *key, size_t keylen,
+                  kvs_store_entry_t *entry) {
+  kvs_store_key_t k;
+  kvs_store_key(&k, key, keylen);
+  return kvs_store_get_key(store, &k, entry);
 }
 
 /* Adds a new entry holding a copy of the payload; `slot` is the empty slot found for
@@ -149,9 +161,13 @@ static int kvs__insert(kvs_store_t *s, kvs__slot_t *slot, uint64_t hash, const c
   return 0;
 }
 
-/* Merges into the entry through the store's scratch buffer; the result is copied
- * into the entry's own allocation when it fits (a same-size overwrite, the common
- * PUT, then costs one copy instead of a malloc and a free). */
+/* Merges into the entry through the store's scratch buffer. A result of at least
+ * KVS__SWAP_MIN bytes whose scratch allocation is at most twice its size (the common
+ * PUT of a sizeable value) is not copied: the entry and the scratch swap allocations
+ * (the same 2x bound the entry's own allocation already allows). Smaller results are
+ * copied into the entry's allocation when they fit, into a new one when they do not. */
+#define KVS__SWAP_MIN 256
+
 static int kvs__merge_into(kvs_store_t *s, kvs__entry_t *e, sq_lattice_type_t type,
                            const uint8_t *payload, size_t len, bool *changed) {
   if (e->type != type) return SQ_ELATTICE;
@@ -163,15 +179,25 @@ static int kvs__merge_into(kvs_store_t *s, kvs__entry_t *e, sq_lattice_type_t ty
   s->stats.merges++;
   if (differs) {
     size_t new_len = s->scratch.len;
-    /* A new allocation when it does not fit, or to give back most of a big one. */
-    if (new_len > e->cap || (e->cap > 4096 && new_len < e->cap / 2)) {
-      uint8_t *bytes = malloc(new_len ? new_len : 1);
-      if (!bytes) return -ENOMEM; /* the stored value is unchanged */
-      free(e->payload);
-      e->payload = bytes;
-      e->cap = new_len ? new_len : 1;
+    if (new_len >= KVS__SWAP_MIN && s->scratch.cap <= 2 * new_len) {
+      uint8_t *old = e->payload;
+      size_t old_cap = e->cap;
+      e->payload = s->scratch.data;
+      e->cap = s->scratch.cap;
+      s->scratch.data = old;
+      s->scratch.cap = old_cap;
+      s->scratch.len = 0;
+    } else {
+      /* A new allocation when it does not fit, or to give back most of a big one. */
+      if (new_len > e->cap || (e->cap > 4096 && new_len < e->cap / 2)) {
+        uint8_t *bytes = malloc(new_len ? new_len : 1);
+        if (!bytes) return -ENOMEM; /* the stored value is unchanged */
+        free(e->payload);
+        e->payload = bytes;
+        e->cap = new_len ? new_len : 1;
+      }
+      memcpy(e->payload, s->scratch.data, new_len);
     }
-    memcpy(e->payload, s->scratch.data, new_len);
     s->stats.payload_bytes += new_len;
     s->stats.payload_bytes -= e->len;
     e->len = new_len;
@@ -184,13 +210,22 @@ static int kvs__merge_into(kvs_store_t *s, kvs__entry_t *e, sq_lattice_type_t ty
 int kvs_store_merge(kvs_store_t *store, const char *key, size_t keylen,
                     sq_lattice_type_t type, const uint8_t *payload, size_t len,
                     bool *changed) {
+  kvs_store_key_t k;
+  kvs_store_key(&k, key, keylen);
+  return kvs_store_merge_key(store, &k, type, payload, len, changed);
+}
+
+int kvs_store_merge_key(kvs_store_t *store, const kvs_store_key_t *k, sq_lattice_type_t type,
+                        const uint8_t *payload, size_t len, bool *changed) {
   if (!sq_lattice_type_valid(type)) return SQ_EUNKNOWNTYPE;
   /* Grow before inserting, so that a failed growth leaves the store unchanged. */
   if ((store->count + 1) * 8 > (store->slot_mask + 1) * 7) {
     int grown = kvs__grow_index(store);
     if (grown) return grown;
   }
-  uint64_t hash = sq_hash_std(key, keylen);
+  const char *key = k->key;
+  size_t keylen = k->len;
+  uint64_t hash = k->hash;
   kvs__slot_t *slot = kvs__find_slot(store, key, keylen, hash);
   if (slot->entry)
     return kvs__merge_into(store, slot->entry, type, payload, len, changed);
@@ -225,8 +260,8 @@ void kvs_store_stats(const kvs_store_t *store, kvs_store_stats_t *stats) {
   *stats = store->stats;
 }
 
-void kvs_store_prefetch(const kvs_store_t *store, const char *key, size_t keylen, int step) {
-  uint64_t hash = sq_hash_std(key, keylen);
+void kvs_store_prefetch(const kvs_store_t *store, const kvs_store_key_t *k, int step) {
+  uint64_t hash = k->hash;
   size_t i = hash & store->slot_mask;
   if (step == 0) {
     __builtin_prefetch(&store->slots[i]);

@@ -43,9 +43,26 @@ int kvs_store_create(kvs_store_t **out);
 /* Frees the store and everything in it. Accepts NULL. */
 void kvs_store_destroy(kvs_store_t *store);
 
+/* A key with its length and hash, computed once by kvs_store_key() and handed to
+ * every store call about it: the worker prefetches, looks up and merges each key of
+ * a batch several times, and strlen + hash were a tenth of a GET's CPU. `key` is
+ * borrowed (it must outlive the view). */
+typedef struct {
+  const char *key;
+  size_t len;
+  uint64_t hash;
+} kvs_store_key_t;
+
+/* Fills *k for `key` of `keylen` bytes. */
+void kvs_store_key(kvs_store_key_t *k, const char *key, size_t keylen);
+
 /* Looks a key up. Returns 0 and fills *entry, or SQ_EKEYDNE. */
 int kvs_store_get(const kvs_store_t *store, const char *key, size_t keylen,
                   kvs_store_entry_t *entry);
+
+/* kvs_store_get() of a key whose view is already made. */
+int kvs_store_get_key(const kvs_store_t *store, const kvs_store_key_t *k,
+                      kvs_store_entry_t *entry);
 
 /* Merges `payload` (a lattice of `type`) into the key's value, creating the key when
  * absent. On success *changed (may be NULL) says whether the stored bytes changed.
@@ -54,6 +71,10 @@ int kvs_store_get(const kvs_store_t *store, const char *key, size_t keylen,
 int kvs_store_merge(kvs_store_t *store, const char *key, size_t keylen,
                     sq_lattice_type_t type, const uint8_t *payload, size_t len,
                     bool *changed);
+
+/* kvs_store_merge() of a key whose view is already made. */
+int kvs_store_merge_key(kvs_store_t *store, const kvs_store_key_t *k, sq_lattice_type_t type,
+                        const uint8_t *payload, size_t len, bool *changed);
 
 /* Number of entries; entry indices run 0 .. count-1 and never move. */
 size_t kvs_store_count(const kvs_store_t *store);
@@ -67,6 +88,6 @@ void kvs_store_stats(const kvs_store_t *store, kvs_store_stats_t *stats);
  * index slot into cache, step 1 its entry, step 2 its value. Each step reads what the
  * previous one fetched, so run them over a whole batch of keys, one pass per step.
  * Changes nothing; harmless for absent keys (it may fetch another key's entry). */
-void kvs_store_prefetch(const kvs_store_t *store, const char *key, size_t keylen, int step);
+void kvs_store_prefetch(const kvs_store_t *store, const kvs_store_key_t *k, int step);
 
 #endif

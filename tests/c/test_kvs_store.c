@@ -131,7 +131,9 @@ static void test_store_prefetch_of_present_and_absent_keys_changes_nothing(void 
   for (int step = 0; step < 3; step++)
     for (int i = 0; i < 6000; i++) {
       int n = snprintf(key, sizeof(key), "k%d", i);
-      kvs_store_prefetch(s, key, (size_t)n, step);
+      kvs_store_key_t k;
+      kvs_store_key(&k, key, (size_t)n);
+      kvs_store_prefetch(s, &k, step);
     }
   assert_int_equal(kvs_store_count(s), 3000);
   for (int i = 0; i < 6000; i++) {
@@ -149,6 +151,44 @@ static void test_store_prefetch_of_present_and_absent_keys_changes_nothing(void 
     assert_int_equal(ts, (uint64_t)i + 1);
     assert_string_equal(value, key);
   }
+  sq_buf_free(&p);
+  kvs_store_destroy(s);
+}
+
+/* Large overwrites hand allocations between the entries and the store's scratch
+ * buffer instead of copying: each key must still hold exactly its own newest bytes. */
+static void test_store_large_overwrites_of_many_keys_never_share_bytes(void **state) {
+  (void)state;
+  kvs_store_t *s;
+  sq_buf_t p = {0}, want[4] = {{0}};
+  char key[8], value[2100];
+  assert_int_equal(kvs_store_create(&s), 0);
+  for (int round = 0; round < 60; round++) {
+    for (int k = 0; k < 4; k++) {
+      size_t size = 256 + (size_t)((round * 7 + k * 13) % 8) * 230;
+      memset(value, 'a' + (round + k) % 26, size);
+      value[size] = '\0';
+      lww_payload(&want[k], (uint64_t)round + 1, value);
+      snprintf(key, sizeof(key), "big%d", k);
+      kvs_store_key_t view;
+      kvs_store_key(&view, key, strlen(key));
+      bool changed = false;
+      assert_int_equal(kvs_store_merge_key(s, &view, SQ_LATTICE_LWW, want[k].data,
+                                           want[k].len, &changed), 0);
+      assert_true(changed);
+    }
+    for (int k = 0; k < 4; k++) {
+      snprintf(key, sizeof(key), "big%d", k);
+      kvs_store_entry_t e;
+      assert_int_equal(kvs_store_get(s, key, strlen(key), &e), 0);
+      assert_int_equal(e.len, want[k].len);
+      assert_memory_equal(e.payload, want[k].data, e.len);
+    }
+  }
+  kvs_store_stats_t st;
+  kvs_store_stats(s, &st);
+  assert_int_equal(st.payload_bytes, want[0].len + want[1].len + want[2].len + want[3].len);
+  for (int k = 0; k < 4; k++) sq_buf_free(&want[k]);
   sq_buf_free(&p);
   kvs_store_destroy(s);
 }
@@ -222,6 +262,7 @@ int main(void) {
       cmocka_unit_test(test_store_grows_and_entry_indices_never_move),
       cmocka_unit_test(test_store_set_values_are_stored_canonical),
       cmocka_unit_test(test_store_overwrites_of_any_size_keep_exactly_the_newest_bytes),
+      cmocka_unit_test(test_store_large_overwrites_of_many_keys_never_share_bytes),
       cmocka_unit_test(test_store_prefetch_of_present_and_absent_keys_changes_nothing),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
