@@ -2,6 +2,8 @@
 #include "kvs_ack.h"
 
 #include <errno.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,17 +25,37 @@ struct kvs__ack_chunk {
   kvs__ack_chunk_t *next;
   size_t used, cap;
   size_t live; /* entries still queued in this chunk */
+  /* 1 while the queue holds the chunk (chain or spare) + 1 per reply lent to a
+   * sender (kvs_ack_lend). Whoever drops the last reference frees the chunk; the
+   * queue reuses it only while it holds the only one. */
+  _Atomic size_t refs;
   uint8_t data[];
 };
 
-/* Keeps a drained chunk as the spare, unless it is oversized (one huge reply) or the
- * spare is already as big; then frees it. */
+void kvs_ack_release(void *chunk) {
+  kvs__ack_chunk_t *c = chunk;
+  if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1) free(c);
+}
+
+void *kvs_ack_lend(const kvs_ack_t *ack) {
+  atomic_fetch_add_explicit(&ack->chunk->refs, 1, memory_order_relaxed);
+  return ack->chunk;
+}
+
+/* True when no sender still reads the chunk: its memory may be written again. */
+static bool kvs__ack_unlent(kvs__ack_chunk_t *c) {
+  return atomic_load_explicit(&c->refs, memory_order_acquire) == 1;
+}
+
+/* Keeps a drained chunk as the spare, unless it is oversized (one huge reply), the
+ * spare is already as big, or a sender still reads it; else lets it go. */
 static void kvs__ack_keep(kvs_ack_queue_t *q, kvs__ack_chunk_t *c) {
-  if (c->cap > 4 * KVS__ACK_CHUNK || (q->spare && q->spare->cap >= c->cap)) {
-    free(c);
+  if (c->cap > 4 * KVS__ACK_CHUNK || (q->spare && q->spare->cap >= c->cap) ||
+      !kvs__ack_unlent(c)) {
+    kvs_ack_release(c);
     return;
   }
-  free(q->spare);
+  if (q->spare) kvs_ack_release(q->spare);
   q->spare = c;
 }
 
@@ -46,7 +68,7 @@ static kvs__ack_chunk_t *kvs__ack_room(kvs_ack_queue_t *q, size_t need) {
     c = NULL;
   }
   if (c && c->cap - c->used >= need) return c;
-  if (q->spare && q->spare->cap >= need) {
+  if (q->spare && q->spare->cap >= need && kvs__ack_unlent(q->spare)) {
     c = q->spare;
     q->spare = NULL;
   } else {
@@ -54,6 +76,7 @@ static kvs__ack_chunk_t *kvs__ack_room(kvs_ack_queue_t *q, size_t need) {
     c = malloc(sizeof(*c) + cap);
     if (!c) return NULL;
     c->cap = cap;
+    atomic_init(&c->refs, 1);
   }
   c->next = NULL;
   c->used = c->live = 0;
@@ -117,10 +140,10 @@ void kvs_ack_destroy(kvs_ack_queue_t *q) {
   while (q->count) kvs_ack_pop(q);
   while (q->first) {
     kvs__ack_chunk_t *next = q->first->next;
-    free(q->first);
+    kvs_ack_release(q->first);
     q->first = next;
   }
-  free(q->spare);
+  if (q->spare) kvs_ack_release(q->spare);
   free(q->ring);
   memset(q, 0, sizeof(*q));
 }

@@ -6,7 +6,11 @@
  * chunks filled front to back and released in the same order: a chunk is recycled
  * once every entry in it was popped, so queueing a reply allocates nothing once the
  * chunks have grown to the size of the backlog (a malloc and a free per reply were
- * ~3% of a GET). Single-threaded (owned by one worker).
+ * ~3% of a GET). Single-threaded (owned by one worker), with one exception: a reply
+ * may be LENT to a sender that reads its bytes later on another thread (ZeroMQ's I/O
+ * thread sends a message built on them without copying); kvs_ack_release(), the only
+ * function another thread may call, gives it back. A chunk is written again or freed
+ * only once nothing lent from it is still out (a reference count per chunk).
  */
 #ifndef KVS_ACK_H
 #define KVS_ACK_H
@@ -50,6 +54,15 @@ const kvs_ack_t *kvs_ack_ready(const kvs_ack_queue_t *q, uint64_t durable);
 
 /* Removes and frees the oldest entry. */
 void kvs_ack_pop(kvs_ack_queue_t *q);
+
+/* Lends the bytes of entry `ack` (ack->bytes, ack->len) past its pop: they stay valid
+ * until kvs_ack_release() of the returned token, even after kvs_ack_pop() and
+ * kvs_ack_destroy(). Owner thread only. */
+void *kvs_ack_lend(const kvs_ack_t *ack);
+
+/* Gives back what kvs_ack_lend() returned. Any thread; frees the memory when the
+ * queue let go of it already. */
+void kvs_ack_release(void *token);
 
 /* Number of queued replies. */
 size_t kvs_ack_pending(const kvs_ack_queue_t *q);

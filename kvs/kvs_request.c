@@ -397,6 +397,30 @@ int kvs_request_receive_batch(kvs_request_ctx_t *rq, void *socket, int max) {
 
 /* ---- durability, replies, snapshots --------------------------------------------- */
 
+/* Replies at least this long go out without a copy: ZeroMQ's message points into
+ * the ack queue's chunk (lent until its I/O thread has written it). Below, a copy
+ * costs less than the message's separate reference count that zero-copy needs. */
+#define KVS__ZERO_COPY_MIN 256
+
+static void kvs__ack_msg_free(void *data, void *token) {
+  (void)data;
+  kvs_ack_release(token);
+}
+
+static int kvs__send_ack(void *sock, const kvs_ack_t *ack) {
+  if (ack->len < KVS__ZERO_COPY_MIN) return sq_zmq_send_bytes(sock, ack->bytes, ack->len);
+  zmq_msg_t msg;
+  void *token = kvs_ack_lend(ack);
+  if (zmq_msg_init_data(&msg, ack->bytes, ack->len, kvs__ack_msg_free, token) != 0) {
+    kvs_ack_release(token);
+    return -ENOMEM;
+  }
+  if (zmq_msg_send(&msg, sock, ZMQ_DONTWAIT) >= 0) return 0;
+  int rc = -zmq_errno();
+  zmq_msg_close(&msg); /* not sent: releases the token */
+  return rc;
+}
+
 /* Sends every reply whose writes are durable. Replies to one address mostly come in
  * runs (an Anna client thread has one response address): a run reuses the socket of
  * its first reply instead of looking the address up again (the cache's socket stays
@@ -412,7 +436,7 @@ static void kvs__send_ready(kvs_request_ctx_t *rq) {
       rc = sq_zmq_cache_get(rq->replies, ack->address, &sock);
       if (rc == 0) snprintf(last, sizeof(last), "%s", ack->address);
     }
-    if (rc == 0) rc = sq_zmq_send_bytes(sock, ack->bytes, ack->len);
+    if (rc == 0) rc = kvs__send_ack(sock, ack);
     if (rc != 0)
       atomic_fetch_add_explicit(&rq->counters->send_drops, 1, memory_order_relaxed);
     else

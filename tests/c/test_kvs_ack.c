@@ -100,8 +100,44 @@ static void test_push_copies_and_entries_wait_for_their_lsn(void **state) {
   kvs_ack_destroy(&q);
 }
 
+/* Replies lent to a sender (ZeroMQ's zero-copy send) keep their bytes while the queue
+ * pops them, refills and recycles its chunks, and even after it is destroyed; the
+ * last release frees the memory (ASan reports a leak or a use after free otherwise). */
+static void test_lent_replies_stay_intact_until_released(void **state) {
+  (void)state;
+  kvs_ack_queue_t q = {0};
+  enum { LENT = 40 };
+  void *tokens[LENT];
+  const kvs_ack_t *kept[LENT];
+  kvs_ack_t copies[LENT];
+  uint64_t next_in = 1, next_out = 1;
+  for (int k = 0; k < LENT; k++) {
+    for (int j = 0; j < 50; j++) push(&q, next_in++);
+    const kvs_ack_t *a = kvs_ack_ready(&q, next_out);
+    check(next_out++, a);
+    tokens[k] = kvs_ack_lend(a);
+    copies[k] = *a;
+    kept[k] = &copies[k];
+    kvs_ack_pop(&q);
+    while ((a = kvs_ack_ready(&q, next_in - 1)) != NULL) { /* drain: chunks recycle */
+      check(next_out++, a);
+      kvs_ack_pop(&q);
+    }
+    if (k == LENT / 2) {
+      for (int m = 0; m <= k; m++) check(copies[m].lsn, kept[m]);
+      for (int m = 0; m <= k; m++) kvs_ack_release(tokens[m]); /* some given back early */
+    }
+  }
+  kvs_ack_destroy(&q); /* the rest is still lent */
+  for (int m = LENT / 2 + 1; m < LENT; m++) {
+    check(copies[m].lsn, kept[m]);
+    kvs_ack_release(tokens[m]);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_lent_replies_stay_intact_until_released),
       cmocka_unit_test(test_interleaved_pushes_and_pops_keep_every_entry_intact_and_in_order),
       cmocka_unit_test(test_push_copies_and_entries_wait_for_their_lsn),
   };
