@@ -33,6 +33,7 @@
 
 #include "exec_errval.h"
 #include "exec_int.h"
+#include "exec_zwait.h"
 #include "internal.pb-c.h"
 #include "sq_error.h"
 
@@ -430,15 +431,20 @@ static void exec__serve(exec_ctx_t *x, exec_job_t *job) {
 
 int exec_run_loop(exec_ctx_t *x) {
   static const int which[] = {-1, EXEC_PULL_CALL, EXEC_PULL_SCHEDULE, EXEC_PULL_TRIGGER};
-  zmq_pollitem_t items[4] = {{x->jobs_pull, 0, ZMQ_POLLIN, 0},
-                             {x->pull[EXEC_PULL_CALL], 0, ZMQ_POLLIN, 0},
-                             {x->pull[EXEC_PULL_SCHEDULE], 0, ZMQ_POLLIN, 0},
-                             {x->pull[EXEC_PULL_TRIGGER], 0, ZMQ_POLLIN, 0}};
+  void *socks[4] = {x->jobs_pull, x->pull[EXEC_PULL_CALL], x->pull[EXEC_PULL_SCHEDULE],
+                    x->pull[EXEC_PULL_TRIGGER]};
+  exec_zwait_t w; /* one poll(2), not zmq_poll: fewer syscalls per wake-up */
+  int rc = exec_zwait_init(&w, socks, 4);
+  if (rc) {
+    sq_log_error(x->log, "executor thread cannot wait on its sockets: %s", sq_strerror(rc));
+    __atomic_store_n(&x->exec_done, 1, __ATOMIC_RELEASE);
+    return rc;
+  }
   int64_t last_expire = exec_slot_now_ms();
   while (!__atomic_load_n(&x->stop, __ATOMIC_ACQUIRE)) {
-    if (zmq_poll(items, 4, 200) > 0) {
+    if (exec_zwait_wait(&w, 200) > 0) {
       for (int i = 0; i < 4; i++) /* one message per ready socket per round: fair */
-        if (items[i].revents & ZMQ_POLLIN) exec__serve(x, exec__receive(x, which[i]));
+        if (w.ready[i]) exec__serve(x, exec__receive(x, which[i]));
     }
     int64_t now = exec_slot_now_ms();
     if (now - last_expire >= 1000) {

@@ -3,7 +3,7 @@
  * The loop (one thread):
  *
  *   wait (ROUTER x7, PULL status/peer/continuation, KVS responses; timeout <= 100 ms;
- *         sched__wait: poll(2) on libzmq's fds, not zmq_poll)
+ *         exec_zwait: one poll(2) on libzmq's fds, not zmq_poll)
  *     ROUTER ready -> recv one request -> handler -> exactly one reply (safety net
  *                   below), or none when the request asked for none
  *                   (DagCall.ack_failures_only, accepted)
@@ -32,10 +32,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <poll.h>
 #include <sys/random.h>
 #include <time.h>
 
+#include "exec_zwait.h"
 #include "sq_error.h"
 #include "sq_proto.h"
 
@@ -426,80 +426,31 @@ static int sched__poll_timeout(sched_t *s) {
   return t < 0 || t > SCHED_POLL_MAX_MS ? SCHED_POLL_MAX_MS : t;
 }
 
-/* The loop's sockets, the fds libzmq signals them on, and which to look at. */
-typedef struct {
-  void *sock[SCHED_NPOLL];
-  struct pollfd pfd[SCHED_NPOLL];
-  bool check[SCHED_NPOLL]; /* ask ZMQ_EVENTS next round */
-  bool ready[SCHED_NPOLL]; /* has a message now */
-} sched_loop_t;
-
-static int sched__loop_init(sched_t *s, sched_loop_t *l) {
-  void *socks[SCHED_NPOLL - SCHED_NREP] = {s->status_pull, s->peer_pull, s->cont_pull,
-                                           kvs_client_socket(s->kvs)};
-  for (int i = 0; i < SCHED_NPOLL; i++) {
-    l->sock[i] = i < SCHED_NREP ? s->rep[i] : socks[i - SCHED_NREP];
-    int fd = -1;
-    size_t len = sizeof fd;
-    if (zmq_getsockopt(l->sock[i], ZMQ_FD, &fd, &len)) return -zmq_errno();
-    l->pfd[i] = (struct pollfd){.fd = fd, .events = POLLIN};
-    l->check[i] = true;
-  }
-  return 0;
-}
-
-static bool sched__readable(void *sock) {
-  int ev = 0;
-  size_t len = sizeof ev;
-  return zmq_getsockopt(sock, ZMQ_EVENTS, &ev, &len) == 0 && (ev & ZMQ_POLLIN);
-}
-
-/* Fills l->ready, waiting up to timeout_ms when nothing is ready. Returns how many are
- * ready, or -errno.
- *
- * Why not zmq_poll: it polls every fd twice (a first pass with timeout 0) and asks
- * every socket for ZMQ_EVENTS after each poll -- on this loop's 11 sockets ~25
- * syscalls per DagCall, ~30 us of the scheduler's CPU on the critical path. Here a
- * socket is asked only when its fd (libzmq's command mailbox, readable while commands
- * wait) fired, when this loop used it last round (serving may leave messages queued
- * without a new signal), and all of them after a timeout (a safety net). */
-static int sched__wait(sched_loop_t *l, int timeout_ms) {
-  for (int pass = 0;; pass++) {
-    int n = 0;
-    for (int i = 0; i < SCHED_NPOLL; i++) {
-      l->ready[i] = l->check[i] && sched__readable(l->sock[i]);
-      l->check[i] = false;
-      n += l->ready[i];
-    }
-    if (n || pass) return n;
-    int rc = poll(l->pfd, SCHED_NPOLL, timeout_ms);
-    if (rc < 0) return errno == EINTR ? 0 : -errno;
-    for (int i = 0; i < SCHED_NPOLL; i++)
-      l->check[i] = rc == 0 || (l->pfd[i].revents & (POLLIN | POLLERR));
-  }
-}
-
 int sched_run(sched_t *s, volatile sig_atomic_t *stop) {
   enum { ST = SCHED_NREP, PEER, CONT, KVS };
-  sched_loop_t l;
-  int rc = sched__loop_init(s, &l);
+  void *socks[SCHED_NPOLL] = {[ST] = s->status_pull, [PEER] = s->peer_pull,
+                              [CONT] = s->cont_pull, [KVS] = kvs_client_socket(s->kvs)};
+  for (int i = 0; i < SCHED_NREP; i++) socks[i] = s->rep[i];
+  exec_zwait_t w;
+  int rc = exec_zwait_init(&w, socks, SCHED_NPOLL);
   if (rc) return rc;
   sq_log_info(s->log, "scheduler serving: ports %ld-%ld on %s, KVS %s, %zu peer(s)",
               5000L + (long)s->cfg->port_offset, 5011L + (long)s->cfg->port_offset,
               s->cfg->bind_host, s->kvs_host, s->npeers);
   while (!*stop) {
-    int n = sched__wait(&l, sched__poll_timeout(s));
+    int n = exec_zwait_wait(&w, sched__poll_timeout(s));
     if (n < 0) return n;
     for (int i = 0; i < SCHED_NREP; i++) /* one request per port per round: fair */
-      if (l.ready[i]) sched__serve_rep(s, i);
-    if (l.ready[ST]) sched__drain_status(s);
-    if (l.ready[PEER]) sched__drain(s, s->peer_pull, sched__on_peer);
-    if (l.ready[CONT]) sched__drain(s, s->cont_pull, sched__on_continuation);
-    bool kvs = l.ready[KVS] || kvs_client_next_timeout(s->kvs) == 0;
+      if (w.ready[i]) sched__serve_rep(s, i);
+    if (w.ready[ST]) sched__drain_status(s);
+    if (w.ready[PEER]) sched__drain(s, s->peer_pull, sched__on_peer);
+    if (w.ready[CONT]) sched__drain(s, s->cont_pull, sched__on_continuation);
+    bool kvs = w.ready[KVS] || kvs_client_next_timeout(s->kvs) == 0;
     if (kvs) sched__kvs_poll(s);
-    for (int i = 0; i < SCHED_NPOLL; i++) l.check[i] = l.check[i] || l.ready[i];
-    if (n || kvs) /* handlers use the KVS client and drain status (pinning) themselves */
-      l.check[ST] = l.check[KVS] = true;
+    if (n || kvs) { /* handlers use the KVS client and drain status (pinning) themselves */
+      exec_zwait_touch(&w, ST);
+      exec_zwait_touch(&w, KVS);
+    }
     sched__tick(s, sched__now_ms());
   }
   return 0;
