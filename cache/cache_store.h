@@ -125,7 +125,20 @@ int cache_store_foreach_key(cache_store_t *s,
 
 void cache_store_stats(const cache_store_t *s, cache_store_stats_t *out);
 
-/* Closes the store (readers keep working on what is stored). Accepts NULL. */
+/* Defers the unlinking of segment files the store no longer references (evicted,
+ * replaced, deleted values) until cache_store_flush_unlinks: unlinking a large
+ * tmpfs file frees its pages, ~8 ms for 80 MB, which a caller answering a request
+ * would rather do after answering. Their bytes stay allocated until then (they
+ * no longer count against the budget); segment ids are never reused, and an
+ * unflushed file left by a crash is an orphan, collected at open. false flushes
+ * what is queued and unlinks at once from then on (the default). */
+void cache_store_defer_unlinks(cache_store_t *s, bool defer);
+
+/* Unlinks the segment files queued while deferred; returns how many. */
+size_t cache_store_flush_unlinks(cache_store_t *s);
+
+/* Closes the store (readers keep working on what is stored; queued unlinks are
+ * done). Accepts NULL. */
 void cache_store_close(cache_store_t *s);
 
 #endif

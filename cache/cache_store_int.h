@@ -42,6 +42,9 @@ struct cache_store {
   cache__index_t index;
   cache_store_stats_t stats; /* counters; sizes are filled in by cache_store_stats */
   int broken;                /* sticky error, 0 while healthy */
+  bool defer_unlinks;        /* cache_store_defer_unlinks: queue, do not unlink */
+  uint64_t *unlinks;         /* segment ids whose files await unlinking */
+  size_t nunlinks, capunlinks;
 };
 
 uint64_t cache__hash(const void *key, size_t klen);
@@ -63,7 +66,8 @@ int cache__evict_entries(cache_store_t *s, cache__entry_t **victims, size_t n);
 /* Makes a sticky failure out of errors that leave the environment in doubt. */
 int cache__fail(cache_store_t *s, int rc);
 
-/* Unlinks segment `id` (ENOENT is fine). */
+/* Unlinks segment `id` (ENOENT is fine), or queues it while unlinks are deferred
+ * (unlinked at once when the queue cannot grow). */
 void cache__segment_unlink(cache_store_t *s, uint64_t id);
 
 #endif

@@ -54,9 +54,34 @@ uint64_t cache__charge(const cache_store_t *s, size_t klen, size_t record_len,
   return klen + record_len + pages + sizeof(cache__entry_t);
 }
 
-void cache__segment_unlink(cache_store_t *s, uint64_t id) {
+static void cache__segment_unlink_now(cache_store_t *s, uint64_t id) {
   char path[CACHE_PATH_MAX];
   if (cache_segment_path(s->dir, id, path, sizeof path) == 0) unlink(path);
+}
+
+void cache__segment_unlink(cache_store_t *s, uint64_t id) {
+  if (s->defer_unlinks && s->nunlinks == s->capunlinks) {
+    size_t cap = s->capunlinks ? s->capunlinks * 2 : 16;
+    uint64_t *q = realloc(s->unlinks, cap * sizeof *q);
+    if (q) {
+      s->unlinks = q;
+      s->capunlinks = cap;
+    }
+  }
+  if (s->defer_unlinks && s->nunlinks < s->capunlinks) s->unlinks[s->nunlinks++] = id;
+  else cache__segment_unlink_now(s, id);
+}
+
+void cache_store_defer_unlinks(cache_store_t *s, bool defer) {
+  if (!defer) cache_store_flush_unlinks(s);
+  s->defer_unlinks = defer;
+}
+
+size_t cache_store_flush_unlinks(cache_store_t *s) {
+  size_t n = s->nunlinks;
+  for (size_t i = 0; i < n; i++) cache__segment_unlink_now(s, s->unlinks[i]);
+  s->nunlinks = 0;
+  return n;
 }
 
 int cache__evict_entries(cache_store_t *s, cache__entry_t **victims, size_t n) {

@@ -151,6 +151,8 @@ void cache_store_stats(const cache_store_t *s, cache_store_stats_t *out) {
 
 void cache_store_close(cache_store_t *s) {
   if (!s) return;
+  cache_store_flush_unlinks(s);
+  free(s->unlinks);
   if (s->env) mdb_env_close(s->env);
   cache__index_free(&s->index);
   if (s->lock_fd >= 0) close(s->lock_fd);

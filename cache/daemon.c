@@ -214,6 +214,7 @@ static int cache__start(cache__daemon_t *d, char *why, size_t cap) {
     return rc;
   }
   cache_store_check_readers(d->store, NULL);
+  cache_store_defer_unlinks(d->store, true); /* flushed at the end of each loop turn */
   cache__note_store(d);
   char *list = strdup(d->cfg->kvs);
   if (!list) return -ENOMEM;
@@ -357,6 +358,7 @@ static int cache__loop(cache__daemon_t *d) {
     int rc = kvs_client_poll(d->kvs, 0, cache__on_kvs_done, d);
     if (rc < 0) return rc;
     cache__defer_flush(d, false); /* what the previous turn answered inline */
+    cache_store_flush_unlinks(d->store); /* evicted segments: after this turn's answers */
     d->turn++;
     now = cache__now_ms();
     if (now >= next_check) {

@@ -276,6 +276,37 @@ static void test_budget_evicts_least_recently_used_first(void **state) {
   cache_store_close(s);
 }
 
+/* With unlinks deferred, evicted and replaced segments keep their files (not their
+ * charge) until the flush; close flushes too. */
+static void test_deferred_unlinks_wait_for_the_flush(void **state) {
+  fixture_t *f = *state;
+  cache_store_t *s = open_store(f, 250000, 0); /* room for two ~100 KB segments */
+  cache_store_defer_unlinks(s, true);
+  put_value(s, "a", 100000, 1);
+  put_value(s, "b", 100000, 2);
+  put_value(s, "c", 100000, 3); /* evicts a */
+  put_value(s, "b", 100000, 4); /* replaces b */
+  cache_store_stats_t st;
+  cache_store_stats(s, &st);
+  assert_true(st.bytes <= st.budget);
+  assert_int_equal(st.values, 2);
+  assert_int_equal(count_segments(f), 4); /* a and the old b wait for the flush */
+  assert_int_equal(cache_store_flush_unlinks(s), 2);
+  assert_int_equal(count_segments(f), 2);
+  assert_int_equal(cache_store_flush_unlinks(s), 0);
+  put_value(s, "d", 100000, 5); /* evicts c */
+  assert_int_equal(count_segments(f), 3);
+  cache_store_close(s); /* flushes */
+  assert_int_equal(count_segments(f), 2);
+  s = open_store(f, 250000, 0); /* nothing was left as an orphan either */
+  cache_store_stats(s, &st);
+  assert_int_equal(st.orphans_removed, 0);
+  cache_store_defer_unlinks(s, false); /* the default: at once */
+  put_value(s, "e", 100000, 6);
+  assert_int_equal(count_segments(f), 2);
+  cache_store_close(s);
+}
+
 /* cache_store_read (merges, refetches) returns the value but is not a use: the value
  * it read is still the first to go. */
 static void test_read_for_merge_does_not_change_recency(void **state) {
@@ -468,6 +499,7 @@ int main(void) {
       T(test_view_stays_valid_after_replace_and_evict),
       T(test_view_outlives_reader_close),
       T(test_budget_evicts_least_recently_used_first),
+      T(test_deferred_unlinks_wait_for_the_flush),
       T(test_read_for_merge_does_not_change_recency),
       T(test_map_full_is_relieved_by_growth),
       T(test_map_full_at_max_size_evicts_instead_of_failing),
