@@ -71,7 +71,9 @@ void ext_cc_lease_get(ext_cc_lease_t *l, void *zctx, const char *dir, const char
     (void)cache_lease_release(l->table, key, klen, token);
     return;
   }
-  kvs_client_limits_t lim = {.timeout_ms = timeout_ms, .retries = -1};
+  /* One attempt: on a timeout the daemon, with its retries, takes over the miss (its
+   * own bound then applies), rather than this read's retries doubling the wait. */
+  kvs_client_limits_t lim = {.timeout_ms = timeout_ms, .retries = 0};
   uint8_t *payload = NULL;
   size_t len = 0;
   sq_lattice_type_t type = SQ_LATTICE_NONE;
