@@ -12,8 +12,11 @@ Systems, each in its own child process (its imports, threads and daemons die wit
   squall  a local cluster (squall-kvs, -cache, -scheduler, -worker with `--executors`
           executors) started with squall._cluster.up in a temp dir, driven through the
           Cloudburst protocol (tests/python/cb_harness.py): DagCall with a direct
-          response address; (a) also as Cloudburst's one-shot FunctionCall whose result
-          is read back from the KVS ("a_kvs").
+          response address, sent as squall's own client sends it (DEALER, no wait for
+          the scheduler's reply, squall extension ack_failures_only: the scheduler
+          answers only refusals -- like for like with squall's Channel); (a) also as
+          Cloudburst's one-shot FunctionCall (REQ) whose result is read back from the
+          KVS ("a_kvs").
   ray     ray.init(num_cpus=E), remote functions, chained ObjectRefs.
   dask    LocalCluster(n_workers=E, threads_per_worker=1), client.submit chains.
   floor   bare ZeroMQ PUSH/PULL relays (zmq.proxy, i.e. libzmq's C loop) through as many
@@ -212,15 +215,17 @@ class SquallDriver:
                 raise RuntimeError(f"DagCall refused: {r.error_message}")
 
     def call_dag(self, dag: str, source: str, x: int):
+        """One DagCall; waits on the PULL socket alone (a refusal, which means no
+        result will come, is looked for on the DEALER every 100 ms)."""
         self.dealer.send_multipart([b"", self.dag_call_bytes(dag, source, x)])
-        while True:
-            ready = dict(self.poller.poll(10000))
-            if not ready:
-                raise TimeoutError("no direct response within 10 s")
-            if self.dealer in ready:
-                self.replies()
-            if self.c.pull in ready:
-                return self.c.direct_result(timeout=0)
+        pull = self.c.pull
+        for _ in range(100):
+            if pull.poll(100):
+                v = self.cb.Value()
+                v.ParseFromString(pull.recv())
+                return self.load(v)
+            self.replies()
+        raise TimeoutError("no direct response within 10 s")
 
     def pipelined(self, dag: str, source: str, seconds: float, inflight: int) -> dict:
         """Keeps `inflight` DagCalls outstanding for `seconds`; results are matched to
