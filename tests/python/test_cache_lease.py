@@ -55,11 +55,14 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-def child_get(cache: CacheDaemon, key: str, timeout: float = 10.0) -> subprocess.Popen:
-    """A process that misses key once (CacheClient.get) and prints the outcome."""
+def child_get(cache: CacheDaemon, key: str, timeout: float = 10.0,
+              wait: bool = True) -> subprocess.Popen:
+    """A process that misses key once (CacheClient.get) and prints the outcome; with
+    wait, returned once it is about to miss."""
     p = subprocess.Popen([sys.executable, "-c", _CHILD, str(cache.dir), key, str(timeout)],
                          stdout=subprocess.PIPE, text=True, env=dict(os.environ))
-    assert p.stdout.readline().strip() == "ready"
+    if wait:
+        assert p.stdout.readline().strip() == "ready"
     return p
 
 
@@ -89,7 +92,10 @@ def test_misses_in_several_processes_share_one_kvs_read(anna, kvs, cache):
     anna.put_lww("hot", b"x" * 1000, 3)
     kvs.proc.send_signal(signal.SIGSTOP)  # hold the first claimer's read in flight
     try:
-        children = [child_get(cache, "hot") for _ in range(6)]
+        # started together: all claim within the first holder's 2 s lease
+        children = [child_get(cache, "hot", wait=False) for _ in range(6)]
+        for p in children:
+            assert p.stdout.readline().strip() == "ready"
         time.sleep(0.5)
     finally:
         kvs.proc.send_signal(signal.SIGCONT)
