@@ -599,6 +599,9 @@ _lock = threading.Lock()
 
 def _receiver() -> _Receiver:
     cluster = _cluster.current()
+    rx = _state["receiver"]
+    if rx is not None and _state["cluster"] is cluster:  # the usual case: no lock
+        return rx
     with _lock:
         if _state["cluster"] is not cluster:
             _reset_locked()

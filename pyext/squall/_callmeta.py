@@ -45,7 +45,24 @@ class CallMeta:
         return f"CallMeta({self.out_key!r})"
 
 
+def _template() -> Tuple[bytes, bytes]:
+    """The bytes of ``pickle.dumps(CallMeta(k), protocol=5)`` around k's SHORT_BINUNICODE
+    opcode, from a one-character key; the frame header (11 bytes) is rebuilt per key."""
+    whole = pickle.dumps(CallMeta("\x00"), protocol=5)
+    at = whole.index(b"\x8c\x01\x00")
+    return whole[11:at], whole[at + 3:]
+
+
+_PRE, _POST = _template()
+
+
 def dump_meta(out_key: str) -> Tuple[int, bytes]:
-    """The (DEFAULT, pickle) Value of ``CallMeta(out_key)``, made with the standard
-    pickler (the class is importable everywhere; cloudpickle would cost ~20 us)."""
-    return 0, pickle.dumps(CallMeta(out_key), protocol=5)
+    """The (DEFAULT, pickle) Value of ``CallMeta(out_key)``: exactly the standard
+    pickler's bytes (protocol 5; the class is importable everywhere, cloudpickle would
+    cost ~20 us), spliced from a template for keys under 256 bytes (1 us instead of
+    5.6: one per function of every call)."""
+    key = out_key.encode()
+    if len(key) > 255:
+        return 0, pickle.dumps(CallMeta(out_key), protocol=5)
+    body = _PRE + b"\x8c" + bytes((len(key),)) + key + _POST
+    return 0, b"\x80\x05\x95" + len(body).to_bytes(8, "little") + body

@@ -116,6 +116,15 @@ def test_responses_wake_makes_a_waiting_recv_return_at_once():
     rx.wake()  # after close: harmless
 
 
+def test_call_meta_template_gives_the_standard_picklers_bytes():
+    import pickle
+    from squall._callmeta import CallMeta, dump_meta
+    for key in ["", "a", "5f0e-12.out.1", "x" * 255, "x" * 256, "\u00e9" * 127, "\u00e9" * 128]:
+        kind, body = dump_meta(key)
+        assert kind == 0 and body == pickle.dumps(CallMeta(key), protocol=5), key
+        assert pickle.loads(body).out_key == key
+
+
 def test_responses_refuses_an_ip_it_cannot_bind():
     with pytest.raises(_squall.SquallError):
         _squall.Responses("tcp://x")
