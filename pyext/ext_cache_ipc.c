@@ -506,6 +506,16 @@ static PyObject *ext__cc_fetch(PyObject *self, PyObject *args, PyObject *kw) {
     ext__cc_raise(self, rc, "GET (cache miss)");
     goto out;
   }
+  if (resp->error != ANNA_ERROR__NO_ERROR && resp->n_tuples == 0) {
+    /* the daemon refused the request as a whole: an empty dict would read as "nothing
+     * to fetch", so say what it objected to */
+    char why[320];
+    snprintf(why, sizeof why, "squall-cache refused the fetch (%s)",
+             resp->error_message && resp->error_message[0] ? resp->error_message
+                                                           : "no reason given");
+    ext_error_raise(ext__cc_state(self), SQ_EINVAL, why);
+    goto out;
+  }
   res = ext__cc_errors(resp);
 out:
   if (resp) key_response__free_unpacked(resp, NULL);
@@ -669,7 +679,9 @@ static PyMethodDef ext__cc_methods[] = {
     {"fetch", (PyCFunction)(void (*)(void))ext__cc_fetch, METH_VARARGS | METH_KEYWORDS,
      "fetch(keys, timeout=None) -> {key: AnnaError}\n\nAsks squall-cache to fetch the keys "
      "into the cache and waits for its answer (0 = cached now, 1 = KEY_DNE). Raises\n"
-     "SquallTimeoutError when it does not answer within timeout seconds."},
+     "SquallTimeoutError when it does not answer within timeout seconds, SquallError\n"
+     "with the daemon's reason when it refuses the request (a key over 511 bytes, more\n"
+     "than 10,000 keys)."},
     {"put", (PyCFunction)(void (*)(void))ext__cc_put, METH_VARARGS | METH_KEYWORDS,
      "put(key, lattice_type, payload, timeout=None, wait=True) -> AnnaError\n\nWrites "
      "through squall-cache; 0 once the KVS acknowledged. SquallTimeoutError when no\n"

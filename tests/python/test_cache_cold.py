@@ -76,6 +76,14 @@ def test_fetch_is_answered_on_the_socket_never_directly(anna, cache, client):
     assert (c["fetches"], c["direct"], c["fills"]) == (1, 0, 0)
 
 
+def test_fetch_refused_by_the_daemon_raises_its_reason_and_the_daemon_keeps_serving(
+        anna, cache, client):
+    with pytest.raises(_squall.SquallError, match="key longer than 511 bytes"):
+        client.fetch(["k" * 600])
+    anna.put_lww("after", b"v", 1)
+    assert client.fetch(["after"]) == {"after": 0}
+
+
 def test_missing_key_over_the_socket_is_key_dne(cache, client):
     assert client.get("nowhere") == (KEY_DNE, 0, None)
     assert client.fetch(["nowhere"]) == {"nowhere": KEY_DNE}
