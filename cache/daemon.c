@@ -35,7 +35,7 @@
 #define CACHE_MAX_ROUTING 16
 #define CACHE_PATH_MAX_DAEMON 4096
 
-static int64_t cache__now_ms(void) {
+int64_t cache__now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -85,12 +85,13 @@ static void cache__log_counters(cache__daemon_t *d, const char *when) {
               " reply_drops=%" PRIu64 " evictions=%" PRIu64 " values=%" PRIu64
               " bytes=%" PRIu64 " budget=%" PRIu64 " stale_readers=%" PRIu64
               " keyset_reports=%" PRIu64 " inline_replies=%" PRIu64 " refetches=%" PRIu64
-              " direct=%" PRIu64 " fills=%" PRIu64 " lease_fills=%" PRIu64,
+              " direct=%" PRIu64 " fills=%" PRIu64 " lease_fills=%" PRIu64
+              " accept_pauses=%" PRIu64,
               when, c->hits, c->misses, c->coalesced, c->fetches, c->puts, c->put_errors,
               c->updates, c->updates_ignored, c->touches, c->bad_requests, c->reply_drops,
               st.evictions, st.values, st.bytes, st.budget, st.stale_readers,
               d->keyset.reports, c->inline_replies, c->refetches,
-              c->direct, c->fills, c->lease_fills);
+              c->direct, c->fills, c->lease_fills, c->accept_pauses);
 }
 
 /* The keys of the store, copied (foreach_key's pointers die with its txn). */
@@ -333,6 +334,7 @@ static long cache__wait_ms(cache__daemon_t *d, int64_t now, int64_t next_check,
   if (t >= 0 && t < wait) wait = t;
   if (next_stats > 0 && next_stats - now < wait) wait = next_stats - now;
   if (d->deferred && wait > CACHE_DEFER_IDLE_MS) wait = CACHE_DEFER_IDLE_MS;
+  if (d->uds_resume_ms > now && d->uds_resume_ms - now < wait) wait = d->uds_resume_ms - now;
   return wait > 0 ? (long)wait : 0;
 }
 
@@ -347,7 +349,7 @@ static int cache__loop(cache__daemon_t *d) {
     items[2] = (zmq_pollitem_t){d->upd_sock, 0, ZMQ_POLLIN, 0};
     items[3] = (zmq_pollitem_t){kvs_client_socket(d->kvs), 0, ZMQ_POLLIN, 0};
     items[4] = (zmq_pollitem_t){NULL, d->sigfd, ZMQ_POLLIN, 0};
-    size_t nu = cache__uds_items(d, items + 5);
+    size_t nu = cache__uds_items(d, items + 5, now);
     if (zmq_poll(items, (int)(5 + nu), cache__wait_ms(d, now, next_check, next_stats)) < 0 &&
         zmq_errno() != EINTR)
       return -zmq_errno();

@@ -42,6 +42,8 @@ typedef struct {
   uint64_t direct;       /* fetches the KVS answered to the executor (direct misses) */
   uint64_t fills;        /* KVS answers executors handed back (FILL datagrams) */
   uint64_t lease_fills;  /* values executors fetched under a lease and handed over */
+  uint64_t accept_pauses; /* unix-socket accepts that failed for lack of fds or memory
+                            (each pauses the listener, daemon_uds.c) */
 } cache_daemon_counters_t;
 
 typedef struct cache__put {
@@ -73,6 +75,7 @@ typedef struct cache__get {
 
 
 #define CACHE_UDS_MAX_CONNS 128
+#define CACHE_UDS_ACCEPT_PAUSE_MS 100 /* listener not polled after EMFILE & co. */
 #define CACHE_DEFER_IDLE_MS 1   /* an idle loop stores deferred values after this */
 #define CACHE_LARGE_KEYS 1024   /* remembered large keys (d->large) */
 
@@ -97,6 +100,10 @@ typedef struct {
   void *get_sock, *put_sock, *upd_sock;
   int sigfd;
   int uds_fd;            /* <dir>/requests.sock listener (daemon_uds.c) */
+  int64_t uds_resume_ms; /* listener not polled before this (monotonic ms): an accept
+                            failed for lack of fds or memory; 0 = polled */
+  bool uds_starved;      /* in such an episode (warned once); ends at an accept that
+                            does not fail so */
   cache__conn_t conns[CACHE_UDS_MAX_CONNS];
   size_t uds_polled[CACHE_UDS_MAX_CONNS + 1]; /* poll item -> conns index */
   sq_buf_t uds_in, uds_out;
@@ -159,9 +166,10 @@ void cache__drop_pending(cache__daemon_t *d);
 void cache__uds_init(cache__daemon_t *d); /* no listener, no connections */
 int cache__uds_open(cache__daemon_t *d, const char *dir, char *why, size_t cap);
 void cache__uds_close(cache__daemon_t *d);
-/* Fills items with the listener then each open connection; returns the count
- * (at most CACHE_UDS_MAX_CONNS + 1; 0 without a listener). */
-size_t cache__uds_items(cache__daemon_t *d, zmq_pollitem_t *items);
+/* Fills items with the listener (no events while paused at now, monotonic ms) then
+ * each open connection; returns the count (at most CACHE_UDS_MAX_CONNS + 1; 0
+ * without a listener). */
+size_t cache__uds_items(cache__daemon_t *d, zmq_pollitem_t *items, int64_t now);
 /* Accepts and reads what the poll reported on items (as filled by cache__uds_items). */
 void cache__uds_serve(cache__daemon_t *d, const zmq_pollitem_t *items, size_t n);
 /* Sends resp on connection conn. 0, SQ_ECLOSED (gone), SQ_ETOOBIG, -errno. */
@@ -186,6 +194,7 @@ void cache__window_done(cache__daemon_t *d, int err); /* it was acked (0) or fai
 void cache__window_free(cache__daemon_t *d);
 
 /* daemon.c */
+int64_t cache__now_ms(void);                 /* CLOCK_MONOTONIC, milliseconds */
 void cache__note_store(cache__daemon_t *d);  /* marks the key set dirty on changes */
 
 #endif

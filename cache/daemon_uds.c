@@ -14,6 +14,13 @@
  * (cache__handle_get). Replies are sent with MSG_DONTWAIT: an executor that stopped
  * reading loses its replies (counted in reply_drops), the daemon never blocks.
  *
+ * An accept that fails for lack of fds or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM)
+ * leaves the connection in the listen queue, so the listener stays readable: the
+ * listener is then left out of the poll for CACHE_UDS_ACCEPT_PAUSE_MS (counted in
+ * accept_pauses, warned once per episode) instead of the loop spinning. A connection
+ * made meanwhile waits in the queue (its requests too, within its client's timeout)
+ * until fds are freed; one whose connect fails uses the ZeroMQ sockets.
+ *
  * Threads: the daemon loop only.
  */
 #include <errno.h>
@@ -32,6 +39,8 @@
 
 void cache__uds_init(cache__daemon_t *d) {
   d->uds_fd = -1;
+  d->uds_resume_ms = 0;
+  d->uds_starved = false;
   for (size_t i = 0; i < CACHE_UDS_MAX_CONNS; i++) d->conns[i].fd = -1;
 }
 
@@ -107,9 +116,28 @@ static void cache__conn_close(cache__conn_t *c) {
   c->gen++; /* replies still pending for it now find nothing */
 }
 
+/* Notes an accept's result err (-errno, 0 = accepted): out of fds or memory
+ * pauses the listener (see the header); anything else ends such an episode. */
+static void cache__uds_accept_result(cache__daemon_t *d, int err) {
+  if (err != -EMFILE && err != -ENFILE && err != -ENOBUFS && err != -ENOMEM) {
+    if (d->uds_starved)
+      sq_log_info(d->log, "accepting executor connections on %s again", CACHE_UDS_NAME);
+    d->uds_starved = false;
+    return;
+  }
+  d->c.accept_pauses++;
+  d->uds_resume_ms = cache__now_ms() + CACHE_UDS_ACCEPT_PAUSE_MS;
+  if (!d->uds_starved)
+    sq_log_warn(d->log, "cannot accept executor connections on %s: %s; retrying every %d ms"
+                " (new connections wait in the queue)", CACHE_UDS_NAME, strerror(-err),
+                CACHE_UDS_ACCEPT_PAUSE_MS);
+  d->uds_starved = true;
+}
+
 static void cache__uds_accept(cache__daemon_t *d) {
   for (;;) {
     int fd = accept4(d->uds_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    cache__uds_accept_result(d, fd < 0 ? -errno : 0);
     if (fd < 0) return; /* EAGAIN, or a transient error: the next poll retries */
     size_t i = 0;
     while (i < CACHE_UDS_MAX_CONNS && d->conns[i].fd >= 0) i++;
@@ -182,10 +210,11 @@ static void cache__uds_read(cache__daemon_t *d, size_t i) {
   }
 }
 
-size_t cache__uds_items(cache__daemon_t *d, zmq_pollitem_t *items) {
+size_t cache__uds_items(cache__daemon_t *d, zmq_pollitem_t *items, int64_t now) {
   size_t n = 0;
   if (d->uds_fd < 0) return 0; /* no listener: no connections either */
-  items[n++] = (zmq_pollitem_t){NULL, d->uds_fd, ZMQ_POLLIN, 0};
+  short ev = d->uds_resume_ms > now ? 0 : ZMQ_POLLIN; /* paused: keeps item 0 in place */
+  items[n++] = (zmq_pollitem_t){NULL, d->uds_fd, ev, 0};
   for (size_t i = 0; i < CACHE_UDS_MAX_CONNS; i++) {
     if (d->conns[i].fd < 0) continue;
     d->uds_polled[n] = i;

@@ -13,7 +13,9 @@ daemon's own read by its bound, one that says it cannot (NOFILL) not at all;
 concurrent misses over many connections share one KVS fetch (the others answered
 inline); a second reader right after a direct answer never causes a second fetch, and
 a write acked right after it is never hidden by the deferred store of the fetched
-value; fetch() is answered on the socket (never direct); garbage on the socket is refused while serving on; without the socket the
+value; fetch() is answered on the socket (never direct); garbage on the socket is refused while serving on; a daemon out of
+file descriptors pauses its listener instead of spinning and serves again once fds
+are freed; without the socket the
 client falls back to ZeroMQ; NodeCache.get decodes the inline bytes into the object;
 put(wait=False) returns before the KVS acknowledged and the write lands, its failures
 are logged and counted by the daemon.
@@ -22,10 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import socket
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -278,6 +282,53 @@ def test_garbage_on_the_socket_is_refused_and_the_daemon_serves_on(anna, cache, 
     anna.put_lww("after", b"fine", 1)
     assert client.get("after")[0] == 0
     assert cache.counters()["bad_requests"] >= 2
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of process pid (/proc/<pid>/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _uds_connect(cache: CacheDaemon) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.connect(str(cache.dir / "requests.sock"))
+    return s
+
+
+def test_out_of_fds_the_listener_pauses_instead_of_spinning_then_serves_again(cache):
+    pid = cache.proc.pid
+    top = max(int(f) for f in os.listdir(f"/proc/{pid}/fd"))
+    limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (top + 3, limits[1]))
+    conns = []
+    try:
+        for _ in range(16):  # two or so are accepted, the rest wait in the listen queue
+            conns.append(_uds_connect(cache))
+        wait_for(lambda: cache.counters()["accept_pauses"] >= 1, what="accept failing")
+        cpu0, t0 = _cpu_seconds(pid), time.monotonic()
+        time.sleep(1.0)
+        per_s = (_cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
+        assert per_s < 0.3, f"daemon used {per_s:.2f} s of CPU per s with a pending backlog"
+        assert cache.counters()["accept_pauses"] >= 2  # retried, not given up
+        assert cache.log().count("cannot accept executor connections") == 1  # per episode
+        for s in conns:
+            s.close()
+        conns = []
+        s = _uds_connect(cache)  # still under the low limit: the closed ones freed fds
+        conns.append(s)
+        req = PB.KeyRequest(type=PB.PUT, request_id="again")  # refused at once: a reply
+        req.tuples.append(PB.KeyTuple(key="k", lattice_type=PB.LWW, payload=lww(b"v", 1)))
+        s.send(req.SerializeToString())
+        s.settimeout(10)
+        resp = PB.KeyResponse()
+        resp.ParseFromString(s.recv(1 << 20))
+        assert resp.response_id == "again" and resp.error == PB.LATTICE
+        assert "accepting executor connections on requests.sock again" in cache.log()
+    finally:
+        for s in conns:
+            s.close()
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, limits)
 
 
 def test_without_the_socket_the_client_uses_zeromq(anna, cache):
