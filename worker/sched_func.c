@@ -7,9 +7,12 @@
  * (sched_retry.c) unpacks the same bytes, so it keeps them too.
  *
  * The known set is a sorted array of names: filled by registrations here and by
- * reading funcs/index-allfuncs whenever a name is missing (another scheduler may have
- * registered it), so "not registered" is only answered after the KVS said so, or
- * after it could not be asked (then the message says that).
+ * reading funcs/index-allfuncs when a name is missing (another scheduler may have
+ * registered it). That read BLOCKS the scheduler thread, so it is bounded
+ * (sched__func_known, s->index): a client calling an unknown name in a loop costs one
+ * read per SCHED_INDEX_RELOAD_MS, not one per call; a name not looked up since the last
+ * read gets an early read (a few per window), so "register on scheduler A, then call
+ * on B" works at once.
  */
 #include "sched_int.h"
 
@@ -49,10 +52,39 @@ int sched__func_add(sched_t *s, const char *name) {
   return 0;
 }
 
+/* FNV-1a: names remembered as missed (a collision only delays a name's early read). */
+static uint64_t sched__name_hash(const char *name) {
+  uint64_t h = 14695981039346656037ull;
+  for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+    h = (h ^ *p) * 1099511628211ull;
+  return h;
+}
+
+/* True when hash is in the missed set; a full set counts every name as missed. */
+static bool sched__index_missed(const sched_index_t *ix, uint64_t hash) {
+  if (ix->nmissed >= SCHED_INDEX_MISSES) return true;
+  for (size_t i = 0; i < ix->nmissed; i++)
+    if (ix->missed[i] == hash) return true;
+  return false;
+}
+
 bool sched__func_known(sched_t *s, const char *name) {
+  sched_index_t *ix = &s->index;
   if (sched__func_local(s, name)) return true;
-  (void)sched__kvs_load_index(s);
-  return sched__func_local(s, name);
+  uint64_t now = sched__now_ms(), hash = sched__name_hash(name);
+  bool due = now - ix->read_ms >= SCHED_INDEX_RELOAD_MS;
+  if (!due && (ix->fresh >= SCHED_INDEX_FRESH_MAX || sched__index_missed(ix, hash))) {
+    ix->skipped++;
+    return false;
+  }
+  if (due) ix->fresh = 0;
+  else ix->fresh++;
+  ix->read_ms = now;
+  ix->nmissed = 0;
+  (void)sched__kvs_load_index(s); /* on failure the local set answers */
+  if (sched__func_local(s, name)) return true;
+  ix->missed[ix->nmissed++] = hash;
+  return false;
 }
 
 void sched__on_connect(sched_t *s, const uint8_t *b, size_t n) {

@@ -40,6 +40,12 @@
 #define SCHED_ERRMSG_MAX 512
 #define SCHED_ENV_MAX 8        /* routing envelope frames of a request, delimiter included */
 #define SCHED_ENV_FRAME_MAX 256 /* bytes of one envelope frame (REQ: 5, Channel: 8) */
+/* Reads of the function index for names not known here (sched__func_known): at most
+ * one per SCHED_INDEX_RELOAD_MS, plus up to SCHED_INDEX_FRESH_MAX early ones for names
+ * not looked up since the last read; SCHED_INDEX_MISSES such names are remembered. */
+#define SCHED_INDEX_RELOAD_MS 50
+#define SCHED_INDEX_FRESH_MAX 4
+#define SCHED_INDEX_MISSES 32
 
 enum { SCHED_P_CONNECT, SCHED_P_FCREATE, SCHED_P_FCALL, SCHED_P_LIST, SCHED_P_DCREATE,
        SCHED_P_DCALL, SCHED_P_DDELETE, SCHED_NREP };
@@ -83,6 +89,16 @@ typedef struct {
   uint64_t undelivered;  /* ... and that error result could not be delivered */
 } sched_retry_stats_t;
 
+/* The bound on function index reads (sched_func.c). */
+typedef struct {
+  uint64_t read_ms;                    /* last read for an unknown name */
+  uint64_t missed[SCHED_INDEX_MISSES]; /* name hashes looked up and missed since then */
+  size_t nmissed;
+  unsigned fresh;                      /* early reads since the last timed one */
+  uint64_t reads;                      /* index reads since start (lookups and lists) */
+  uint64_t skipped;                    /* unknown-name lookups answered without a read */
+} sched_index_t;
+
 typedef enum { SCHED_A_NONE, SCHED_A_LOCALITY, SCHED_A_DAG_FETCH, SCHED_A_DAG_CHECK } sched_akind_t;
 
 typedef struct {
@@ -107,6 +123,7 @@ struct sched {
   size_t ndags;
   char **funcs;
   size_t nfuncs;
+  sched_index_t index;
   sched_oneshot_t *oneshots;
   size_t oneshot_next;
   sched_inflight_t *inflight;
@@ -154,12 +171,20 @@ int sched__kvs_put_lww(sched_t *s, const char *key, const uint8_t *v, size_t len
 int sched__kvs_add_index(sched_t *s, const char *fullname);
 /* GETs an LWW key; on 0 *out (malloc'd, caller frees) holds the value bytes. */
 int sched__kvs_get_lww(sched_t *s, const char *key, uint8_t **out, size_t *len);
-/* GETs the function index into the known-function set. */
+/* GETs the function index into the known-function set (BLOCKING, counted in
+ * s->index.reads). */
 int sched__kvs_load_index(sched_t *s);
 /* Decodes an LWW payload's value into a malloc'd copy. */
 int sched__lww_value(const uint8_t *payload, size_t plen, uint8_t **out, size_t *len);
 
 /* ---- sched_func.c: functions ----------------------------------------------------- */
+/* True when name is registered. A name not in the local set is looked up in the KVS
+ * index (a blocking read), bounded: a read happens when SCHED_INDEX_RELOAD_MS passed
+ * since the last one, or early (at most SCHED_INDEX_FRESH_MAX times between timed
+ * reads) for a name not looked up since the last read. So a repeated unknown name costs
+ * at most one read per SCHED_INDEX_RELOAD_MS. Guarantee: a name registered anywhere
+ * is found by every lookup from SCHED_INDEX_RELOAD_MS after its registration on, and
+ * by its first lookup here unless the early reads of this window were used up. */
 bool sched__func_known(sched_t *s, const char *name);
 int sched__func_add(sched_t *s, const char *name);
 void sched__on_connect(sched_t *s, const uint8_t *b, size_t n);

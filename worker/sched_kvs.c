@@ -80,6 +80,7 @@ int sched__kvs_load_index(sched_t *s) {
   uint8_t *payload = NULL;
   size_t plen = 0;
   sq_lattice_t l = {0};
+  s->index.reads++;
   int rc = kvs_client_get(s->kvs, "funcs/index-allfuncs", &s->kvs_lim, &type, &payload,
                           &plen);
   if (rc == 0 && type != SQ_LATTICE_SET) rc = SQ_ELATTICE;

@@ -3,6 +3,7 @@ written in Python (cb_harness.FakeExecutor), through Cloudburst's wire protocol.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 import uuid
@@ -388,6 +389,52 @@ def test_peer_scheduler_takes_calls_and_sees_deletions(cluster, client):
             assert "forgotten" in peer.log_text()
     finally:
         assert peer.stop() == 0, peer.log_text()[-4000:]
+
+
+def _index_counts(sched: Scheduler) -> tuple[int, int]:
+    """(function index reads, unknown-name lookups answered without one), from the
+    line a stopped scheduler logs."""
+    m = re.search(r"function index: (\d+) reads, (\d+) unknown-name lookups",
+                  sched.log_text())
+    assert m, sched.log_text()[-3000:]
+    return int(m.group(1)), int(m.group(2))
+
+
+def _call_error(client: CloudburstClient, name: str) -> SchedulerError:
+    with pytest.raises(SchedulerError) as e:
+        client.call(name, [1])
+    return e.value
+
+
+def test_unknown_name_in_a_loop_reads_the_index_rarely_yet_peer_registrations_are_found(
+        cluster, client):
+    peer_offset = free_sched_offset()
+    while abs(peer_offset - cluster.offset) < 100:
+        peer_offset = free_sched_offset()
+    peer = Scheduler(cluster.tmp, cluster.kvs.routing, peer_offset, FAST).start()
+    calls = 400
+    try:
+        for _ in range(calls):
+            e = _call_error(client, "typo")
+            assert e.error == cb.FUNC_NOT_FOUND, e.message
+            assert e.message == "function 'typo' is not registered"
+        with CloudburstClient(offset=peer.offset) as pc:
+            # registered through the peer, then called here at once: a name not looked
+            # up since the last index read gets a read of its own
+            pc.register(square, "square")
+            assert _call_error(client, "square").error == cb.NO_RESOURCES
+            # looked up (and missed) here first, then registered on the peer: found at
+            # the latest SCHED_INDEX_RELOAD_MS (50 ms) later
+            assert _call_error(client, "late").error == cb.FUNC_NOT_FOUND
+            pc.register(increment, "late")
+            assert wait_until(lambda: _call_error(client, "late").error == cb.NO_RESOURCES,
+                              timeout=2.0, step=0.005)
+    finally:
+        assert peer.stop() == 0, peer.log_text()[-4000:]
+    assert cluster.sched.stop() == 0, cluster.sched.log_text()[-4000:]
+    reads, skipped = _index_counts(cluster.sched)
+    assert 1 <= reads < calls // 4, (reads, skipped)
+    assert skipped >= calls - reads, (reads, skipped)
 
 
 def test_malformed_requests_get_errors_and_the_scheduler_keeps_serving(cluster, client):
