@@ -8,11 +8,12 @@
  *
  * The known set is a sorted array of names: filled by registrations here and by
  * reading funcs/index-allfuncs when a name is missing (another scheduler may have
- * registered it). That read BLOCKS the scheduler thread, so it is bounded
- * (sched__func_known, s->index): a client calling an unknown name in a loop costs one
- * read per SCHED_INDEX_RELOAD_MS, not one per call; a name not looked up since the last
- * read gets an early read (a few per window), so "register on scheduler A, then call
- * on B" works at once.
+ * registered it) or a List arrives. That read BLOCKS the scheduler thread, so it is
+ * bounded (s->index): a client calling an unknown name in a loop costs one read per
+ * SCHED_INDEX_RELOAD_MS, not one per call; a name not looked up since the last read
+ * gets an early read (a few per window), so "register on scheduler A, then call on B"
+ * works at once (sched__func_known). A List within SCHED_INDEX_RELOAD_MS of the last
+ * read answers from the known set without a read (sched__on_list).
  */
 #include "sched_int.h"
 
@@ -226,7 +227,15 @@ void sched__on_list(sched_t *s, const uint8_t *b, size_t n) {
   }
   memcpy(prefix, b, n);
   prefix[n] = '\0';
-  (void)sched__kvs_load_index(s); /* best effort: the local set answers if it fails */
+  uint64_t now = sched__now_ms();
+  if (now - s->index.read_ms >= SCHED_INDEX_RELOAD_MS) {
+    s->index.read_ms = now; /* a timed read: unknown names start a new window */
+    s->index.fresh = 0;
+    s->index.nmissed = 0;
+    (void)sched__kvs_load_index(s); /* best effort: the local set answers if it fails */
+  } else {
+    s->index.lists_cached++;
+  }
   char **names = calloc(s->nfuncs ? s->nfuncs : 1, sizeof(char *));
   StringSet set = STRING_SET__INIT;
   for (size_t i = 0; names && i < s->nfuncs; i++)

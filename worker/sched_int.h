@@ -91,12 +91,13 @@ typedef struct {
 
 /* The bound on function index reads (sched_func.c). */
 typedef struct {
-  uint64_t read_ms;                    /* last read for an unknown name */
+  uint64_t read_ms;                    /* last read (unknown name or List) */
   uint64_t missed[SCHED_INDEX_MISSES]; /* name hashes looked up and missed since then */
   size_t nmissed;
   unsigned fresh;                      /* early reads since the last timed one */
   uint64_t reads;                      /* index reads since start (lookups and lists) */
   uint64_t skipped;                    /* unknown-name lookups answered without a read */
+  uint64_t lists_cached;               /* Lists answered without a read */
 } sched_index_t;
 
 typedef enum { SCHED_A_NONE, SCHED_A_LOCALITY, SCHED_A_DAG_FETCH, SCHED_A_DAG_CHECK } sched_akind_t;
@@ -190,6 +191,11 @@ int sched__func_add(sched_t *s, const char *name);
 void sched__on_connect(sched_t *s, const uint8_t *b, size_t n);
 void sched__on_func_create(sched_t *s, const uint8_t *b, size_t n);
 void sched__on_func_call(sched_t *s, const uint8_t *b, size_t n);
+/* Answers a List with the registered names starting with the prefix b. Reads the KVS
+ * index first only when SCHED_INDEX_RELOAD_MS passed since the last index read (a
+ * spammed List costs at most one blocking read per window). Guarantee: a List reflects
+ * every registration made on any scheduler at least SCHED_INDEX_RELOAD_MS before it,
+ * and every registration through this scheduler at once. */
 void sched__on_list(sched_t *s, const uint8_t *b, size_t n);
 /* Sends the packed FunctionCall msg again, to an executor other than dead (NULL: any),
  * as its send number tries. 0, SQ_ENOTFOUND (no live executor) or the send error. */

@@ -314,9 +314,10 @@ void sched_destroy(sched_t *s) {
   }
   for (size_t i = 0; s->funcs && i < s->nfuncs; i++) free(s->funcs[i]);
   if (s->log)
-    sq_log_info(s->log, "function index: %llu reads, %llu unknown-name lookups answered "
-                "without one", (unsigned long long)s->index.reads,
-                (unsigned long long)s->index.skipped);
+    sq_log_info(s->log, "function index: %llu reads, %llu unknown-name lookups and %llu "
+                "lists answered without one", (unsigned long long)s->index.reads,
+                (unsigned long long)s->index.skipped,
+                (unsigned long long)s->index.lists_cached);
   sched__retry_free(s);
   for (size_t i = 0; s->peers && i < s->npeers; i++) free(s->peers[i]);
   free(s->peers);

@@ -359,14 +359,19 @@ def test_deleted_dag_is_unpinned_tombstoned_and_stays_deleted(cluster, client):
     client.call_dag("solo", {"square": [2]})
 
 
-def test_peer_scheduler_takes_calls_and_sees_deletions(cluster, client):
-    x = cluster.fake(0)
-    # Another free offset below the ephemeral port range (offset + 20000 could collide
-    # with client connections' ports there).
+def _start_peer(cluster: Cluster) -> Scheduler:
+    """A second scheduler on the cluster's KVS, at another free offset below the
+    ephemeral port range (offset + 20000 could collide with client connections' ports
+    there)."""
     peer_offset = free_sched_offset()
     while abs(peer_offset - cluster.offset) < 100:
         peer_offset = free_sched_offset()
-    peer = Scheduler(cluster.tmp, cluster.kvs.routing, peer_offset, FAST).start()
+    return Scheduler(cluster.tmp, cluster.kvs.routing, peer_offset, FAST).start()
+
+
+def test_peer_scheduler_takes_calls_and_sees_deletions(cluster, client):
+    x = cluster.fake(0)
+    peer = _start_peer(cluster)
     try:
         client.register(square, "square")
         time.sleep(0.3)
@@ -408,10 +413,7 @@ def _call_error(client: CloudburstClient, name: str) -> SchedulerError:
 
 def test_unknown_name_in_a_loop_reads_the_index_rarely_yet_peer_registrations_are_found(
         cluster, client):
-    peer_offset = free_sched_offset()
-    while abs(peer_offset - cluster.offset) < 100:
-        peer_offset = free_sched_offset()
-    peer = Scheduler(cluster.tmp, cluster.kvs.routing, peer_offset, FAST).start()
+    peer = _start_peer(cluster)
     calls = 400
     try:
         for _ in range(calls):
@@ -435,6 +437,33 @@ def test_unknown_name_in_a_loop_reads_the_index_rarely_yet_peer_registrations_ar
     reads, skipped = _index_counts(cluster.sched)
     assert 1 <= reads < calls // 4, (reads, skipped)
     assert skipped >= calls - reads, (reads, skipped)
+
+
+def test_list_in_a_loop_reads_the_index_rarely_yet_shows_new_registrations(cluster,
+                                                                          client):
+    peer = _start_peer(cluster)
+    lists = 300
+    try:
+        client.register(square, "square")
+        for _ in range(lists):
+            assert client.list() == ["square"]
+        # registered through this scheduler: in the very next List
+        client.register(increment, "increment")
+        assert client.list() == ["increment", "square"]
+        with CloudburstClient(offset=peer.offset) as pc:
+            pc.register(square, "peer_square")
+        # registered through the peer: in every List made SCHED_INDEX_RELOAD_MS (50 ms)
+        # after the registration
+        time.sleep(0.06)
+        assert client.list() == ["increment", "peer_square", "square"]
+    finally:
+        assert peer.stop() == 0, peer.log_text()[-4000:]
+    assert cluster.sched.stop() == 0, cluster.sched.log_text()[-4000:]
+    reads, _ = _index_counts(cluster.sched)
+    m = re.search(r"(\d+) lists answered without one", cluster.sched.log_text())
+    assert m, cluster.sched.log_text()[-3000:]
+    assert 2 <= reads < lists // 4, reads
+    assert int(m.group(1)) >= lists + 2 - reads, (reads, m.group(1))
 
 
 def test_malformed_requests_get_errors_and_the_scheduler_keeps_serving(cluster, client):
