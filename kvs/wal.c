@@ -54,6 +54,13 @@ int kvs__wal_hdr_write(int fd, kvs__file_kind_t kind, const kvs__wal_hdr_t *h) {
 
 int kvs__wal_dir_sync(int dir_fd) { return fsync(dir_fd) == 0 ? 0 : -errno; }
 
+int kvs__wal_io_run(const kvs__wal_io_t *io) {
+  int rc = kvs__wal_pwrite_all(io->fd, io->buf, io->len, io->off);
+  if (!rc && io->sync && fdatasync(io->fd) != 0) rc = -errno;
+  if (!rc && io->sync && io->dir_fd >= 0) rc = kvs__wal_dir_sync(io->dir_fd);
+  return rc;
+}
+
 /* Creates segment `seq` and makes it the current one. With `sync` its header and
  * directory entry are on disk when this returns (a new log); without, they become
  * durable with the first group written to it (see kvs__wal_rotate). */

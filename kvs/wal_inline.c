@@ -55,11 +55,10 @@ static int kvs__inl_dsync(kvs__inl_t *b, const kvs__wal_io_t *io, int *res) {
 static int kvs__inl_submit(kvs__wal_be_t *be, const kvs__wal_io_t *io) {
   kvs__inl_t *b = (kvs__inl_t *)be;
   int res = 0;
-  if (!(io->sync && b->dsync_ok && kvs__inl_dsync(b, io, &res))) {
-    res = kvs__wal_pwrite_all(io->fd, io->buf, io->len, io->off);
-    if (!res && io->sync && fdatasync(io->fd) != 0) res = -errno;
-  }
-  if (!res && io->sync && io->dir_fd >= 0) res = kvs__wal_dir_sync(io->dir_fd);
+  if (!(io->sync && b->dsync_ok && kvs__inl_dsync(b, io, &res)))
+    res = kvs__wal_io_run(io);
+  else if (!res && io->dir_fd >= 0)
+    res = kvs__wal_dir_sync(io->dir_fd); /* RWF_DSYNC synced the data, not the dirent */
   b->res = res;
   b->done = true;
   uint64_t one = 1;

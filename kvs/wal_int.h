@@ -151,6 +151,11 @@ typedef struct {
                * a new segment makes the segment's directory entry durable with it */
 } kvs__wal_io_t;
 
+/* Runs io on the calling thread, blocking: the write, then (with io->sync) fdatasync
+ * and, when io->dir_fd >= 0, the directory's fsync. 0 or -errno of the first failure.
+ * The synchronous backends (wal_pwrite.c's helper, wal_inline.c) share it. */
+int kvs__wal_io_run(const kvs__wal_io_t *io);
+
 typedef struct kvs__wal_be kvs__wal_be_t;
 struct kvs__wal_be {
   const char *name;

@@ -32,13 +32,6 @@ typedef struct {
   int res;
 } kvs__pw_t;
 
-static int kvs__pw_run(const kvs__wal_io_t *io) {
-  int rc = kvs__wal_pwrite_all(io->fd, io->buf, io->len, io->off);
-  if (!rc && io->sync && fdatasync(io->fd) != 0) rc = -errno;
-  if (!rc && io->sync && io->dir_fd >= 0) rc = kvs__wal_dir_sync(io->dir_fd);
-  return rc;
-}
-
 static void *kvs__pw_main(void *arg) {
   kvs__pw_t *pw = arg;
   uint64_t one = 1;
@@ -48,7 +41,7 @@ static void *kvs__pw_main(void *arg) {
     if (!pw->has_job) break;
     kvs__wal_io_t io = pw->io;
     pthread_mutex_unlock(&pw->mu);
-    int rc = kvs__pw_run(&io);
+    int rc = kvs__wal_io_run(&io);
     pthread_mutex_lock(&pw->mu);
     pw->res = rc;
     pw->has_job = false;
