@@ -263,10 +263,19 @@ static void kvs__salvage(kvs_request_ctx_t *rq, const uint8_t *bytes, size_t len
   kvs__reply(rq, address, addr_len, 0, &resp);
 }
 
-/* Answers every tuple of a decoded request into resp (arena memory); `first` is the
- * first tuple's key view when the batch made it (else NULL). */
+/* Keys per request whose store views (hash included) a batch makes once, for its
+ * prefetch and then for serving them. */
+#define KVS__PRE_KEYS 4
+
+typedef struct {
+  kvs_store_key_t key[KVS__PRE_KEYS];
+  size_t n; /* views made: of the request's first min(n_tuples, KVS__PRE_KEYS) keys */
+} kvs__pre_t;
+
+/* Answers every tuple of a decoded request into resp (arena memory); `pre` holds the
+ * views of its first keys when the batch made them (else NULL). */
 static int kvs__answer(kvs_request_ctx_t *rq, const KeyRequest *req, KeyResponse *resp,
-                       const kvs_store_key_t *first) {
+                       const kvs__pre_t *pre) {
   resp->type = req->type;
   resp->response_id = req->request_id;
   resp->n_tuples = req->n_tuples;
@@ -278,9 +287,9 @@ static int kvs__answer(kvs_request_ctx_t *rq, const KeyRequest *req, KeyResponse
     key_tuple__init(&outs[i]);
     outs[i].key = req->tuples[i]->key;
     resp->tuples[i] = &outs[i];
-    const kvs_store_key_t *pre = i == 0 ? first : NULL;
-    if (req->type == REQUEST_TYPE__GET) kvs__handle_get(rq, req->tuples[i], &outs[i], pre);
-    else kvs__handle_put(rq, req->tuples[i], &outs[i], pre);
+    const kvs_store_key_t *k = pre && i < pre->n ? &pre->key[i] : NULL;
+    if (req->type == REQUEST_TYPE__GET) kvs__handle_get(rq, req->tuples[i], &outs[i], k);
+    else kvs__handle_put(rq, req->tuples[i], &outs[i], k);
   }
   return 0;
 }
@@ -311,7 +320,7 @@ static KeyRequest *kvs__decode(kvs_request_ctx_t *rq, const uint8_t *bytes, size
 /* Answers a decoded request (or salvages an undecodable one) and queues the reply. */
 static void kvs__serve(kvs_request_ctx_t *rq, const uint8_t *bytes, size_t len,
                        const KeyRequest *req, const char *problem,
-                       const kvs_store_key_t *first) {
+                       const kvs__pre_t *pre) {
   atomic_fetch_add_explicit(&rq->counters->requests, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&rq->counters->bytes_in, len, memory_order_relaxed);
   if (!req) {
@@ -325,7 +334,7 @@ static void kvs__serve(kvs_request_ctx_t *rq, const uint8_t *bytes, size_t len,
     resp.error_message = kvs__say(rq, "unknown request type %d: use GET (1) or PUT (2)",
                                   (int)req->type);
     atomic_fetch_add_explicit(&rq->counters->errors, 1, memory_order_relaxed);
-  } else if (kvs__answer(rq, req, &resp, first) != 0) {
+  } else if (kvs__answer(rq, req, &resp, pre) != 0) {
     sq_log_error(rq->params->log, "out of memory answering a request");
     return;
   }
@@ -346,19 +355,17 @@ void kvs_request_handle(kvs_request_ctx_t *rq, const uint8_t *bytes, size_t len)
   kvs__serve(rq, bytes, len, req, problem, NULL);
 }
 
-/* Prefetch step `step` (see kvs_store_prefetch) for the first four keys of every
- * request; keys[i] is the view of request i's first key. */
-static void kvs__prefetch(kvs_request_ctx_t *rq, KeyRequest **reqs,
-                          const kvs_store_key_t *keys, int n, int step) {
-  for (int i = 0; i < n; i++) {
-    if (!reqs[i] || reqs[i]->n_tuples == 0) continue;
-    kvs_store_prefetch(rq->store, &keys[i], step);
-    for (size_t t = 1; t < reqs[i]->n_tuples && t < 4; t++) {
-      kvs_store_key_t k;
-      kvs_store_key(&k, reqs[i]->tuples[t]->key, strlen(reqs[i]->tuples[t]->key));
-      kvs_store_prefetch(rq->store, &k, step);
-    }
-  }
+/* Makes the views of the first keys of req (none when it did not decode). */
+static void kvs__pre_make(kvs__pre_t *pre, const KeyRequest *req) {
+  pre->n = 0;
+  for (size_t t = 0; req && t < req->n_tuples && t < KVS__PRE_KEYS; t++, pre->n++)
+    kvs_store_key(&pre->key[t], req->tuples[t]->key, strlen(req->tuples[t]->key));
+}
+
+/* Prefetch step `step` (see kvs_store_prefetch) for the pre-made keys of every request. */
+static void kvs__prefetch(kvs_request_ctx_t *rq, const kvs__pre_t *pre, int n, int step) {
+  for (int i = 0; i < n; i++)
+    for (size_t t = 0; t < pre[i].n; t++) kvs_store_prefetch(rq->store, &pre[i].key[t], step);
 }
 
 int kvs_request_receive_batch(kvs_request_ctx_t *rq, void *socket, int max) {
@@ -381,15 +388,12 @@ int kvs_request_receive_batch(kvs_request_ctx_t *rq, void *socket, int max) {
   /* With 100k keys the store's index, entries and values are out of cache: ask for
    * every key's slot, then entry, then value, a whole pass apart, so the misses of
    * the batch overlap instead of stalling one request at a time. */
-  kvs_store_key_t keys[KVS_REQUEST_PIPELINE];
-  for (int i = 0; i < n; i++)
-    if (reqs[i] && reqs[i]->n_tuples)
-      kvs_store_key(&keys[i], reqs[i]->tuples[0]->key, strlen(reqs[i]->tuples[0]->key));
-  for (int step = 0; step < 3; step++) kvs__prefetch(rq, reqs, keys, n, step);
+  kvs__pre_t pre[KVS_REQUEST_PIPELINE];
+  for (int i = 0; i < n; i++) kvs__pre_make(&pre[i], reqs[i]);
+  for (int step = 0; step < 3; step++) kvs__prefetch(rq, pre, n, step);
   for (int i = 0; i < n; i++) {
-    const kvs_store_key_t *first = reqs[i] && reqs[i]->n_tuples ? &keys[i] : NULL;
     kvs__serve(rq, zmq_msg_data(&msgs[i]), zmq_msg_size(&msgs[i]), reqs[i], problems[i],
-               first);
+               &pre[i]);
     zmq_msg_close(&msgs[i]);
   }
   return n;
