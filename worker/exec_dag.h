@@ -23,8 +23,8 @@
  *   `evicted`), each forgotten ttl_ms after it was created; at most
  *   EXEC_DAG_MAX_SOURCES triggers per entry.
  *
- * Threads: owned by the I/O thread; not locked. Jobs handed out travel to the executor
- * thread and come back through exec_dag_done.
+ * Threads: owned by the executor thread (exec_run.c), which receives schedules and
+ * triggers itself and gives each job it ran back through exec_dag_done; not locked.
  */
 #ifndef EXEC_DAG_H
 #define EXEC_DAG_H

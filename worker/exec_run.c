@@ -330,34 +330,38 @@ static void exec__run_pin(exec_ctx_t *x, exec_job_t *job) {
 }
 
 /* The BEGIN trigger of a plain source's schedule (triggers exactly ["BEGIN"], not
- * MULTIEXEC), made here so that the source starts when its schedule arrives instead
- * of one wake-up later with the scheduler's BEGIN trigger, which then finds the entry
- * RUNNING or FINISHED and is dropped as a duplicate. NULL for anything else (or
- * without memory: the scheduler's trigger then starts it). The trigger is the
- * caller's, allocated as an unpacked message. */
-static DagTrigger *exec__begin_of(const DagSchedule *s) {
+ * MULTIEXEC), made here so that the source starts when its schedule arrives: the
+ * scheduler sends squall executors no BEGIN trigger for it
+ * (SQUALL_FEATURE_BEGIN_ON_SCHEDULE). 0 with *out NULL for anything else; -ENOMEM.
+ * *out is the caller's, allocated as an unpacked message (dag_trigger__free_unpacked
+ * frees it and its strings). */
+static int exec__begin_of(const DagSchedule *s, DagTrigger **out) {
+  *out = NULL;
   if (s->n_triggers != 1 || strcmp(s->triggers[0], "BEGIN") || !s->id ||
       !s->target_function || exec_dag_multiexec(s, s->target_function))
-    return NULL;
-  DagTrigger t = DAG_TRIGGER__INIT, *out = NULL;
-  t.id = s->id;
-  t.target_function = s->target_function;
-  t.source = "BEGIN";
-  uint8_t buf[2048];
-  size_t n = dag_trigger__get_packed_size(&t);
-  if (n > sizeof(buf)) return NULL;
-  dag_trigger__pack(&t, buf);
-  out = dag_trigger__unpack(NULL, n, buf);
-  return out;
+    return 0;
+  DagTrigger *t = malloc(sizeof(*t));
+  if (!t) return -ENOMEM;
+  dag_trigger__init(t);
+  t->id = strdup(s->id);
+  t->target_function = strdup(s->target_function);
+  t->source = strdup("BEGIN");
+  if (!t->id || !t->target_function || !t->source) {
+    dag_trigger__free_unpacked(t, NULL);
+    return -ENOMEM;
+  }
+  *out = t;
+  return 0;
 }
 
 /* Takes s (owned) into the DAG state, with the BEGIN trigger of a plain source. */
 static int exec__schedule(exec_ctx_t *x, DagSchedule *s, exec_job_t **job) {
-  DagTrigger *begin = exec__begin_of(s);
+  DagTrigger *begin;
+  int brc = exec__begin_of(s, &begin);
   int rc = exec_dag_schedule(x->dag, s, exec_slot_now_ms(), job);
   if (begin && !rc && !*job) rc = exec_dag_trigger(x->dag, begin, exec_slot_now_ms(), job);
   else if (begin) dag_trigger__free_unpacked(begin, NULL);
-  return rc;
+  return rc || *job ? rc : brc; /* brc: the source cannot start, say so */
 }
 
 /* Turns one message of the executor thread's socket `which` into a job: a one-shot call
