@@ -47,11 +47,15 @@ static bool kvs__ack_unlent(kvs__ack_chunk_t *c) {
   return atomic_load_explicit(&c->refs, memory_order_acquire) == 1;
 }
 
-/* Keeps a drained chunk as the spare, unless it is oversized (one huge reply), the
- * spare is already as big, or a sender still reads it; else lets it go. */
+/* Keeps a drained chunk as the spare, unless it is oversized (one huge reply) or the
+ * spare is already as big and no worse (c is not free while the spare is lent); else
+ * lets it go. A chunk still lent to a sender may be kept: the queue holds its own
+ * reference and kvs__ack_room takes the spare only once the senders are done, which
+ * they mostly are by the next batch (so zero-copy replies do not cost a fresh chunk
+ * per batch). */
 static void kvs__ack_keep(kvs_ack_queue_t *q, kvs__ack_chunk_t *c) {
-  if (c->cap > 4 * KVS__ACK_CHUNK || (q->spare && q->spare->cap >= c->cap) ||
-      !kvs__ack_unlent(c)) {
+  bool better = q->spare && !kvs__ack_unlent(q->spare) && kvs__ack_unlent(c);
+  if (c->cap > 4 * KVS__ACK_CHUNK || (q->spare && q->spare->cap >= c->cap && !better)) {
     kvs_ack_release(c);
     return;
   }
