@@ -61,30 +61,24 @@ static uint64_t sched__name_hash(const char *name) {
   return h;
 }
 
-/* True when hash is in the missed set; a full set counts every name as missed. */
-static bool sched__index_missed(const sched_index_t *ix, uint64_t hash) {
-  if (ix->nmissed >= SCHED_INDEX_MISSES) return true;
-  for (size_t i = 0; i < ix->nmissed; i++)
-    if (ix->missed[i] == hash) return true;
-  return false;
-}
-
 bool sched__func_known(sched_t *s, const char *name) {
   sched_index_t *ix = &s->index;
   if (sched__func_local(s, name)) return true;
   uint64_t now = sched__now_ms(), hash = sched__name_hash(name);
   bool due = now - ix->read_ms >= SCHED_INDEX_RELOAD_MS;
-  if (!due && (ix->fresh >= SCHED_INDEX_FRESH_MAX || sched__index_missed(ix, hash))) {
+  bool repeat = ix->has_missed && ix->missed == hash; /* missed since the last read */
+  if (!due && (ix->fresh >= SCHED_INDEX_FRESH_MAX || repeat)) {
     ix->skipped++;
     return false;
   }
   if (due) ix->fresh = 0;
   else ix->fresh++;
   ix->read_ms = now;
-  ix->nmissed = 0;
+  ix->has_missed = false;
   (void)sched__kvs_load_index(s); /* on failure the local set answers */
   if (sched__func_local(s, name)) return true;
-  ix->missed[ix->nmissed++] = hash;
+  ix->missed = hash;
+  ix->has_missed = true;
   return false;
 }
 
@@ -231,7 +225,7 @@ void sched__on_list(sched_t *s, const uint8_t *b, size_t n) {
   if (now - s->index.read_ms >= SCHED_INDEX_RELOAD_MS) {
     s->index.read_ms = now; /* a timed read: unknown names start a new window */
     s->index.fresh = 0;
-    s->index.nmissed = 0;
+    s->index.has_missed = false;
     (void)sched__kvs_load_index(s); /* best effort: the local set answers if it fails */
   } else {
     s->index.lists_cached++;

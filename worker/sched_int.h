@@ -42,10 +42,10 @@
 #define SCHED_ENV_FRAME_MAX 256 /* bytes of one envelope frame (REQ: 5, Channel: 8) */
 /* Reads of the function index for names not known here (sched__func_known): at most
  * one per SCHED_INDEX_RELOAD_MS, plus up to SCHED_INDEX_FRESH_MAX early ones for names
- * not looked up since the last read; SCHED_INDEX_MISSES such names are remembered. */
+ * not looked up since the last read (every read forgets the earlier misses, so the
+ * one name missed since then is all there is to remember). */
 #define SCHED_INDEX_RELOAD_MS 50
 #define SCHED_INDEX_FRESH_MAX 4
-#define SCHED_INDEX_MISSES 32
 
 enum { SCHED_P_CONNECT, SCHED_P_FCREATE, SCHED_P_FCALL, SCHED_P_LIST, SCHED_P_DCREATE,
        SCHED_P_DCALL, SCHED_P_DDELETE, SCHED_NREP };
@@ -92,8 +92,8 @@ typedef struct {
 /* The bound on function index reads (sched_func.c). */
 typedef struct {
   uint64_t read_ms;                    /* last read (unknown name or List) */
-  uint64_t missed[SCHED_INDEX_MISSES]; /* name hashes looked up and missed since then */
-  size_t nmissed;
+  uint64_t missed;                     /* hash of the name that missed in it ... */
+  bool has_missed;                     /* ... if any */
   unsigned fresh;                      /* early reads since the last timed one */
   uint64_t reads;                      /* index reads since start (lookups and lists) */
   uint64_t skipped;                    /* unknown-name lookups answered without a read */
