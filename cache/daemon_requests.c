@@ -236,9 +236,7 @@ static void cache__get_key(cache__daemon_t *d, cache__get_t *g, uint32_t i) {
  * when last fetched, in a small direct-mapped table of key hashes, and does not make
  * their misses direct. A collision only costs a small key its direct miss. */
 static uint64_t cache__key_hash(const char *key) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (; *key; key++) h = (h ^ (uint8_t)*key) * 0x100000001b3ull;
-  return h | 1; /* never 0, the empty slot */
+  return cache_lease_hash(key, strlen(key)); /* never 0, the empty slot */
 }
 
 static void cache__note_size(cache__daemon_t *d, const char *key, size_t len) {
