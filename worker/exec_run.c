@@ -209,19 +209,6 @@ static bool exec__carry(const DagSchedule *s, const char *fn, const char *sink, 
   return true;
 }
 
-/* Packs t and pushes it to ep. */
-static int exec__send_trigger(exec_ctx_t *x, const char *ep, const DagTrigger *t) {
-  sq_buf_t buf = {0};
-  size_t n = dag_trigger__get_packed_size(t);
-  int rc = sq_buf_reserve(&buf, n);
-  if (!rc) {
-    dag_trigger__pack(t, buf.data);
-    rc = exec_run_push(x, ep, buf.data, n);
-  }
-  sq_buf_free(&buf);
-  return rc;
-}
-
 /* Sends one trigger per outgoing connection, carrying the sink's schedule when s says
  * so (exec__carry). *nout = how many connections exist. */
 static int exec__trigger_all(exec_ctx_t *x, const DagSchedule *s, const char *fn,
@@ -255,7 +242,7 @@ static int exec__trigger_all(exec_ctx_t *x, const DagSchedule *s, const char *fn
     }
     t.target_function = l->sink;
     t.schedule = preds && exec__carry(s, fn, l->sink, preds, &carried) ? &carried : NULL;
-    rc = exec__send_trigger(x, ep, &t);
+    rc = sq_zmq_cache_send_pb(x->exec_push, ep, &t.base); /* packed into the frame */
   }
   free(preds);
   return rc;
