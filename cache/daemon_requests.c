@@ -627,18 +627,22 @@ static uint32_t cache__le32(const uint8_t *p) {
  * announcement window, so it is refetched once the KVS pushes the key), then the
  * lease is released so its waiters find it cached. Everything is checked first: the
  * head's size, the key (1..511 bytes, no NUL), the type and the payload. A lease
- * FILL that fails a check is dropped; its lease then runs out at its deadline. */
+ * FILL that fails a check is dropped; its lease is released when the key could be
+ * read (its waiters then ask the daemon), else it runs out at its deadline. */
 void cache__handle_lease_fill(cache__daemon_t *d, const uint8_t *head, size_t hlen,
                               const uint8_t *payload, size_t len) {
   char key[CACHE_KEY_MAX + 1];
   size_t klen = hlen >= 8 ? hlen - 8 : 0;
   uint32_t type = hlen >= 8 ? cache__le32(head + 4) : 0;
-  int rc = klen == 0 || klen > CACHE_KEY_MAX || memchr(head + 8, '\0', klen) ? SQ_EINVAL
+  bool key_ok = klen > 0 && klen <= CACHE_KEY_MAX && !memchr(head + 8, '\0', klen);
+  int rc = !key_ok ? SQ_EINVAL
            : !sq_lattice_type_valid((int)type) ? SQ_EUNKNOWNTYPE
            : sq_lattice_validate((sq_lattice_type_t)type, payload, len);
   if (rc) {
     d->c.bad_requests++;
     sq_log_warn(d->log, "lease hand-over from an executor dropped: %s", sq_strerror(rc));
+    if (key_ok && d->leases) /* its waiters ask us now, not at the lease's deadline */
+      (void)cache_lease_release(d->leases, head + 8, klen, cache__le32(head));
     return;
   }
   memcpy(key, head + 8, klen);
