@@ -8,6 +8,8 @@
  *   pending     calls whose re-send found no live executor, retried by the tick until
  *               --resend-wait-ms passed, then failed to their caller (sched_pending.h)
  *   asyncs[]    asynchronous KVS calls in flight and what their answer is for
+ *   errw[]      failed calls' error results on their way into the KVS (asynchronous
+ *               read-then-write, sched_retry.c), at most SCHED_MAX_ERRWRITES
  */
 #ifndef SCHED_INT_H
 #define SCHED_INT_H
@@ -23,6 +25,7 @@
 #include "sched_policy.h"
 #include "sched_server.h"
 #include "shared.pb-c.h"
+#include "sq_buf.h"
 #include "sq_log.h"
 #include "sq_zmq.h"
 
@@ -36,6 +39,7 @@
 #define SCHED_MAX_PENDING 1024 /* calls waiting for an executor to come back */
 #define SCHED_PENDING_MAX_BYTES (64u << 20) /* their packed bytes, at most */
 #define SCHED_PENDING_RETRY_MS 250 /* parked calls are retried at most this often */
+#define SCHED_MAX_ERRWRITES 1024 /* error results being written to the KVS at once */
 #define SCHED_MAX_REFS 64      /* references considered per function */
 #define SCHED_ERRMSG_MAX 512
 #define SCHED_ENV_MAX 8        /* routing envelope frames of a request, delimiter included */
@@ -89,6 +93,16 @@ typedef struct {
   uint64_t undelivered;  /* ... and that error result could not be delivered */
 } sched_retry_stats_t;
 
+/* A failed call's error result on its way into the KVS at key (sched_retry.c): first
+ * an asynchronous GET (is the key still empty?), then an asynchronous PUT. */
+typedef struct {
+  uint64_t id;      /* the asynchronous KVS call in flight for it */
+  bool writing;     /* false: reading the key; true: writing the error result */
+  char *key;        /* malloc'd */
+  uint8_t *value;   /* malloc'd packed Value (the error tuple) */
+  size_t len;
+} sched_errwrite_t;
+
 /* The bound on function index reads (sched_func.c). */
 typedef struct {
   uint64_t read_ms;                    /* last read (unknown name or List) */
@@ -133,6 +147,8 @@ struct sched {
   uint64_t pending_next_ms; /* next retry pass over pending */
   sched_retry_stats_t retry_stats;
   sched_async_t asyncs[SCHED_MAX_ASYNC];
+  sched_errwrite_t *errw; /* SCHED_MAX_ERRWRITES slots, made with the first one */
+  size_t nerrw;
   uint64_t lww_last;
   uint64_t next_refresh_ms;
   bool replied;       /* the request being handled got its reply (or needs none) */
@@ -168,6 +184,9 @@ size_t sched__refs(Value *const *values, size_t n, sched_pickle_ref_t *refs, siz
 void sched__drain_status(sched_t *s);
 
 /* ---- sched_kvs.c: the storage conventions of PROTOCOL.md §1.13 -------------------- */
+/* Encodes LWW(v) with the scheduler's next timestamp into out (appended). 0 or the
+ * encoder's error. */
+int sched__lww_encode(sched_t *s, const uint8_t *v, size_t len, sq_buf_t *out);
 int sched__kvs_put_lww(sched_t *s, const char *key, const uint8_t *v, size_t len);
 int sched__kvs_add_index(sched_t *s, const char *fullname);
 /* GETs an LWW key; on 0 *out (malloc'd, caller frees) holds the value bytes. */
@@ -241,9 +260,14 @@ void sched__executor_lost(sched_t *s, const sched_exec_id_t *ex, uint64_t now_ms
  * and fails those whose wait passed: their caller gets a squall.NoExecutors error
  * result at its response address, else in the KVS at its response/output key. */
 void sched__pending_tick(sched_t *s, uint64_t now_ms);
+/* Takes the completion of an error result's KVS read or write (see sched_errwrite_t):
+ * starts the write after a read that found the key empty, logs the outcome. False when
+ * done is not one of them. */
+bool sched__errwrite_done(sched_t *s, const kvs_client_completion_t *done);
 /* Makes the pending list. 0 or -ENOMEM. */
 int sched__retry_init(sched_t *s);
-/* Frees the rings and the pending list (logs the re-send counts). */
+/* Frees the rings, the pending list and the error results still unwritten (logs the
+ * re-send counts). */
 void sched__retry_free(sched_t *s);
 
 #endif

@@ -19,13 +19,17 @@
 #include "lattice.h"
 #include "sq_error.h"
 
-int sched__kvs_put_lww(sched_t *s, const char *key, const uint8_t *v, size_t len) {
+int sched__lww_encode(sched_t *s, const uint8_t *v, size_t len, sq_buf_t *out) {
   sq_lattice_t l = {.type = SQ_LATTICE_LWW};
-  sq_buf_t buf = {0};
   l.u.lww.timestamp = sq_lww_writer_timestamp(0, &s->lww_last);
   l.u.lww.value.data = (uint8_t *)v;
   l.u.lww.value.len = len;
-  int rc = sq_lattice_encode(&l, &buf);
+  return sq_lattice_encode(&l, out);
+}
+
+int sched__kvs_put_lww(sched_t *s, const char *key, const uint8_t *v, size_t len) {
+  sq_buf_t buf = {0};
+  int rc = sched__lww_encode(s, v, len, &buf);
   if (rc == 0)
     rc = kvs_client_put(s->kvs, key, SQ_LATTICE_LWW, buf.data, buf.len, &s->kvs_lim);
   sq_buf_free(&buf);

@@ -25,11 +25,14 @@
  * NO_RESOURCES, error_type squall.NoExecutors -- goes where the result would have
  * gone: PUSHed to the response address tagged with the response id, else written to
  * the KVS at the response / output key (only when that key holds nothing yet, so a
- * result the lost executor did deliver is never overwritten). A DAG call with a
- * continuation fails at the end of the continuation chain. Counted in s->retry_stats.
+ * result the lost executor did deliver is never overwritten). The KVS write is
+ * asynchronous -- a GET, then a PUT, both reaped by the loop (s->errw[]) -- so a stopped
+ * KVS never holds the scheduler's thread. A DAG call with a continuation fails at the
+ * end of the continuation chain. Counted in s->retry_stats.
  */
 #include "sched_int.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -108,14 +111,99 @@ static int sched__tag(sq_buf_t *packed, const char *id) {
   return 0;
 }
 
-/* Sends the error result msg to addr (tagged with key), else to the KVS at key when
- * the key holds nothing yet. 0, SQ_EEXISTS (a result is already there), or the error. */
+/* ---- error results into the KVS, asynchronously ---------------------------------- */
+
+/* The KVS write of an error result goes through two asynchronous calls (GET: is the key
+ * still empty? then PUT), reaped by the loop (sched__kvs_poll -> sched__errwrite_done),
+ * never a blocking call: with a stopped or slow KVS each call takes up to
+ * --kvs-timeout-ms x 2, and a blocking one held every other client of the scheduler
+ * that long. The outcome is logged and counted when the PUT completes. */
+
+static void sched__errwrite_free(sched_errwrite_t *w) {
+  free(w->key);
+  free(w->value);
+  memset(w, 0, sizeof(*w));
+}
+
+/* Starts the read of key for the error result v (copied). -EINPROGRESS (started: the
+ * outcome is logged when it completes), SQ_ETOOBIG (SCHED_MAX_ERRWRITES in flight),
+ * -ENOMEM, or the client's error. */
+static int sched__errwrite_start(sched_t *s, const char *key, const sq_buf_t *v) {
+  if (!s->errw) s->errw = calloc(SCHED_MAX_ERRWRITES, sizeof(*s->errw));
+  if (!s->errw) return -ENOMEM;
+  if (s->nerrw >= SCHED_MAX_ERRWRITES) return SQ_ETOOBIG;
+  sched_errwrite_t *w = &s->errw[s->nerrw];
+  w->key = strdup(key);
+  w->value = malloc(v->len ? v->len : 1);
+  int rc = w->key && w->value ? 0 : -ENOMEM;
+  if (rc == 0) {
+    memcpy(w->value, v->data, v->len);
+    w->len = v->len;
+    rc = kvs_client_get_async(s->kvs, (const char *const *)&w->key, 1, &s->kvs_lim, &w->id);
+  }
+  if (rc) {
+    sched__errwrite_free(w);
+    return rc;
+  }
+  s->nerrw++;
+  return -EINPROGRESS;
+}
+
+/* The key read as empty: starts the PUT of the error result. 0 or the error. */
+static int sched__errwrite_put(sched_t *s, sched_errwrite_t *w) {
+  sq_buf_t buf = {0};
+  int rc = sched__lww_encode(s, w->value, w->len, &buf);
+  kvs_client_kv_t kv = {.key = w->key, .type = SQ_LATTICE_LWW, .payload = buf.data,
+                        .len = buf.len};
+  if (rc == 0) rc = kvs_client_put_async(s->kvs, &kv, 1, &s->kvs_lim, &w->id);
+  if (rc == 0) w->writing = true;
+  sq_buf_free(&buf);
+  return rc;
+}
+
+/* What the GET of w's key found: SQ_EKEYDNE (empty or a tombstone: write), SQ_EEXISTS
+ * (a result is there: leave it), or the read's error. */
+static int sched__errwrite_found(const kvs_client_result_t *r) {
+  if (r->err) return r->err;
+  if (r->type != SQ_LATTICE_LWW) return SQ_EEXISTS;
+  uint8_t *v = NULL;
+  size_t len = 0;
+  int rc = sched__lww_value(r->payload, r->len, &v, &len);
+  free(v);
+  return rc == SQ_EKEYDNE ? SQ_EKEYDNE : SQ_EEXISTS;
+}
+
+bool sched__errwrite_done(sched_t *s, const kvs_client_completion_t *done) {
+  size_t i = 0;
+  while (i < s->nerrw && s->errw[i].id != done->id) i++;
+  if (i == s->nerrw) return false;
+  sched_errwrite_t *w = &s->errw[i];
+  int rc = done->n == 1 ? done->results[0].err : SQ_EPROTO;
+  if (!w->writing) {
+    rc = done->n == 1 ? sched__errwrite_found(&done->results[0]) : SQ_EPROTO;
+    if (rc == SQ_EKEYDNE) rc = sched__errwrite_put(s, w);
+    if (rc == 0) return true; /* the PUT completes later */
+  }
+  if (rc && rc != SQ_EEXISTS) s->retry_stats.undelivered++;
+  if (rc == 0)
+    sq_log_info(s->log, "error result written to the KVS at %.200s", w->key);
+  else
+    sq_log_warn(s->log, "error result for %.200s: %s", w->key,
+                rc == SQ_EEXISTS ? "a result was already stored; left as it is"
+                                 : sq_strerror(rc));
+  sched__errwrite_free(w);
+  s->errw[i] = s->errw[--s->nerrw];
+  memset(&s->errw[s->nerrw], 0, sizeof(*w));
+  return true;
+}
+
+/* Sends the error result msg to addr (tagged with key), else starts its write to the
+ * KVS at key (written only if the key holds nothing yet). 0 (pushed), -EINPROGRESS
+ * (the KVS write started), or the error. */
 static int sched__deliver_error(sched_t *s, const char *addr, const char *key,
                                 const char *msg) {
   exec_errval_t e = {CLOUDBURST_ERROR__NO_RESOURCES, SCHED_NOEXEC_TYPE, msg, "", ""};
   sq_buf_t v = {0};
-  uint8_t *old = NULL;
-  size_t olen = 0;
   int rc = exec_errval_value(&e, &v);
   if (rc) goto out;
   if (addr[0]) {
@@ -123,15 +211,8 @@ static int sched__deliver_error(sched_t *s, const char *addr, const char *key,
     if (!rc) rc = sq_zmq_cache_send(s->push, addr, v.data, v.len);
     goto out;
   }
-  if (!key[0]) {
-    rc = SQ_EEMPTYKEY;
-    goto out;
-  }
-  rc = sched__kvs_get_lww(s, key, &old, &olen);
-  if (rc == 0) rc = SQ_EEXISTS;
-  else if (rc == SQ_EKEYDNE) rc = sched__kvs_put_lww(s, key, v.data, v.len);
+  rc = key[0] ? sched__errwrite_start(s, key, &v) : SQ_EEMPTYKEY;
 out:
-  free(old);
   sq_buf_free(&v);
   return rc;
 }
@@ -175,12 +256,12 @@ static void sched__pending_fail(sched_t *s, const sched_pending_item_t *it, uint
              what, name, why);
     rc = sched__deliver_error(s, addr, key, msg);
   }
-  if (rc && rc != SQ_EEXISTS) s->retry_stats.undelivered++;
+  if (rc && rc != -EINPROGRESS) s->retry_stats.undelivered++;
   sq_log_warn(s->log, "%s '%.200s' (%.200s) failed after %llu ms without an executor "
               "(%s): %s (re-sent %llu, parked %llu, unparked %llu, failed %llu, "
               "undelivered %llu)",
               what, name, key, (unsigned long long)(now - it->parked_ms), why,
-              rc == SQ_EEXISTS ? "a result was already stored; left as it is"
+              rc == -EINPROGRESS ? "error result being written to the KVS"
               : rc ? sq_strerror(rc) : "error result sent",
               (unsigned long long)s->retry_stats.resent,
               (unsigned long long)s->retry_stats.parked,
@@ -370,6 +451,10 @@ void sched__retry_free(sched_t *s) {
                 (unsigned long long)s->retry_stats.undelivered,
                 sched_pending_count(s->pending));
   sched_pending_destroy(s->pending);
+  for (size_t i = 0; i < s->nerrw; i++) sched__errwrite_free(&s->errw[i]);
+  free(s->errw);
+  s->errw = NULL;
+  s->nerrw = 0;
   free(s->oneshots);
   free(s->inflight);
   s->oneshots = NULL;

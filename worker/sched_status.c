@@ -132,6 +132,7 @@ out:
 static void sched__on_kvs_done(void *arg, const kvs_client_completion_t *done) {
   sched_t *s = arg;
   sched_akind_t kind = SCHED_A_NONE;
+  if (sched__errwrite_done(s, done)) return;
   for (int i = 0; i < SCHED_MAX_ASYNC; i++) {
     if (s->asyncs[i].kind == SCHED_A_NONE || s->asyncs[i].id != done->id) continue;
     kind = s->asyncs[i].kind;

@@ -764,6 +764,19 @@ def error_response(v):
     return text, r
 
 
+def kvs_error_response(anna, key, timeout, sched):
+    """The GenericResponse of the error tuple that appears in the KVS at key."""
+    got = None
+    deadline = time.monotonic() + timeout
+    while got is None and time.monotonic() < deadline:
+        got = anna.get_lww(key)
+        time.sleep(0.05)
+    assert got is not None, sched.log_text()[-3000:]
+    v = cb.Value()
+    v.ParseFromString(got[1])
+    return error_response(v)[1]
+
+
 def sole_executor_took(cluster, send, kind="call"):
     """Starts one fake executor, registers square, sends (send()) a call it receives."""
     a = cluster.fake(0)
@@ -799,15 +812,7 @@ def test_resent_call_without_response_address_fails_in_the_kvs(short_wait):
     with short_wait.client() as client, short_wait.anna() as anna:
         a, r = sole_executor_took(short_wait, lambda: client.call("square", [4]))
         a.silence()  # dropped after the 800 ms deadline, then parked for 1.5 s
-        got = None
-        deadline = time.monotonic() + 10
-        while got is None and time.monotonic() < deadline:
-            got = anna.get_lww(r.response_id)
-            time.sleep(0.05)
-        assert got is not None, short_wait.sched.log_text()[-3000:]
-        v = cb.Value()
-        v.ParseFromString(got[1])
-        _, resp = error_response(v)
+        resp = kvs_error_response(anna, r.response_id, 10, short_wait.sched)
         assert resp.error_type == "squall.NoExecutors"
 
 
@@ -952,3 +957,42 @@ def test_stopped_worker_fails_calls_within_seconds_and_a_returning_one_completes
         if stopped:
             _signal_worker(c, signal.SIGCONT)
         c.stop()
+
+
+def test_failure_written_to_a_stopped_kvs_does_not_stall_other_clients(tmp_path):
+    # --kvs-timeout-ms 5000 (x 2 tries): a blocking write of the failure would hold the
+    # scheduler's one thread for ~10 s; other clients must still be answered at once
+    assert FAST[-2] == "--kvs-timeout-ms"
+    slow_kvs = FAST[:-2]
+    c = Cluster(tmp_path, sched_extra=slow_kvs + ["--kvs-timeout-ms", "5000",
+                                                  "--resend-wait-ms", str(WAIT_MS)]).start()
+    kvs_pid, stopped = c.kvs.proc.pid, False
+    try:
+        with c.client(timeout=12) as client, c.client(timeout=12) as other, c.anna() as anna:
+            def send():
+                client.register_dag("one", ["square"], [])
+                return client.call_dag("one", {"square": [2]}, output_key="dag-stalled")
+            a, r = sole_executor_took(c, send, "schedule")
+            assert r.response_id == "dag-stalled"
+            os.kill(kvs_pid, signal.SIGSTOP)
+            stopped = True
+            a.depart()  # parked; fails to the (stopped) KVS WAIT_MS later
+            worst, t_end = 0.0, time.monotonic() + WAIT_MS / 1000 + 2.0
+            while time.monotonic() < t_end:
+                t0 = time.monotonic()
+                assert other.connect() == "127.0.0.1"
+                worst = max(worst, time.monotonic() - t0)
+                time.sleep(0.05)
+            log = c.sched.log_text()
+            assert "'one' (dag-stalled) failed after" in log, log[-3000:]
+            assert worst < 2.0, f"a Connect waited {worst:.1f} s behind the KVS write"
+            os.kill(kvs_pid, signal.SIGCONT)  # back within the write's first attempt
+            stopped = False
+            resp = kvs_error_response(anna, "dag-stalled", 15, c.sched)
+            assert resp.error_type == "squall.NoExecutors"
+            assert "DAG 'one' was not run" in resp.error_message
+    finally:
+        if stopped:
+            os.kill(kvs_pid, signal.SIGCONT)
+        c.stop()
+
