@@ -15,6 +15,12 @@
  * When a function cannot be pinned, the pins this registration made are undone
  * (unpin to 4010+tid) and the reply is NO_RESOURCES with the reason.
  *
+ * Pin waits never nest: while one runs (s->pinning) an executor that departs or is
+ * dropped is only queued (sched__executor_lost); its calls are re-sent -- DAG calls
+ * re-run, which may pin again -- by the loop's next tick. Re-running them inside the
+ * wait (as it once did) started a second pin wait that drained and swallowed the
+ * first one's acks, so a registration failed although its executor had accepted.
+ *
  * Deletion: unpin the DAG's functions that no other known DAG uses, write a tombstone
  * (an LWW with a newer timestamp and an empty value; the KVS reads it as KEY_DNE) so
  * that no scheduler can fetch the DAG back, and forget it. Peers drop it at their next
@@ -196,6 +202,11 @@ int sched__dag_pin(sched_t *s, const Dag *dag, char *err, size_t errlen) {
   sched_pin_t *p = calloc(n ? n : 1, sizeof(*p));
   uint64_t seq = 0;
   int rc = 0;
+  if (s->pinning) { /* cannot happen: losses during a wait are deferred (see below) */
+    snprintf(err, errlen, "internal error: pinning while another pin wait runs");
+    free(p);
+    return SQ_EINVAL;
+  }
   if (!p) {
     snprintf(err, errlen, "out of memory while pinning");
     return -ENOMEM;
@@ -208,11 +219,13 @@ int sched__dag_pin(sched_t *s, const Dag *dag, char *err, size_t errlen) {
     p[i].state = sched_policy_locations(s->policy, p[i].fr->name, &ex, 1) ? PIN_DONE : PIN_TODO;
   }
   sched__pin_drain(s);
+  s->pinning++; /* executors lost meanwhile are re-sent after (sched__executor_lost) */
   for (size_t round = 0; round < max_tries; round++) {
     sched__pin_send_round(s, dag, p, n, max_tries, &seq);
     if (sched__pins_in_flight(p, n) == 0) break;
     sched__pin_collect(s, p, n);
   }
+  s->pinning--;
   for (size_t i = 0; i < n && rc == 0; i++)
     if (p[i].state != PIN_DONE && p[i].state != PIN_FRESH) rc = SQ_ENOTFOUND;
   if (rc) {

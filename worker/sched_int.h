@@ -149,6 +149,13 @@ struct sched {
   sched_async_t asyncs[SCHED_MAX_ASYNC];
   sched_errwrite_t *errw; /* SCHED_MAX_ERRWRITES slots, made with the first one */
   size_t nerrw;
+  /* > 0 while sched__dag_pin waits for acks. That wait applies ThreadStatus messages,
+   * and an executor lost then is only queued in lost[] (each one once): re-sending its
+   * calls can pin again (a DAG re-run), which must not happen inside a pin wait (the
+   * inner wait would take the outer one's acks). sched__tick re-sends them after. */
+  unsigned pinning;
+  sched_exec_id_t *lost;
+  size_t nlost, caplost;
   uint64_t lww_last;
   uint64_t next_refresh_ms;
   bool replied;       /* the request being handled got its reply (or needs none) */
@@ -254,8 +261,12 @@ void sched__track_oneshot(sched_t *s, uint8_t *msg, size_t len, const sched_exec
 void sched__track_dag(sched_t *s, const char *id, const DagCall *call,
                       const sched_exec_id_t *execs, size_t n, int tries);
 /* Re-sends the recent work of a dropped executor elsewhere; what finds no live
- * executor is parked in s->pending. */
+ * executor is parked in s->pending. During a pin wait (s->pinning) it only queues ex
+ * in s->lost, for sched__lost_flush. */
 void sched__executor_lost(sched_t *s, const sched_exec_id_t *ex, uint64_t now_ms);
+/* Re-sends the work of the executors queued in s->lost (oldest first), unless a pin
+ * wait is running. Called by the loop's tick. */
+void sched__lost_flush(sched_t *s, uint64_t now_ms);
 /* Retries parked calls (when executors are live, at most every SCHED_PENDING_RETRY_MS)
  * and fails those whose wait passed: their caller gets a squall.NoExecutors error
  * result at its response address, else in the KVS at its response/output key. */

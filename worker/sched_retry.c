@@ -383,9 +383,40 @@ static void sched__retry_dags(sched_t *s, const sched_exec_id_t *ex, uint64_t no
   }
 }
 
+/* Queues ex in s->lost unless it is there already. 0 or -ENOMEM. */
+static int sched__lost_defer(sched_t *s, const sched_exec_id_t *ex) {
+  for (size_t i = 0; i < s->nlost; i++)
+    if (sched__same(&s->lost[i], ex)) return 0;
+  if (s->nlost == s->caplost) {
+    size_t cap = s->caplost ? 2 * s->caplost : 8;
+    sched_exec_id_t *grown = realloc(s->lost, cap * sizeof(*grown));
+    if (!grown) return -ENOMEM;
+    s->lost = grown;
+    s->caplost = cap;
+  }
+  s->lost[s->nlost++] = *ex;
+  return 0;
+}
+
 void sched__executor_lost(sched_t *s, const sched_exec_id_t *ex, uint64_t now_ms) {
+  if (s->pinning) { /* inside a pin wait: re-sending could pin again (see sched_int.h) */
+    int rc = sched__lost_defer(s, ex);
+    if (rc) sq_log_error(s->log, "executor %s:%u lost during a pin wait: its calls are "
+                         "not re-sent (%s)", ex->ip, ex->tid, sq_strerror(rc));
+    else sq_log_info(s->log, "executor %s:%u lost during a pin wait: its calls are "
+                     "re-sent once the wait is over", ex->ip, ex->tid);
+    return;
+  }
   sched__retry_oneshots(s, ex, now_ms);
   sched__retry_dags(s, ex, now_ms);
+}
+
+void sched__lost_flush(sched_t *s, uint64_t now_ms) {
+  while (s->nlost && !s->pinning) { /* a re-run's pin wait may queue more */
+    sched_exec_id_t ex = s->lost[0];
+    memmove(s->lost, s->lost + 1, --s->nlost * sizeof(ex));
+    sched__executor_lost(s, &ex, now_ms);
+  }
 }
 
 /* ---- the parked calls ------------------------------------------------------------ */
@@ -451,6 +482,9 @@ void sched__retry_free(sched_t *s) {
                 (unsigned long long)s->retry_stats.undelivered,
                 sched_pending_count(s->pending));
   sched_pending_destroy(s->pending);
+  free(s->lost);
+  s->lost = NULL;
+  s->nlost = s->caplost = 0;
   for (size_t i = 0; i < s->nerrw; i++) sched__errwrite_free(&s->errw[i]);
   free(s->errw);
   s->errw = NULL;

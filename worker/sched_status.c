@@ -1,7 +1,8 @@
 /* sched_status: executor liveness (PULL 5007), peer schedulers (PULL 5008) and the
  * periodic work, none of which may block the loop.
  *
- * Every loop: calls parked because no executor was live are re-sent or failed
+ * Every loop: the calls of executors lost during a pin wait are re-sent
+ * (sched__lost_flush), calls parked because no executor was live are re-sent or failed
  * (sched__pending_tick, sched_retry.c).
  * Every refresh_ms:
  *   - executors silent past --executor-deadline-ms are dropped; their recent calls are
@@ -196,6 +197,7 @@ static void sched__gossip(sched_t *s) {
 
 void sched__tick(sched_t *s, uint64_t now_ms) {
   sched_exec_id_t gone[64];
+  sched__lost_flush(s, now_ms);
   size_t n = sched_policy_expire(s->policy, now_ms, gone, 64);
   for (size_t i = 0; i < n && i < 64; i++) {
     sq_log_warn(s->log, "executor %s:%u silent for %ld ms: dropped", gone[i].ip, gone[i].tid,

@@ -254,8 +254,10 @@ class FakeExecutor:
 
     def __init__(self, offset: int, tid: int, ip: str = "127.0.0.1",
                  status_period: float | None = 0.2, ack_pins: bool = True,
-                 anonymous_acks: bool = False, features: int = 0):
+                 anonymous_acks: bool = False, features: int = 0, ack_delay: float = 0.0):
         self.offset, self.tid, self.ip = offset, tid, ip
+        self.ack_delay = ack_delay  # seconds between a pin and its acknowledgement
+        self._delayed: list = []  # (due, socket, ack bytes)
         self.features = features  # ThreadStatus.squall_features (0: a Cloudburst executor)
         self.status_period = status_period
         self.ack_pins = ack_pins
@@ -338,6 +340,10 @@ class FakeExecutor:
                 for s, _ in poller.poll(20):
                     data = s.recv()
                     self._handle(socks[s], data, ctx, acks, status)
+                while self._delayed and self._delayed[0][0] <= time.monotonic():
+                    _, sock, ack = self._delayed.pop(0)
+                    sock.send(ack)
+                    status.send(self._status())
         finally:
             for s in list(socks) + [status] + list(acks.values()):
                 s.close(0)
@@ -361,6 +367,10 @@ class FakeExecutor:
             ack = cb.GenericResponse(success=True)
             if not self.anonymous_acks:  # squall executors name function and executor
                 ack.response_id, ack.executor = pf.name, self.id
+            if self.ack_delay:
+                self._delayed.append((time.monotonic() + self.ack_delay, acks[ep],
+                                      ack.SerializeToString()))
+                return
             acks[ep].send(ack.SerializeToString())
             status.send(self._status())
             return

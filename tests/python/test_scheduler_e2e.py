@@ -996,3 +996,50 @@ def test_failure_written_to_a_stopped_kvs_does_not_stall_other_clients(tmp_path)
             os.kill(kvs_pid, signal.SIGCONT)
         c.stop()
 
+
+@pytest.mark.skipif(_worker() is None, reason="squall-worker is not built yet")
+def test_executor_killed_during_a_pin_wait_is_rerun_after_the_registration(tmp_path):
+    # DAG q's square is pinned on the real executor 0, which ran a call of q. DAG p's
+    # increment is being pinned on a fake whose ack takes 1.5 s when executor 0 is
+    # SIGKILLed: its departure arrives during the pin wait. Re-running q's call there
+    # re-entered pinning (q's square to the fake), whose wait swallowed p's ack: p
+    # failed. The re-run must wait until p's pinning is over.
+    c = Cluster(tmp_path, worker=True, executors=1,
+                sched_extra=["--executor-deadline-ms", "3000", "--refresh-ms", "200",
+                             "--pin-timeout-ms", "3000", "--pin-tries", "1",
+                             "--kvs-timeout-ms", "500"]).start()
+    try:
+        with c.client() as client, c.client() as admin:
+            client.register(square, "square")
+            admin.register(increment, "increment")
+            deadline = time.monotonic() + 30
+            while True:  # once executor 0 reported
+                r = client.register_dag("q", ["square"], [], check=False)
+                if r.success or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert r.success, r.error_message
+            client.call_dag("q", {"square": [3]}, direct=True, output_key="q-out")
+            assert client.direct_result(20) == 9
+            slow = c.fake(1, ack_delay=1.5)
+            time.sleep(0.5)  # the fake is live: it has the fewest pins
+            kids = open(f"/proc/{c.worker_proc.pid}/task/{c.worker_proc.pid}/children"
+                        ).read().split()
+            assert len(kids) == 1
+            p = cb.Dag(name="p")
+            p.functions.add(name="increment")
+            admin._req(5004).send(p.SerializeToString())  # answered below
+            time.sleep(0.4)  # p's pin is waiting for the fake's ack
+            os.kill(int(kids[0]), signal.SIGKILL)
+            r = cb.GenericResponse()
+            r.ParseFromString(admin._req(5004).recv())
+            assert r.success, r.error_message
+            assert [f.name for f in slow.received["pin"]][0] == "increment"
+            log = c.sched.log_text()
+            # the lost executor's call is re-run, after the registration
+            assert wait_until(lambda: "lost: DAG q schedule" in c.sched.log_text(), 15), log
+            log = c.sched.log_text()
+            assert log.index("registered DAG p") < log.index("lost: DAG q schedule")
+            assert re.search(r"lost: DAG q schedule \S+ re-run \(ok\)", log), log[-3000:]
+    finally:
+        c.stop()
