@@ -87,9 +87,12 @@ void kvs_request_announce(kvs_request_ctx_t *rq, const char *key, size_t keylen)
 void kvs_request_push_update(kvs_request_ctx_t *rq, const char *key, size_t keylen,
                              uint64_t lsn);
 
-/* Applies key-set announcements from other workers waiting on subs_in, and forgets
- * caches that stopped announcing. */
-void kvs_request_subs_receive(kvs_request_ctx_t *rq);
+/* Applies key-set announcements from other workers waiting on subs_in (at most
+ * KVS_REQUEST_SUBS_BATCH per call), and forgets caches that stopped announcing.
+ * Returns how many it applied: fewer than KVS_REQUEST_SUBS_BATCH means subs_in was
+ * found empty (its last receive failed with EAGAIN). */
+#define KVS_REQUEST_SUBS_BATCH 64
+int kvs_request_subs_receive(kvs_request_ctx_t *rq);
 
 /* True while a snapshot has entries the worker can encode right now (the worker
  * should not sleep in poll then). False when there is none, and while the snapshot's

@@ -128,8 +128,9 @@ void kvs_request_announce(kvs_request_ctx_t *rq, const char *key, size_t keylen)
   }
 }
 
-void kvs_request_subs_receive(kvs_request_ctx_t *rq) {
-  for (int i = 0; i < 64; i++) {
+int kvs_request_subs_receive(kvs_request_ctx_t *rq) {
+  int i = 0;
+  for (; i < KVS_REQUEST_SUBS_BATCH; i++) {
     zmq_msg_t msg;
     zmq_msg_init(&msg);
     if (zmq_msg_recv(&msg, rq->subs_in, ZMQ_DONTWAIT) < 0) {
@@ -151,6 +152,7 @@ void kvs_request_subs_receive(kvs_request_ctx_t *rq) {
                   dropped);
     rq->next_expiry_ms = now + 1000;
   }
+  return i;
 }
 
 void kvs_request_push_update(kvs_request_ctx_t *rq, const char *key, size_t keylen,

@@ -1,14 +1,15 @@
 /* kvs_worker: the storage thread's event loop (see server.h).
  *
  * Loop, per iteration:
- *   1. zmq_poll on {request PULL, control PAIR, log completion eventfd} -- only when
- *      the previous iteration handled no request (under load the loop just receives);
- *   2. drain up to KVS__BATCH requests without blocking; each is decoded into the
+ *   1. drain up to KVS__BATCH requests without blocking; each is decoded into the
  *      arena, answered, and its reply packed at once (the stored bytes it quotes may
  *      change later) and queued with the log position it must wait for;
- *   3. submit the pending log group (group commit: one write + fsync for the batch);
- *   4. reap completed log writes and send every reply whose position is durable;
- *   5. advance a snapshot in progress by one slice.
+ *   2. submit the pending log group (group commit: one write + fsync for the batch);
+ *   3. reap completed log writes and send every reply whose position is durable;
+ *   4. advance a snapshot in progress by one slice;
+ *   5. when the turn handled no request (and every KVS__LOOK_TURNS busy turns, without
+ *      sleeping): wait in one poll(2) on {request PULL, control PAIR, subscription
+ *      PULL, log completion eventfd} and serve the control and subscription input.
  * On "stop" from the control socket, the loop stops reading requests, waits until the
  * log has nothing in flight, flushes the replies and exits.
  */
@@ -17,6 +18,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +29,7 @@
 #include "kvs_request.h"
 #include "sq_error.h"
 #include "sq_zmq.h"
+#include "sq_zwait.h"
 #include "store.h"
 #include "wal.h"
 
@@ -86,46 +89,86 @@ static int kvs__worker_bind(kvs_worker_t *w, void **requests, void **control, ch
 }
 
 /* Receives up to KVS__BATCH requests without blocking, KVS_REQUEST_PIPELINE at a
- * time (each group decoded and prefetched together); returns how many. */
-static int kvs__worker_batch(kvs_request_ctx_t *rq, void *requests) {
+ * time (each group decoded and prefetched together); returns how many. *drained says
+ * whether the last receive found the socket empty (else the batch was cut at its
+ * size and more may be waiting). */
+static int kvs__worker_batch(kvs_request_ctx_t *rq, void *requests, bool *drained) {
   int n = 0;
+  *drained = false;
   while (n < KVS__BATCH) {
     int want = KVS__BATCH - n < KVS_REQUEST_PIPELINE ? KVS__BATCH - n : KVS_REQUEST_PIPELINE;
     int got = kvs_request_receive_batch(rq, requests, want);
     n += got;
-    if (got < want) break;
+    if (got < want) {
+      *drained = true;
+      break;
+    }
   }
   return n;
 }
 
-/* Serves until told to stop. zmq_poll is skipped while requests keep coming: after a
- * turn that handled some, the next turn just tries to receive again (everything a
- * poll would report is also checked without it: the stop flag, the subscription
- * socket, the log's completions in kvs_request_after_batch). One poll per idle turn,
- * not per batch, saves a poll(2) and ZeroMQ's per-socket event checks under load.
- * Returns 0 when told to stop, or the log's error when it fails. */
-static int kvs__worker_serve(kvs_worker_t *w, void *requests, void *control) {
+/* The worker's wait set (sq_zwait entries). */
+enum { KVS__W_REQUESTS, KVS__W_CONTROL, KVS__W_SUBS, KVS__W_SOCKETS };
+
+/* Busy turns between two looks at the control and subscription sockets. */
+#define KVS__LOOK_TURNS 64
+
+/* Serves what the wait found on the control and subscription sockets. */
+static void kvs__worker_side_input(kvs_worker_t *w, sq_zwait_t *zw, void *control,
+                                   bool timed_out) {
+  if (zw->ready[KVS__W_CONTROL]) {
+    char cmd[16];
+    while (zmq_recv(control, cmd, sizeof(cmd), ZMQ_DONTWAIT) >= 0) continue;
+    sq_zwait_drained(zw, KVS__W_CONTROL);
+  }
+  /* Also after a quiet wait: the subscriptions' expiry runs from here. */
+  if ((zw->ready[KVS__W_SUBS] || timed_out) &&
+      kvs_request_subs_receive(&w->rq) < KVS_REQUEST_SUBS_BATCH)
+    sq_zwait_drained(zw, KVS__W_SUBS);
+}
+
+/* Serves until told to stop. Under load a turn just receives and answers: the
+ * request socket is tried again without a poll (a receive that finds nothing costs
+ * ZeroMQ a getpid and a poll, as a poll would), and the control and subscription
+ * sockets are looked at every KVS__LOOK_TURNS turns with a zero-timeout wait. A turn
+ * that handled nothing sleeps in one poll(2) over every socket's fd and the log's
+ * completion eventfd (sq_zwait: no zmq_poll, whose per-socket ZMQ_EVENTS checks were
+ * a getpid + poll pair each). Returns 0 when told to stop, or the error that stopped it
+ * (the log's, already logged; or the wait's) with its sentence in why. */
+static int kvs__worker_serve(kvs_worker_t *w, void *requests, void *control, char *why,
+                             size_t why_len) {
   kvs_request_ctx_t *rq = &w->rq;
-  int log_fd = rq->wal ? kvs_wal_event_fd(rq->wal) : -1; /* no log: memory only */
-  int stopping = 0, handled = 0;
+  void *socks[KVS__W_SOCKETS] = {requests, control, rq->subs_in};
+  sq_zwait_t zw;
+  int rc = sq_zwait_init(&zw, socks, KVS__W_SOCKETS);
+  if (rc == 0 && rq->wal) rc = sq_zwait_add_fd(&zw, kvs_wal_event_fd(rq->wal)) < 0 ? SQ_EINVAL : 0;
+  if (rc) {
+    snprintf(why, why_len, "cannot wait on its sockets (%s)", sq_strerror(rc));
+    return rc;
+  }
+  int stopping = 0;
+  unsigned turns = 0;
   while (!stopping || kvs_ack_pending(&rq->acks)) {
     if (atomic_load(&w->stop_requested)) stopping = 1;
-    zmq_pollitem_t items[4] = {{control, 0, ZMQ_POLLIN, 0}, {rq->subs_in, 0, ZMQ_POLLIN, 0}};
-    int nitems = 2;
-    if (log_fd >= 0) items[nitems++] = (zmq_pollitem_t){NULL, log_fd, ZMQ_POLLIN, 0};
-    if (!stopping) items[nitems++] = (zmq_pollitem_t){requests, 0, ZMQ_POLLIN, 0};
-    long timeout = kvs_request_snapshot_active(rq) ? 0 : (stopping ? 10 : 200);
-    if (handled == 0 && zmq_poll(items, nitems, timeout) < 0 && errno != EINTR) break;
-    if (items[0].revents & ZMQ_POLLIN) {
-      char cmd[16];
-      (void)zmq_recv(control, cmd, sizeof(cmd), ZMQ_DONTWAIT);
+    bool drained = true;
+    int handled = stopping ? 0 : kvs__worker_batch(rq, requests, &drained);
+    rc = kvs_request_after_batch(rq);
+    if (rc) { /* log failure: fatal, already logged */
+      snprintf(why, why_len, "its log refused a write (%s)", sq_strerror(rc));
+      return rc;
     }
-    if (atomic_load(&w->stop_requested)) stopping = 1;
-    kvs_request_subs_receive(rq);
-    handled = stopping ? 0 : kvs__worker_batch(rq, requests);
-    int rc = kvs_request_after_batch(rq);
-    if (rc) return rc; /* log failure: fatal, already logged */
     if (!stopping) kvs_request_snapshot_step(rq, KVS__SNAPSHOT_SLICE);
+    bool idle = handled == 0;
+    if (!idle && ++turns % KVS__LOOK_TURNS != 0) continue;
+    /* Stopping: requests are no longer read, so their socket must not wake the wait. */
+    if (drained || stopping) sq_zwait_drained(&zw, KVS__W_REQUESTS);
+    int timeout = !idle || kvs_request_snapshot_active(rq) ? 0 : (stopping ? 10 : 200);
+    int n = sq_zwait_wait(&zw, timeout);
+    if (n < 0) {
+      snprintf(why, why_len, "its wait for requests failed (%s)", sq_strerror(n));
+      return n;
+    }
+    kvs__worker_side_input(w, &zw, control, n == 0);
   }
   return 0;
 }
@@ -145,10 +188,10 @@ static void *kvs__worker_main(void *arg) {
     goto out;
   }
   kvs__report(events, "ready %u%s", w->params.tid, NULL);
-  rc = kvs__worker_serve(w, requests, control);
+  char cause[300] = "";
+  rc = kvs__worker_serve(w, requests, control, cause, sizeof(cause));
   if (rc) {
-    snprintf(why, sizeof(why), "stopped serving: its log refused a write (%s)",
-             sq_strerror(rc));
+    snprintf(why, sizeof(why), "stopped serving: %s", cause);
     kvs__report(events, "failed %u %s", w->params.tid, why);
   } else {
     kvs__report(events, "stopped %u%s", w->params.tid, NULL);

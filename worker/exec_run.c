@@ -33,7 +33,7 @@
 
 #include "exec_errval.h"
 #include "exec_int.h"
-#include "exec_zwait.h"
+#include "sq_zwait.h"
 #include "internal.pb-c.h"
 #include "sq_error.h"
 
@@ -424,8 +424,8 @@ int exec_run_loop(exec_ctx_t *x) {
   static const int which[] = {-1, EXEC_PULL_CALL, EXEC_PULL_SCHEDULE, EXEC_PULL_TRIGGER};
   void *socks[4] = {x->jobs_pull, x->pull[EXEC_PULL_CALL], x->pull[EXEC_PULL_SCHEDULE],
                     x->pull[EXEC_PULL_TRIGGER]};
-  exec_zwait_t w; /* one poll(2), not zmq_poll: fewer syscalls per wake-up */
-  int rc = exec_zwait_init(&w, socks, 4);
+  sq_zwait_t w; /* one poll(2), not zmq_poll: fewer syscalls per wake-up */
+  int rc = sq_zwait_init(&w, socks, 4);
   if (rc) {
     sq_log_error(x->log, "executor thread cannot wait on its sockets: %s", sq_strerror(rc));
     __atomic_store_n(&x->exec_done, 1, __ATOMIC_RELEASE);
@@ -433,7 +433,7 @@ int exec_run_loop(exec_ctx_t *x) {
   }
   int64_t last_expire = exec_slot_now_ms();
   while (!__atomic_load_n(&x->stop, __ATOMIC_ACQUIRE)) {
-    if (exec_zwait_wait(&w, 200) > 0) {
+    if (sq_zwait_wait(&w, 200) > 0) {
       for (int i = 0; i < 4; i++) /* one message per ready socket per round: fair */
         if (w.ready[i]) exec__serve(x, exec__receive(x, which[i]));
     }

@@ -3,7 +3,7 @@
  * The loop (one thread):
  *
  *   wait (ROUTER x7, PULL status/peer/continuation, KVS responses; timeout <= 100 ms;
- *         exec_zwait: one poll(2) on libzmq's fds, not zmq_poll)
+ *         sq_zwait: one poll(2) on libzmq's fds, not zmq_poll)
  *     ROUTER ready -> recv one request -> handler -> exactly one reply (safety net
  *                   below), or none when the request asked for none
  *                   (DagCall.ack_failures_only, accepted)
@@ -35,7 +35,7 @@
 #include <sys/random.h>
 #include <time.h>
 
-#include "exec_zwait.h"
+#include "sq_zwait.h"
 #include "sq_error.h"
 #include "sq_proto.h"
 
@@ -436,14 +436,14 @@ int sched_run(sched_t *s, volatile sig_atomic_t *stop) {
   void *socks[SCHED_NPOLL] = {[ST] = s->status_pull, [PEER] = s->peer_pull,
                               [CONT] = s->cont_pull, [KVS] = kvs_client_socket(s->kvs)};
   for (int i = 0; i < SCHED_NREP; i++) socks[i] = s->rep[i];
-  exec_zwait_t w;
-  int rc = exec_zwait_init(&w, socks, SCHED_NPOLL);
+  sq_zwait_t w;
+  int rc = sq_zwait_init(&w, socks, SCHED_NPOLL);
   if (rc) return rc;
   sq_log_info(s->log, "scheduler serving: ports %ld-%ld on %s, KVS %s, %zu peer(s)",
               5000L + (long)s->cfg->port_offset, 5011L + (long)s->cfg->port_offset,
               s->cfg->bind_host, s->kvs_host, s->npeers);
   while (!*stop) {
-    int n = exec_zwait_wait(&w, sched__poll_timeout(s));
+    int n = sq_zwait_wait(&w, sched__poll_timeout(s));
     if (n < 0) return n;
     for (int i = 0; i < SCHED_NREP; i++) /* one request per port per round: fair */
       if (w.ready[i]) sched__serve_rep(s, i);
@@ -453,8 +453,8 @@ int sched_run(sched_t *s, volatile sig_atomic_t *stop) {
     bool kvs = w.ready[KVS] || kvs_client_next_timeout(s->kvs) == 0;
     if (kvs) sched__kvs_poll(s);
     if (n || kvs) { /* handlers use the KVS client and drain status (pinning) themselves */
-      exec_zwait_touch(&w, ST);
-      exec_zwait_touch(&w, KVS);
+      sq_zwait_touch(&w, ST);
+      sq_zwait_touch(&w, KVS);
     }
     sched__tick(s, sched__now_ms());
   }
