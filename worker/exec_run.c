@@ -1,8 +1,10 @@
 /* exec_run: the executor thread -- receives its own work (FunctionCalls, DagSchedules,
  * DagTriggers on its PULL sockets, pins from the I/O thread), settles the DAG state
  * (exec_dag), runs each job in Python (exec_py.c) and routes the results (exec_int.h
- * has the thread picture). When idle it waits in zmq_poll on those sockets with the
- * GIL released, so a call or trigger reaches Python without a thread hand-off.
+ * has the thread picture). When idle it waits in one poll(2) on those sockets with the
+ * GIL released, so a call or trigger reaches Python without a thread hand-off. A wait
+ * that fails is retried after a back-off (10 ms doubling to 1 s, exec_backoff.h, logged
+ * once per episode), not at once: a persistent error would spin a core at 100%.
  *
  *   CALL  -> result (or error tuple) as a serialized Value: PUSHed to the call's
  *            response_address (squall extension 101) tagged with response_id =
@@ -29,8 +31,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <zmq.h>
 
+#include "exec_backoff.h"
 #include "exec_errval.h"
 #include "exec_int.h"
 #include "sq_zwait.h"
@@ -420,6 +424,27 @@ static void exec__serve(exec_ctx_t *x, exec_job_t *job) {
   }
 }
 
+/* The wait on the executor's sockets failed (rc): sleeps bo's next delay instead of
+ * retrying at once (a persistent error spun a core at 100%), logging once per episode. */
+static void exec__wait_failed(exec_ctx_t *x, exec_backoff_t *bo, int rc) {
+  bool first = false;
+  int ms = exec_backoff_fail(bo, &first);
+  if (first)
+    sq_log_warn(x->log, "executor thread: waiting on its sockets failed: %s; retrying "
+                "every %d ms doubling to %d ms until it works", sq_strerror(rc), ms,
+                bo->max_ms);
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+}
+
+/* The wait worked: ends a failure episode, if any, with one line. */
+static void exec__wait_ok(exec_ctx_t *x, exec_backoff_t *bo) {
+  uint64_t failed = exec_backoff_ok(bo);
+  if (failed)
+    sq_log_info(x->log, "executor thread: waiting on its sockets works again after %llu "
+                "failure(s)", (unsigned long long)failed);
+}
+
 int exec_run_loop(exec_ctx_t *x) {
   static const int which[] = {-1, EXEC_PULL_CALL, EXEC_PULL_SCHEDULE, EXEC_PULL_TRIGGER};
   void *socks[4] = {x->jobs_pull, x->pull[EXEC_PULL_CALL], x->pull[EXEC_PULL_SCHEDULE],
@@ -432,11 +457,14 @@ int exec_run_loop(exec_ctx_t *x) {
     return rc;
   }
   int64_t last_expire = exec_slot_now_ms();
+  exec_backoff_t bo; /* a wait that keeps failing is retried after 10 ms .. 1 s */
+  exec_backoff_init(&bo, EXEC_BACKOFF_MIN_MS, EXEC_BACKOFF_MAX_MS);
   while (!__atomic_load_n(&x->stop, __ATOMIC_ACQUIRE)) {
-    if (sq_zwait_wait(&w, 200) > 0) {
-      for (int i = 0; i < 4; i++) /* one message per ready socket per round: fair */
-        if (w.ready[i]) exec__serve(x, exec__receive(x, which[i]));
-    }
+    int n = sq_zwait_wait(&w, 200);
+    if (n < 0) exec__wait_failed(x, &bo, n);
+    else exec__wait_ok(x, &bo);
+    for (int i = 0; n > 0 && i < 4; i++) /* one message per ready socket per round: fair */
+      if (w.ready[i]) exec__serve(x, exec__receive(x, which[i]));
     int64_t now = exec_slot_now_ms();
     if (now - last_expire >= 1000) {
       exec_dag_expire(x->dag, now);
