@@ -26,7 +26,9 @@
  * Replies come to one PULL socket. Both KeyResponse and KeyAddressResponse carry the
  * request id in field 3, so the id is read with the wire scanner first and the bytes
  * are decoded as the message type that wire expects. Unknown ids (late answers to
- * timed-out requests, strangers) are dropped.
+ * timed-out requests, strangers) are dropped. A redirected read's id carries its tag
+ * ("<client-id>_<n>.<tag>"): a reply answers that wire only with exactly that tag, and
+ * an untagged wire only without one, so a stale or forged hand-back is dropped too.
  *
  * Threads: the client's thread owns everything here; nothing is locked.
  */
@@ -94,6 +96,7 @@ static void kvs__wire_free(kvs_client_t *c, kvs__wire_t *w) {
   c->nwires--;
   w->op->nwires--;
   free(w->endpoint);
+  free(w->tag);
   free(w->idx);
   free(w);
 }
@@ -238,7 +241,6 @@ static int kvs__send_keys(kvs_client_t *c, kvs__op_t *op, const char *ep,
     size_t l = strlen(rid);
     snprintf(rid + l, sizeof rid - l, ".%s", op->via_tag);
   }
-  w->via = via;
   KeyRequest req = KEY_REQUEST__INIT;
   req.type = (RequestType)op->type;
   req.n_tuples = n;
@@ -250,14 +252,14 @@ static int kvs__send_keys(kvs_client_t *c, kvs__op_t *op, const char *ep,
   if (!(buf = malloc(len ? len : 1))) goto out;
   key_request__pack(&req, buf);
   c->stats.key_requests++;
+  if (via) { /* only the first KeyRequest is redirected; redos come back to us */
+    w->tag = op->via_tag; /* the wire now owns the tag its reply must carry */
+    free(op->via_addr);
+    op->via_addr = op->via_tag = NULL;
+  }
   kvs__wire_send(c, w, buf, len);
   w = NULL;
   rc = 0;
-  if (via) { /* only the first KeyRequest is redirected; redos come back to us */
-    free(op->via_addr);
-    free(op->via_tag);
-    op->via_addr = op->via_tag = NULL;
-  }
 out:
   if (w) kvs__wire_free(c, w);
   free(tuples);
@@ -479,13 +481,15 @@ out:
   kvs__op_maybe_done(c, op);
 }
 
-/* Parses "<client-id>_<digits>", or "<client-id>_<digits>.<tag>" (*tagged: the
- * answer to a redirected read), into the request number. */
+/* Parses "<client-id>_<digits>", or "<client-id>_<digits>.<tag>" (the answer to a
+ * redirected read: *tag points at the tag's *taglen bytes inside s, else NULL), into
+ * the request number. */
 static bool kvs__parse_rid(const kvs_client_t *c, const uint8_t *s, size_t n,
-                           uint64_t *rid, bool *tagged) {
+                           uint64_t *rid, const uint8_t **tag, size_t *taglen) {
   const uint8_t *dot = n > c->idlen + 1 ? memchr(s + c->idlen + 1, '.', n - c->idlen - 1)
                                         : NULL;
-  *tagged = dot != NULL;
+  *tag = dot ? dot + 1 : NULL;
+  *taglen = dot ? n - (size_t)(dot + 1 - s) : 0;
   if (dot) n = (size_t)(dot - s);
   if (n <= c->idlen + 1 || n > c->idlen + 21) return false;
   if (memcmp(s, c->id, c->idlen) != 0 || s[c->idlen] != '_') return false;
@@ -500,18 +504,25 @@ static bool kvs__parse_rid(const kvs_client_t *c, const uint8_t *s, size_t n,
   return true;
 }
 
+/* True when a reply whose id carries tag[0..taglen) (NULL: no tag) answers w: a
+ * redirected request only with the very tag it was sent with, any other only
+ * untagged. */
+static bool kvs__tag_answers(const kvs__wire_t *w, const uint8_t *tag, size_t taglen) {
+  if (!tag || !w->tag) return !tag && !w->tag;
+  return taglen == strlen(w->tag) && memcmp(tag, w->tag, taglen) == 0;
+}
+
 /* Handles one received message. Anything unexpected is counted and dropped. Returns
  * the id of the call it answered, 0 when dropped. */
 static uint64_t kvs__on_message(kvs_client_t *c, const uint8_t *buf, size_t len) {
-  const uint8_t *id;
-  size_t idlen;
+  const uint8_t *id, *tag = NULL;
+  size_t idlen, taglen = 0;
   uint64_t rid;
-  bool tagged = false;
   kvs__wire_t *w = NULL;
   if (sq_wire_find_bytes(buf, len, 3, &id, &idlen) == 0 &&
-      kvs__parse_rid(c, id, idlen, &rid, &tagged))
+      kvs__parse_rid(c, id, idlen, &rid, &tag, &taglen))
     w = kvs__wire_find(c, rid);
-  if (w && tagged != w->via) w = NULL; /* a tag answers only a redirected request */
+  if (w && !kvs__tag_answers(w, tag, taglen)) w = NULL; /* stale, forged, misdirected */
   uint64_t call = w ? w->op->id : 0;
   ProtobufCAllocator *alloc = sq_arena_allocator(&c->arena);
   ProtobufCMessage *m = NULL;
@@ -535,9 +546,10 @@ static void kvs__on_expired(kvs_client_t *c, kvs__wire_t *w) {
   kvs__op_t *op = w->op;
   kvs__route_t *redo = calloc(w->nidx, sizeof *redo);
   size_t nredo = 0;
-  bool free_retry = w->kind == KVS__DELAY || w->via; /* a missing hand-back is no
-                                                        fault of the server's */
-  if (w->kind == KVS__KEY && !w->via) {
+  bool via = w->tag != NULL;
+  bool free_retry = w->kind == KVS__DELAY || via; /* a missing hand-back is no fault
+                                                     of the server's */
+  if (w->kind == KVS__KEY && !via) {
     /* Crude failure suspicion, as Anna's clients: forget what we learned about this
      * server and drop its queue, so the retry asks routing afresh. */
     kvs__addr_drop_endpoint(&c->addrs, w->endpoint);
@@ -646,7 +658,7 @@ int kvs_client_resend(kvs_client_t *c, uint64_t id) {
   uint64_t now = kvs__now_ms();
   for (size_t b = 0; b < c->nwbuckets; b++) {
     for (kvs__wire_t *w = c->wbuckets[b]; w; w = w->hnext) {
-      if (!w->via || w->op->id != id || w->deadline <= now) continue;
+      if (!w->tag || w->op->id != id || w->deadline <= now) continue;
       if (kvs__heap_push(&c->timers, now, w->rid) != 0) return -ENOMEM;
       w->deadline = now; /* kvs__run_timers re-reads it to our own socket */
       rc = 0;

@@ -161,7 +161,9 @@ typedef struct kvs__wire {
   uint32_t *idx;             /* op key indices; KVS__SLOT_DONE once answered */
   size_t nidx, nopen, cursor;
   uint64_t deadline;
-  bool via;                  /* KEY answered to another socket (kvs_client_via_t) */
+  char *tag;                 /* owned; non-NULL iff this KEY is answered to another
+                                socket (kvs_client_via_t): its request id ends in
+                                ".<tag>", and only a reply with that tag answers it */
 } kvs__wire_t;
 
 /* One key to send: op index, chosen endpoint (NULL: ask the cache, then routing) and

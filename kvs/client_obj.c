@@ -320,6 +320,7 @@ void kvs_client_destroy(kvs_client_t *c) {
     while (w) {
       kvs__wire_t *next = w->hnext;
       free(w->endpoint);
+      free(w->tag);
       free(w->idx);
       free(w);
       w = next;

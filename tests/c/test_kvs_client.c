@@ -880,6 +880,59 @@ static void test_redirected_read_answers_the_other_socket_and_completes_on_deliv
   zmq_close(other);
 }
 
+/* Re-packs the KeyResponse in buf[0..n) with its response id's tag (after the '.')
+ * replaced by tag (NULL: no tag at all) into out; returns the new length. */
+static size_t via_retag(const uint8_t *buf, size_t n, const char *tag, uint8_t *out,
+                        size_t cap) {
+  KeyResponse *r = key_response__unpack(NULL, n, buf);
+  assert_non_null(r);
+  char id[256];
+  const char *dot = strrchr(r->response_id, '.'); /* the id may hold dots */
+  assert_non_null(dot);
+  int l = (int)(dot - r->response_id);
+  snprintf(id, sizeof id, "%.*s%s%s", l, r->response_id, tag ? "." : "", tag ? tag : "");
+  char *orig = r->response_id;
+  r->response_id = id;
+  size_t len = key_response__get_packed_size(r);
+  assert_true(len <= cap);
+  key_response__pack(r, out);
+  r->response_id = orig;
+  key_response__free_unpacked(r, NULL);
+  return len;
+}
+
+static void test_redirected_read_ignores_a_hand_back_with_another_tag(void **state) {
+  fixture_t *fx = *state;
+  char ep[64];
+  void *other = via_socket(fx, ep, sizeof ep);
+  assert_int_equal(put_lww(fx->client, "via4", 4, "four", NULL), 0);
+  via_done_t v = {0};
+  kvs_client_via_t via = {.response_address = ep, .tag = "exec-42", .wait_ms = 60000};
+  assert_int_equal(kvs_client_get_async_via(fx->client, "via4", NULL, &via, &v.id), 0);
+  uint8_t buf[4096], forged[4096];
+  size_t n = via_recv(other, buf, sizeof buf);
+  zmq_close(other); /* now, so that a failed assertion cannot hang the fake's teardown */
+  kvs_client_stats_t before, after;
+  kvs_client_stats(fx->client, &before);
+  /* Same client id and request number, another tag (or none): answers nothing. */
+  const char *wrong[] = {"exec-43", "exec-4", "exec-420", "EXEC-42", "", NULL};
+  for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; i++) {
+    size_t fl = via_retag(buf, n, wrong[i], forged, sizeof forged);
+    assert_int_equal(kvs_client_deliver(fx->client, forged, fl, NULL), SQ_ENOTFOUND);
+  }
+  kvs_client_stats(fx->client, &after);
+  assert_int_equal(after.dropped_replies - before.dropped_replies,
+                   sizeof wrong / sizeof wrong[0]);
+  assert_int_equal(kvs_client_poll(fx->client, 50, on_via_done, &v), 0); /* still open */
+  uint64_t call = 0;
+  assert_int_equal(kvs_client_deliver(fx->client, buf, n, &call), 0); /* the right tag */
+  assert_int_equal(call, v.id);
+  via_wait(fx, &v);
+  assert_int_equal(v.err, 0);
+  assert_lww(v.payload, v.len, 4, "four");
+  free(v.payload);
+}
+
 static void test_redirected_read_without_hand_back_rereads_without_a_timeout(void **state) {
   fixture_t *fx = *state;
   char ep[64];
@@ -970,6 +1023,7 @@ int main(void) {
       T(test_garbage_and_stranger_replies_are_dropped),
       T(test_socket_cache_of_one_still_reaches_every_server),
       T(test_redirected_read_answers_the_other_socket_and_completes_on_delivery),
+      T(test_redirected_read_ignores_a_hand_back_with_another_tag),
       T(test_redirected_read_without_hand_back_rereads_without_a_timeout),
       T(test_resend_stops_waiting_for_the_hand_back),
       T(test_redirected_read_refuses_bad_endpoints_and_tags),
