@@ -138,7 +138,8 @@ static void exec__run_call(exec_ctx_t *x, exec_job_t *job) {
   if (rc) sq_log_warn(x->log, "result of %s for '%s' not delivered: %s", job->fn,
                       c->response_key, sq_strerror(rc));
   if (x->slot) exec_slot_end(x->slot);
-  exec_io_out(x, EXEC_OUT_STATUS, NULL, NULL, 0);
+  if (!c->skip_status) /* a Cloudburst scheduler's "available again" (PROTOCOL.md §3.5) */
+    exec_io_out(x, EXEC_OUT_STATUS, NULL, NULL, 0);
   sq_buf_free(&packed);
   exec_py_result_clear(&res);
   exec_job_free(job);

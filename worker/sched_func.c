@@ -3,7 +3,9 @@
  *
  * A FunctionCall is re-packed for the executor with every field it arrived with,
  * squall's extensions included (timeout_ms, response_address: the executor pushes the
- * result there instead of writing the KVS); a re-send after an executor loss
+ * result there instead of writing the KVS), plus skip_status (field 102): this
+ * scheduler needs no ThreadStatus after each call, unlike Cloudburst's, which
+ * withholds the executor until it comes; a re-send after an executor loss
  * (sched_retry.c) unpacks the same bytes, so it keeps them too.
  *
  * The known set is a sorted array of names: filled by registrations here and by
@@ -144,6 +146,7 @@ static int sched__send_call(sched_t *s, FunctionCall *fc, const sched_exec_id_t 
   sched_exec_id_t ex;
   int rc = sched_policy_pick_call(s->policy, refs, nrefs, exclude, &ex);
   if (rc) return rc;
+  fc->skip_status = true; /* load is our pick count, liveness the periodic status */
   size_t len = function_call__get_packed_size(fc);
   uint8_t *buf = malloc(len ? len : 1);
   if (!buf) return -ENOMEM;

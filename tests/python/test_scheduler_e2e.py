@@ -117,6 +117,7 @@ def test_one_shot_call_goes_to_a_live_executor_with_a_uuid_key(cluster, client):
     assert len(calls) == 1
     assert calls[0].name == "square" and calls[0].response_key == r.response_id
     assert [v.body for v in calls[0].arguments.values] == [dump(7).body]
+    assert calls[0].skip_status  # no ThreadStatus wanted after the call
     r2 = client.call("square", [1], response_key="mine")
     assert r2.response_id == "mine"
     assert ex.wait_for("call", 2)[1].response_key == "mine"

@@ -2,6 +2,8 @@
 driving executors directly on their ports (no scheduler)."""
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from worker_harness import error_fields, is_error, worker_client
@@ -91,3 +93,39 @@ def test_missing_reference_fails_with_clear_error(node):
     res = node.run("ident", CloudburstReference("never-written-key", True), timeout=60)
     assert is_error(res)
     assert "never-written-key" in error_fields(res).error_message
+
+
+def _drain(node, seconds: float):
+    """The ThreadStatus messages that arrive within seconds."""
+    seen, until = [], time.monotonic() + seconds
+    while time.monotonic() < until:
+        seen += node.w.statuses(max(0.0, until - time.monotonic()))
+    return seen
+
+
+def _statuses_during_calls(node, n: int, skip_status: bool):
+    """Runs n direct-response calls on executor 0; returns (its statuses meanwhile,
+    seconds taken)."""
+    node.register("square", square)
+    assert node.run("square", 2) == 4  # loaded and warm
+    _drain(node, 0.3)  # its status, if any
+    t0 = time.monotonic()
+    for i in range(n):
+        fc = node.cb.FunctionCall(name="square", response_key=f"st-{skip_status}-{i}",
+                                  response_address=node.response_address,
+                                  skip_status=skip_status)
+        fc.arguments.CopyFrom(node.args([i]))
+        node.push(4020, 0, fc.SerializeToString())
+        assert node.recv_direct(30) == i * i  # one at a time: each call ends first
+    took = time.monotonic() - t0
+    return [s for s in _drain(node, 0.3) if s.tid == 0 and s.running], took
+
+
+def test_status_after_a_one_shot_call_only_when_the_scheduler_asks(node):
+    # Cloudburst's scheduler takes an executor back for one-shot calls on its next
+    # status (PROTOCOL.md §3.5): each call is followed by one. squall's scheduler sets
+    # skip_status: then only the periodic report (about one per second) comes.
+    cloudburst, _ = _statuses_during_calls(node, 30, skip_status=False)
+    assert len(cloudburst) >= 30
+    squall, took = _statuses_during_calls(node, 30, skip_status=True)
+    assert len(squall) <= took + 2, (len(squall), took)
