@@ -17,23 +17,13 @@
 
 #include "cache_uds.h"
 #include "daemon_int.h"
+#include "daemon_reply.h"
 #include "daemon_value.h"
 #include "sq_error.h"
 
 #define CACHE_KEY_MAX 511 /* LMDB's default maximum key size */
 #define CACHE_REFETCH_SLOT 1 /* waiter {NULL, 1}: a refetch (daemon_window.c) */
 #define CACHE_DIRECT_WAIT_MS 1000 /* a direct miss's FILL is awaited this long at most */
-
-static int cache__anna_error(int err) {
-  switch (err) {
-    case 0: return ANNA_ERROR__NO_ERROR;
-    case SQ_EKEYDNE: return ANNA_ERROR__KEY_DNE;
-    case SQ_EWRONGTHREAD: return ANNA_ERROR__WRONG_THREAD;
-    case SQ_ETIMEOUT: return ANNA_ERROR__TIMEOUT;
-    case SQ_ENOSERVERS: return ANNA_ERROR__NO_SERVERS;
-    default: return ANNA_ERROR__LATTICE;
-  }
-}
 
 /* Sends a response of type with no tuples, error LATTICE and the sentence why. */
 static int cache__send_error(cache__daemon_t *d, const char *addr, uint64_t conn,
@@ -134,7 +124,7 @@ static void cache__get_answer(cache__daemon_t *d, cache__get_t *g) {
       key_tuple__init(&tuples[i]);
       tuples[i].key = g->slots[i].key;
       tuples[i].lattice_type = (LatticeType)g->slots[i].type;
-      tuples[i].error = (AnnaError)cache__anna_error(g->slots[i].err);
+      tuples[i].error = (AnnaError)cache_reply_anna_error(g->slots[i].err);
       if (g->slots[i].message) tuples[i].error_message = g->slots[i].message;
       tuples[i].payload.data = (uint8_t *)g->slots[i].payload;
       tuples[i].payload.len = g->slots[i].payload ? g->slots[i].len : 0;
@@ -395,12 +385,11 @@ out:
   free(kvs);
 }
 
-/* A write-through completed: merge acked keys into the cache and answer. */
+/* A write-through completed: merge acked keys into the cache and answer (with an error
+ * for the whole request if the reply's tuples find no memory: daemon_reply.h). */
 static void cache__put_done(cache__daemon_t *d, cache__put_t *p,
                             const kvs_client_completion_t *done) {
   KeyRequest *req = p->req;
-  KeyTuple *tuples = calloc(done->n, sizeof(*tuples));
-  KeyTuple **ptrs = calloc(done->n, sizeof(*ptrs));
   for (size_t i = 0; i < done->n && i < req->n_tuples; i++) {
     const KeyTuple *t = req->tuples[i];
     const kvs_client_result_t *r = &done->results[i];
@@ -424,25 +413,14 @@ static void cache__put_done(cache__daemon_t *d, cache__put_t *p,
         sq_log_warn(d->log, "asynchronous PUT of %.64s failed: %s", t->key,
                     r->message[0] ? r->message : sq_strerror(r->err));
     }
-    if (!tuples || !ptrs) continue;
-    key_tuple__init(&tuples[i]);
-    tuples[i].key = t->key;
-    tuples[i].lattice_type = t->lattice_type;
-    tuples[i].error = (AnnaError)cache__anna_error(r->err);
-    if (r->err) tuples[i].error_message = (char *)(r->message[0] ? r->message
-                                                                 : sq_strerror(r->err));
-    ptrs[i] = &tuples[i];
   }
-  if (tuples && ptrs && req->response_address && req->response_address[0]) {
-    KeyResponse resp = KEY_RESPONSE__INIT;
-    resp.type = REQUEST_TYPE__PUT;
-    resp.response_id = req->request_id ? req->request_id : "";
-    resp.n_tuples = done->n < req->n_tuples ? done->n : req->n_tuples;
-    resp.tuples = ptrs;
-    cache__send(d, req->response_address, 0, &resp);
+  if (req->response_address && req->response_address[0]) {
+    cache_put_reply_t reply;
+    if (cache_put_reply_build(&reply, req, done, NULL) != 0)
+      sq_log_warn(d->log, "PUT %.64s: %s", req->request_id ? req->request_id : "", reply.why);
+    cache__send(d, req->response_address, 0, &reply.resp);
+    cache_put_reply_free(&reply);
   }
-  free(tuples);
-  free(ptrs);
   cache__note_store(d);
 }
 

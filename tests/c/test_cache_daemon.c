@@ -1,7 +1,8 @@
 /* test_cache_daemon: the logic pieces of squall-cache -- the coalescing table of the
  * miss path (daemon_fetch.h), the key-set report policy and encoding
- * (daemon_keyset.h), and the KVS payload <-> cached blob conversion
- * (daemon_value.h) against a real store and reader in a temporary directory. */
+ * (daemon_keyset.h), the KVS payload <-> cached blob conversion
+ * (daemon_value.h) against a real store and reader in a temporary directory, and the
+ * write-through PUT's reply (daemon_reply.h), with and without memory. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +11,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +23,7 @@
 #include "cloudburst.pb-c.h"
 #include "daemon_fetch.h"
 #include "daemon_keyset.h"
+#include "daemon_reply.h"
 #include "daemon_value.h"
 #include "lattice.h"
 #include "shared.pb-c.h"
@@ -411,6 +414,141 @@ static void test_payload_of_a_blob_with_foreign_meta_is_corrupt(void **state) {
   assert_int_equal(cache_value_kind(meta, 3), 0);
 }
 
+/* ---- the write-through PUT's reply --------------------------------------------- */
+
+#define PUT_KEYS_MAX 40
+
+typedef struct { /* a PUT of n keys and its KVS completion; key i fails when i % 3 == 2 */
+  KeyRequest req;
+  KeyTuple tuples[PUT_KEYS_MAX], *ptrs[PUT_KEYS_MAX];
+  char keys[PUT_KEYS_MAX][16];
+  kvs_client_result_t results[PUT_KEYS_MAX];
+  kvs_client_completion_t done;
+} put_case_t;
+
+static void put_case(put_case_t *pc, size_t n) {
+  memset(pc, 0, sizeof(*pc));
+  key_request__init(&pc->req);
+  pc->req.type = REQUEST_TYPE__PUT;
+  pc->req.request_id = "exec-7_99";
+  pc->req.response_address = "tcp://127.0.0.1:9";
+  pc->req.n_tuples = n;
+  pc->req.tuples = pc->ptrs;
+  for (size_t i = 0; i < n; i++) {
+    snprintf(pc->keys[i], sizeof pc->keys[i], "k%zu", i);
+    key_tuple__init(&pc->tuples[i]);
+    pc->tuples[i].key = pc->keys[i];
+    pc->tuples[i].lattice_type = LATTICE_TYPE__LWW;
+    pc->ptrs[i] = &pc->tuples[i];
+    if (i % 3 == 2) {
+      pc->results[i].err = SQ_ETIMEOUT;
+      snprintf(pc->results[i].message, sizeof pc->results[i].message, "no reply from %s", "s1");
+    }
+  }
+  pc->done = (kvs_client_completion_t){.id = 1, .type = REQUEST_TYPE__PUT, .n = n,
+                                       .results = pc->results};
+}
+
+/* An allocator with no memory; allocator_data counts the attempts (an int). */
+static void *alloc_fails(void *data, size_t size) {
+  (void)size;
+  (*(int *)data)++;
+  return NULL;
+}
+
+static void alloc_free(void *data, void *p) {
+  (void)data;
+  free(p);
+}
+
+/* Asserts that r's reply lists every key of pc with its outcome, and packs. */
+static void assert_put_reply_lists_each_key(const cache_put_reply_t *r, const put_case_t *pc) {
+  assert_int_equal(r->resp.type, REQUEST_TYPE__PUT);
+  assert_string_equal(r->resp.response_id, "exec-7_99");
+  assert_int_equal(r->resp.error, ANNA_ERROR__NO_ERROR);
+  assert_int_equal(r->resp.n_tuples, pc->req.n_tuples);
+  for (size_t i = 0; i < r->resp.n_tuples; i++) {
+    const KeyTuple *t = r->resp.tuples[i];
+    assert_string_equal(t->key, pc->keys[i]);
+    assert_int_equal(t->lattice_type, LATTICE_TYPE__LWW);
+    assert_int_equal(t->payload.len, 0);
+    if (i % 3 == 2) {
+      assert_int_equal(t->error, ANNA_ERROR__TIMEOUT);
+      assert_string_equal(t->error_message, "no reply from s1");
+    } else {
+      assert_int_equal(t->error, ANNA_ERROR__NO_ERROR);
+      assert_true(!t->error_message || !t->error_message[0]); /* the default "" */
+    }
+  }
+  uint8_t buf[4096];
+  assert_true(key_response__get_packed_size(&r->resp) <= sizeof buf);
+  KeyResponse *back = key_response__unpack(NULL, key_response__pack(&r->resp, buf), buf);
+  assert_non_null(back);
+  assert_int_equal(back->n_tuples, pc->req.n_tuples);
+  key_response__free_unpacked(back, NULL);
+}
+
+static void test_put_reply_lists_each_keys_kvs_outcome(void **state) {
+  (void)state;
+  static put_case_t pc;
+  cache_put_reply_t r;
+  for (size_t n = 1; n <= PUT_KEYS_MAX; n += PUT_KEYS_MAX - 1) { /* in place, then heap */
+    put_case(&pc, n);
+    assert_int_equal(cache_put_reply_build(&r, &pc.req, &pc.done, NULL), 0);
+    assert_put_reply_lists_each_key(&r, &pc);
+    cache_put_reply_free(&r);
+  }
+}
+
+static void test_put_reply_of_few_keys_needs_no_memory(void **state) {
+  (void)state;
+  static put_case_t pc;
+  cache_put_reply_t r;
+  put_case(&pc, CACHE_REPLY_STACK);
+  int tries = 0;
+  ProtobufCAllocator no_memory = {.alloc = alloc_fails, .free = alloc_free, .allocator_data = &tries};
+  assert_int_equal(cache_put_reply_build(&r, &pc.req, &pc.done, &no_memory), 0);
+  assert_int_equal(tries, 0);
+  assert_put_reply_lists_each_key(&r, &pc);
+  cache_put_reply_free(&r);
+}
+
+static void test_put_reply_without_memory_is_an_error_for_the_whole_put(void **state) {
+  (void)state;
+  static put_case_t pc;
+  cache_put_reply_t r;
+  put_case(&pc, PUT_KEYS_MAX);
+  int tries = 0;
+  ProtobufCAllocator no_memory = {.alloc = alloc_fails, .free = alloc_free, .allocator_data = &tries};
+  assert_int_equal(cache_put_reply_build(&r, &pc.req, &pc.done, &no_memory), -ENOMEM);
+  assert_int_equal(tries, 1);
+  assert_int_equal(r.resp.type, REQUEST_TYPE__PUT);
+  assert_string_equal(r.resp.response_id, "exec-7_99");
+  assert_int_equal(r.resp.n_tuples, 0);
+  assert_int_equal(r.resp.error, ANNA_ERROR__TIMEOUT);
+  assert_non_null(strstr(r.resp.error_message, "out of memory"));
+  assert_non_null(strstr(r.resp.error_message, "acknowledged 27 of 40 keys"));
+  uint8_t buf[512];
+  assert_true(key_response__get_packed_size(&r.resp) <= sizeof buf);
+  KeyResponse *back = key_response__unpack(NULL, key_response__pack(&r.resp, buf), buf);
+  assert_non_null(back);
+  assert_int_equal(back->error, ANNA_ERROR__TIMEOUT);
+  assert_string_equal(back->response_id, "exec-7_99");
+  key_response__free_unpacked(back, NULL);
+  cache_put_reply_free(&r);
+}
+
+static void test_reply_error_mapping_keeps_outcomes_and_refuses_the_rest(void **state) {
+  (void)state;
+  assert_int_equal(cache_reply_anna_error(0), ANNA_ERROR__NO_ERROR);
+  assert_int_equal(cache_reply_anna_error(SQ_EKEYDNE), ANNA_ERROR__KEY_DNE);
+  assert_int_equal(cache_reply_anna_error(SQ_EWRONGTHREAD), ANNA_ERROR__WRONG_THREAD);
+  assert_int_equal(cache_reply_anna_error(SQ_ETIMEOUT), ANNA_ERROR__TIMEOUT);
+  assert_int_equal(cache_reply_anna_error(SQ_ENOSERVERS), ANNA_ERROR__NO_SERVERS);
+  assert_int_equal(cache_reply_anna_error(SQ_ELATTICE), ANNA_ERROR__LATTICE);
+  assert_int_equal(cache_reply_anna_error(-ENOMEM), ANNA_ERROR__LATTICE);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_first_miss_opens_a_fetch_and_later_misses_join_it),
@@ -432,6 +570,10 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_malformed_payload_is_refused_and_nothing_stored,
                                       vsetup, vteardown),
       cmocka_unit_test(test_payload_of_a_blob_with_foreign_meta_is_corrupt),
+      cmocka_unit_test(test_put_reply_lists_each_keys_kvs_outcome),
+      cmocka_unit_test(test_put_reply_of_few_keys_needs_no_memory),
+      cmocka_unit_test(test_put_reply_without_memory_is_an_error_for_the_whole_put),
+      cmocka_unit_test(test_reply_error_mapping_keeps_outcomes_and_refuses_the_rest),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
