@@ -71,17 +71,6 @@ static void kvs__tuple_error(kvs_request_ctx_t *rq, KeyTuple *out, AnnaError err
 
 /* ---- GET and PUT of one tuple -------------------------------------------------- */
 
-/* True when a stored payload holds no data: Anna answers KEY_DNE for it (§2.2). The
- * field holding the data is 2 for LWW, PRIORITY and SINGLE_CAUSAL, 1 for sets, 3 for
- * MULTI_CAUSAL; a single-value lattice with zero bytes is empty too. */
-static bool kvs__payload_empty(sq_lattice_type_t type, const uint8_t *p, size_t len) {
-  static const uint32_t data_field[] = {0, 2, 1, 2, 3, 1, 2};
-  const uint8_t *value;
-  size_t value_len;
-  if (sq_wire_find_bytes(p, len, data_field[type], &value, &value_len) != 0) return true;
-  return (type == SQ_LATTICE_LWW || type == SQ_LATTICE_PRIORITY) && value_len == 0;
-}
-
 static bool kvs__owned_here(kvs_request_ctx_t *rq, const char *key, size_t keylen) {
   /* A lone worker owns every key: skip hashing the key onto the local ring. */
   if (kvs_placement_threads(rq->params->placement) == 1) return true;
@@ -114,8 +103,7 @@ static void kvs__handle_get(kvs_request_ctx_t *rq, const KeyTuple *in, KeyTuple 
                               kvs__quote(rq, in->key), rq->params->tid));
     return;
   }
-  if (kvs_store_get_key(rq->store, k, &e) != 0 ||
-      kvs__payload_empty(e.type, e.payload, e.len)) {
+  if (kvs_store_get_key(rq->store, k, &e) != 0 || e.empty) {
     out->error = ANNA_ERROR__KEY_DNE;
     return;
   }
@@ -223,8 +211,8 @@ static void kvs__handle_put(kvs_request_ctx_t *rq, const KeyTuple *in, KeyTuple 
  * back to back, the batch's replies wake ZeroMQ's I/O thread once instead of once per
  * reply (measured: the I/O thread's CPU per GET halved, ~2.0 -> ~1.0 us). */
 static void kvs__reply(kvs_request_ctx_t *rq, const char *address, size_t addr_len,
-                       uint64_t lsn, const KeyResponse *resp) {
-  size_t fast = kvs_wire_response_size(resp); /* same bytes as protobuf-c, or 0 */
+                       uint64_t lsn, const KeyResponse *resp, const kvs_wire_known_t *known) {
+  size_t fast = kvs_wire_response_size(resp, known); /* same bytes as protobuf-c, or 0 */
   size_t len = fast ? fast : key_response__get_packed_size(resp);
   uint8_t *dst = kvs_ack_reserve(&rq->acks, lsn, address, addr_len, len);
   if (!dst) {
@@ -233,7 +221,7 @@ static void kvs__reply(kvs_request_ctx_t *rq, const char *address, size_t addr_l
     return;
   }
   /* Packed once, in the queue entry. */
-  if (fast) kvs_wire_response_pack(resp, dst);
+  if (fast) kvs_wire_response_pack(resp, known, dst);
   else key_response__pack(resp, dst);
 }
 
@@ -260,7 +248,7 @@ static void kvs__salvage(kvs_request_ctx_t *rq, const uint8_t *bytes, size_t len
   resp.response_id = request_id;
   resp.error = ANNA_ERROR__LATTICE;
   resp.error_message = (char *)problem;
-  kvs__reply(rq, address, addr_len, 0, &resp);
+  kvs__reply(rq, address, addr_len, 0, &resp, NULL);
 }
 
 /* Keys per request whose store views (hash included) a batch makes once, for its
@@ -297,10 +285,11 @@ static int kvs__answer(kvs_request_ctx_t *rq, const KeyRequest *req, KeyResponse
 /* Decodes one message into the arena. NULL with the sentence for the sender in
  * *problem when it is not a KeyRequest we can read. */
 static KeyRequest *kvs__decode(kvs_request_ctx_t *rq, const uint8_t *bytes, size_t len,
-                               char **problem) {
+                               char **problem, kvs_wire_known_t *known) {
   const kvs_config_t *cfg = rq->params->config;
   KeyRequest *req = NULL;
   *problem = NULL;
+  *known = (kvs_wire_known_t){0};
   if (len > cfg->max_request_bytes) {
     *problem = kvs__say(rq, "request of %zu bytes is over the limit of %" PRIu64
                         " bytes (--max-request-bytes)", len, cfg->max_request_bytes);
@@ -308,7 +297,7 @@ static KeyRequest *kvs__decode(kvs_request_ctx_t *rq, const uint8_t *bytes, size
   }
   /* The common one-tuple shape is decoded by hand (kvs_wire.h); anything else, and
    * anything the fast path is unsure of, goes through protobuf-c, which decides. */
-  if (kvs_wire_request_decode(bytes, len, &rq->arena, &req) != 0 &&
+  if (kvs_wire_request_decode(bytes, len, &rq->arena, &req, known) != 0 &&
       sq_proto_unpack(&key_request__descriptor, sq_arena_allocator(&rq->arena), bytes, len,
                       SIZE_MAX, (ProtobufCMessage **)&req) != 0) {
     *problem = "the request is not a valid KeyRequest message";
@@ -320,7 +309,7 @@ static KeyRequest *kvs__decode(kvs_request_ctx_t *rq, const uint8_t *bytes, size
 /* Answers a decoded request (or salvages an undecodable one) and queues the reply. */
 static void kvs__serve(kvs_request_ctx_t *rq, const uint8_t *bytes, size_t len,
                        const KeyRequest *req, const char *problem,
-                       const kvs__pre_t *pre) {
+                       const kvs__pre_t *pre, const kvs_wire_known_t *known) {
   atomic_fetch_add_explicit(&rq->counters->requests, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&rq->counters->bytes_in, len, memory_order_relaxed);
   if (!req) {
@@ -342,24 +331,28 @@ static void kvs__serve(kvs_request_ctx_t *rq, const uint8_t *bytes, size_t len,
    * reveal or confirm a value a restart will not have. The sender times out; the
    * worker stops after this batch (kvs_request_after_batch). */
   if (rq->log_failed) return;
-  size_t addr_len = strlen(req->response_address);
+  size_t addr_len = kvs_wire_strlen(req->response_address, known);
   if (addr_len == 0) return; /* fire and forget (gossip-style PUT) */
   if (addr_len >= KVS__MAX_ADDRESS) return;
-  kvs__reply(rq, req->response_address, addr_len, rq->appended_lsn, &resp);
+  kvs__reply(rq, req->response_address, addr_len, rq->appended_lsn, &resp, known);
 }
 
 void kvs_request_handle(kvs_request_ctx_t *rq, const uint8_t *bytes, size_t len) {
   char *problem;
+  kvs_wire_known_t known;
   sq_arena_reset(&rq->arena);
-  KeyRequest *req = kvs__decode(rq, bytes, len, &problem);
-  kvs__serve(rq, bytes, len, req, problem, NULL);
+  KeyRequest *req = kvs__decode(rq, bytes, len, &problem, &known);
+  kvs__serve(rq, bytes, len, req, problem, NULL, &known);
 }
 
 /* Makes the views of the first keys of req (none when it did not decode). */
-static void kvs__pre_make(kvs__pre_t *pre, const KeyRequest *req) {
+static void kvs__pre_make(kvs__pre_t *pre, const KeyRequest *req,
+                          const kvs_wire_known_t *known) {
   pre->n = 0;
-  for (size_t t = 0; req && t < req->n_tuples && t < KVS__PRE_KEYS; t++, pre->n++)
-    kvs_store_key(&pre->key[t], req->tuples[t]->key, strlen(req->tuples[t]->key));
+  for (size_t t = 0; req && t < req->n_tuples && t < KVS__PRE_KEYS; t++, pre->n++) {
+    const char *key = req->tuples[t]->key;
+    kvs_store_key(&pre->key[t], key, kvs_wire_strlen(key, known));
+  }
 }
 
 /* Prefetch step `step` (see kvs_store_prefetch) for the pre-made keys of every request. */
@@ -368,10 +361,14 @@ static void kvs__prefetch(kvs_request_ctx_t *rq, const kvs__pre_t *pre, int n, i
     for (size_t t = 0; t < pre[i].n; t++) kvs_store_prefetch(rq->store, &pre[i].key[t], step);
 }
 
+/* How many requests ahead of the one being served the rest of a value is fetched. */
+#define KVS__VALUE_AHEAD 2
+
 int kvs_request_receive_batch(kvs_request_ctx_t *rq, void *socket, int max) {
   zmq_msg_t msgs[KVS_REQUEST_PIPELINE];
   KeyRequest *reqs[KVS_REQUEST_PIPELINE];
   char *problems[KVS_REQUEST_PIPELINE];
+  kvs_wire_known_t known[KVS_REQUEST_PIPELINE];
   int n = 0;
   if (max > KVS_REQUEST_PIPELINE) max = KVS_REQUEST_PIPELINE;
   for (; n < max; n++) {
@@ -384,16 +381,22 @@ int kvs_request_receive_batch(kvs_request_ctx_t *rq, void *socket, int max) {
   if (n == 0) return 0;
   sq_arena_reset(&rq->arena);
   for (int i = 0; i < n; i++)
-    reqs[i] = kvs__decode(rq, zmq_msg_data(&msgs[i]), zmq_msg_size(&msgs[i]), &problems[i]);
+    reqs[i] = kvs__decode(rq, zmq_msg_data(&msgs[i]), zmq_msg_size(&msgs[i]), &problems[i],
+                          &known[i]);
   /* With 100k keys the store's index, entries and values are out of cache: ask for
    * every key's slot, then entry, then value, a whole pass apart, so the misses of
    * the batch overlap instead of stalling one request at a time. */
   kvs__pre_t pre[KVS_REQUEST_PIPELINE];
-  for (int i = 0; i < n; i++) kvs__pre_make(&pre[i], reqs[i]);
+  for (int i = 0; i < n; i++) kvs__pre_make(&pre[i], reqs[i], &known[i]);
   for (int step = 0; step < 3; step++) kvs__prefetch(rq, pre, n, step);
+  /* Whole values a few requests ahead (see kvs_store_prefetch): a GET's reply copies
+   * its value, and a 1 KiB value is 16 lines. */
+  for (int i = 0; i < n && i < KVS__VALUE_AHEAD; i++)
+    kvs__prefetch(rq, &pre[i], 1, 3);
   for (int i = 0; i < n; i++) {
+    if (i + KVS__VALUE_AHEAD < n) kvs__prefetch(rq, &pre[i + KVS__VALUE_AHEAD], 1, 3);
     kvs__serve(rq, zmq_msg_data(&msgs[i]), zmq_msg_size(&msgs[i]), reqs[i], problems[i],
-               &pre[i]);
+               &pre[i], &known[i]);
     zmq_msg_close(&msgs[i]);
   }
   return n;

@@ -50,8 +50,9 @@ static bool kvs__bytes(kvs__rd_t *r, const uint8_t **data, size_t *len) {
   return true;
 }
 
-/* A string field, copied NUL-terminated into the arena. */
-static int kvs__string(kvs__rd_t *r, sq_arena_t *arena, char **out) {
+/* A string field, copied NUL-terminated into the arena; its C-string length (up to
+ * an embedded NUL, as every reader of the char * sees it) in *out_len. */
+static int kvs__string(kvs__rd_t *r, sq_arena_t *arena, char **out, size_t *out_len) {
   const uint8_t *data;
   size_t len;
   if (!kvs__bytes(r, &data, &len)) return SQ_EPROTO;
@@ -59,7 +60,9 @@ static int kvs__string(kvs__rd_t *r, sq_arena_t *arena, char **out) {
   if (!s) return -ENOMEM;
   memcpy(s, data, len);
   s[len] = '\0';
+  const char *nul = memchr(s, '\0', len);
   *out = s;
+  *out_len = nul ? (size_t)(nul - s) : len;
   return 0;
 }
 
@@ -72,14 +75,15 @@ static bool kvs__tag(kvs__rd_t *r, unsigned *last, uint8_t *tag) {
   return true;
 }
 
-static int kvs__tuple_decode(kvs__rd_t *r, sq_arena_t *arena, KeyTuple *t) {
+static int kvs__tuple_decode(kvs__rd_t *r, sq_arena_t *arena, KeyTuple *t,
+                             size_t *key_len) {
   unsigned last = 0;
   uint32_t v;
   uint8_t tag;
   while (r->p < r->end) {
     if (!kvs__tag(r, &last, &tag)) return SQ_EPROTO;
     if (tag == 0x0a) {
-      int rc = kvs__string(r, arena, &t->key);
+      int rc = kvs__string(r, arena, &t->key, key_len);
       if (rc) return rc;
       continue;
     }
@@ -117,8 +121,9 @@ static int kvs__request_alloc(sq_arena_t *arena, KeyRequest **out) {
 }
 
 int kvs_wire_request_decode(const uint8_t *p, size_t len, sq_arena_t *arena,
-                            KeyRequest **out) {
+                            KeyRequest **out, kvs_wire_known_t *known) {
   kvs__rd_t r = {p, p + len};
+  kvs_wire_known_t k = {0};
   KeyRequest *req = NULL;
   unsigned last = 0;
   uint32_t v;
@@ -135,21 +140,27 @@ int kvs_wire_request_decode(const uint8_t *p, size_t len, sq_arena_t *arena,
       size_t n;
       if (kvs__bytes(&r, &body, &n)) {
         kvs__rd_t sub = {body, body + n};
-        rc = kvs__tuple_decode(&sub, arena, req->tuples[0]);
+        rc = kvs__tuple_decode(&sub, arena, req->tuples[0], &k.key_len);
         req->n_tuples = 1;
       } else {
         rc = SQ_EPROTO;
       }
     } else if (tag == 0x1a) {
-      rc = kvs__string(&r, arena, &req->response_address);
+      rc = kvs__string(&r, arena, &req->response_address, &k.response_address_len);
     } else if (tag == 0x22) {
-      rc = kvs__string(&r, arena, &req->request_id);
+      rc = kvs__string(&r, arena, &req->request_id, &k.request_id_len);
     } else {
       rc = SQ_EPROTO;
     }
   }
   if (rc == 0 && req->n_tuples != 1) rc = SQ_EPROTO;
   *out = rc ? NULL : req;
+  if (rc == 0 && known) {
+    k.key = req->tuples[0]->key;
+    k.response_address = req->response_address;
+    k.request_id = req->request_id;
+    *known = k;
+  }
   return rc;
 }
 
@@ -178,7 +189,15 @@ static size_t kvs__ld_size(size_t tag_len, size_t len) {
   return len ? tag_len + kvs__vlen(len) + len : 0;
 }
 
-static size_t kvs__str_len(const char *s) { return s ? strlen(s) : 0; }
+size_t kvs_wire_strlen(const char *s, const kvs_wire_known_t *known) {
+  if (!s || !*s) return 0;
+  if (known) {
+    if (s == known->key) return known->key_len;
+    if (s == known->request_id) return known->request_id_len;
+    if (s == known->response_address) return known->response_address_len;
+  }
+  return strlen(s);
+}
 
 static uint8_t *kvs__ld_put(uint8_t *o, const uint8_t *tag, size_t tag_len,
                             const void *data, size_t len) {
@@ -201,36 +220,36 @@ static uint8_t *kvs__enum_put(uint8_t *o, uint8_t tag, uint32_t v) {
 static const uint8_t kvs__tag_message[2] = {0xa2, 0x06}; /* field 100, bytes */
 
 /* Size of a tuple's body; false for a negative enum. */
-static bool kvs__tuple_size(const KeyTuple *t, size_t *size) {
+static bool kvs__tuple_size(const KeyTuple *t, const kvs_wire_known_t *known, size_t *size) {
   if ((int)t->lattice_type < 0 || (int)t->error < 0) return false;
-  *size = kvs__ld_size(1, kvs__str_len(t->key)) + kvs__enum_size((uint32_t)t->lattice_type) +
-          kvs__enum_size((uint32_t)t->error) + kvs__ld_size(1, t->payload.len) +
-          kvs__enum_size(t->address_cache_size) + (t->invalidate ? 2 : 0) +
-          kvs__ld_size(2, kvs__str_len(t->error_message));
+  *size = kvs__ld_size(1, kvs_wire_strlen(t->key, known)) +
+          kvs__enum_size((uint32_t)t->lattice_type) + kvs__enum_size((uint32_t)t->error) +
+          kvs__ld_size(1, t->payload.len) + kvs__enum_size(t->address_cache_size) +
+          (t->invalidate ? 2 : 0) + kvs__ld_size(2, kvs_wire_strlen(t->error_message, NULL));
   return true;
 }
 
-size_t kvs_wire_response_size(const KeyResponse *resp) {
+size_t kvs_wire_response_size(const KeyResponse *resp, const kvs_wire_known_t *known) {
   if ((int)resp->type < 0 || (int)resp->error < 0) return 0;
   size_t size = kvs__enum_size((uint32_t)resp->type) +
-                kvs__ld_size(1, kvs__str_len(resp->response_id)) +
+                kvs__ld_size(1, kvs_wire_strlen(resp->response_id, known)) +
                 kvs__enum_size((uint32_t)resp->error) +
-                kvs__ld_size(2, kvs__str_len(resp->error_message));
+                kvs__ld_size(2, kvs_wire_strlen(resp->error_message, NULL));
   for (size_t i = 0; i < resp->n_tuples; i++) {
     size_t t;
-    if (!kvs__tuple_size(resp->tuples[i], &t)) return 0;
+    if (!kvs__tuple_size(resp->tuples[i], known, &t)) return 0;
     size += 1 + kvs__vlen(t) + t;
   }
   return size;
 }
 
-static uint8_t *kvs__tuple_put(uint8_t *o, const KeyTuple *t) {
+static uint8_t *kvs__tuple_put(uint8_t *o, const KeyTuple *t, const kvs_wire_known_t *known) {
   static const uint8_t key_tag = 0x0a, payload_tag = 0x22;
   size_t body = 0;
-  kvs__tuple_size(t, &body);
+  kvs__tuple_size(t, known, &body);
   *o++ = 0x12;
   o = kvs__vput(o, body);
-  o = kvs__ld_put(o, &key_tag, 1, t->key, kvs__str_len(t->key));
+  o = kvs__ld_put(o, &key_tag, 1, t->key, kvs_wire_strlen(t->key, known));
   o = kvs__enum_put(o, 0x10, (uint32_t)t->lattice_type);
   o = kvs__enum_put(o, 0x18, (uint32_t)t->error);
   o = kvs__ld_put(o, &payload_tag, 1, t->payload.data, t->payload.len);
@@ -240,16 +259,17 @@ static uint8_t *kvs__tuple_put(uint8_t *o, const KeyTuple *t) {
     *o++ = 1;
   }
   return kvs__ld_put(o, kvs__tag_message, 2, t->error_message,
-                     kvs__str_len(t->error_message));
+                     kvs_wire_strlen(t->error_message, NULL));
 }
 
-size_t kvs_wire_response_pack(const KeyResponse *resp, uint8_t *out) {
+size_t kvs_wire_response_pack(const KeyResponse *resp, const kvs_wire_known_t *known,
+                              uint8_t *out) {
   static const uint8_t id_tag = 0x1a;
   uint8_t *o = kvs__enum_put(out, 0x08, (uint32_t)resp->type);
-  for (size_t i = 0; i < resp->n_tuples; i++) o = kvs__tuple_put(o, resp->tuples[i]);
-  o = kvs__ld_put(o, &id_tag, 1, resp->response_id, kvs__str_len(resp->response_id));
+  for (size_t i = 0; i < resp->n_tuples; i++) o = kvs__tuple_put(o, resp->tuples[i], known);
+  o = kvs__ld_put(o, &id_tag, 1, resp->response_id, kvs_wire_strlen(resp->response_id, known));
   o = kvs__enum_put(o, 0x20, (uint32_t)resp->error);
   o = kvs__ld_put(o, kvs__tag_message, 2, resp->error_message,
-                  kvs__str_len(resp->error_message));
+                  kvs_wire_strlen(resp->error_message, NULL));
   return (size_t)(o - out);
 }

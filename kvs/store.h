@@ -29,7 +29,15 @@ typedef struct {
   sq_lattice_type_t type;
   const uint8_t *payload; /* valid until the next merge into this key */
   size_t len;
+  bool empty; /* the payload holds no data (kvs_store_payload_empty), kept per entry */
 } kvs_store_entry_t;
+
+/* True when a lattice payload holds no data: Anna answers KEY_DNE for such a key
+ * (PROTOCOL.md §2.2). The field holding the data is 2 for LWW, PRIORITY and
+ * SINGLE_CAUSAL, 1 for sets, 3 for MULTI_CAUSAL; a single-value lattice with zero
+ * bytes of data is empty too. The store computes it when a value changes, so that a
+ * GET does not parse the stored bytes again. */
+bool kvs_store_payload_empty(sq_lattice_type_t type, const uint8_t *p, size_t len);
 
 typedef struct {
   uint64_t keys;
@@ -85,9 +93,13 @@ void kvs_store_entry_at(const kvs_store_t *store, size_t i, kvs_store_entry_t *e
 void kvs_store_stats(const kvs_store_t *store, kvs_store_stats_t *stats);
 
 /* A hint, for a lookup of `key` soon after: step 0 asks the CPU to bring the key's
- * index slot into cache, step 1 its entry, step 2 its value. Each step reads what the
- * previous one fetched, so run them over a whole batch of keys, one pass per step.
+ * index slot into cache, step 1 its entry, step 2 the first line of its value, step 3
+ * the rest of its value (up to KVS_STORE_PREFETCH_MAX bytes). Each step reads what
+ * the previous one fetched, so run steps 0-2 over a whole batch of keys, one pass per
+ * step, and step 3 a few keys ahead of their use: a whole value is many lines, and a
+ * burst of them for every key of a batch stalls on the CPU's few outstanding misses.
  * Changes nothing; harmless for absent keys (it may fetch another key's entry). */
+#define KVS_STORE_PREFETCH_MAX 4096
 void kvs_store_prefetch(const kvs_store_t *store, const kvs_store_key_t *k, int step);
 
 #endif

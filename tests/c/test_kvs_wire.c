@@ -118,13 +118,22 @@ static int compare_decoders(const uint8_t *p, size_t len) {
   sq_arena_init(&fa, 4096);
   sq_arena_init(&sa, 4096);
   KeyRequest *fast = NULL, *slow = NULL;
-  int frc = kvs_wire_request_decode(p, len, &fa, &fast);
+  kvs_wire_known_t known;
+  int frc = kvs_wire_request_decode(p, len, &fa, &fast, &known);
   int src = sq_proto_unpack(&key_request__descriptor, sq_arena_allocator(&sa), p, len,
                             SIZE_MAX, (ProtobufCMessage **)&slow);
   assert_true(frc == 0 || frc == SQ_EPROTO);
   if (frc == 0) {
     assert_int_equal(src, 0);
     assert_same_request(fast, slow);
+    /* The lengths the decoder hands on are those of the strings it made. */
+    assert_ptr_equal(known.key, fast->tuples[0]->key);
+    assert_int_equal(known.key_len, strlen(fast->tuples[0]->key));
+    assert_ptr_equal(known.response_address, fast->response_address);
+    assert_int_equal(known.response_address_len, strlen(fast->response_address));
+    assert_ptr_equal(known.request_id, fast->request_id);
+    assert_int_equal(known.request_id_len, strlen(fast->request_id));
+    assert_int_equal(kvs_wire_strlen(fast->request_id, &known), strlen(fast->request_id));
   }
   sq_arena_destroy(&fa);
   sq_arena_destroy(&sa);
@@ -199,7 +208,7 @@ static int fast_accepts(const uint8_t *p, size_t len) {
   sq_arena_t a;
   sq_arena_init(&a, 1024);
   KeyRequest *req = NULL;
-  int rc = kvs_wire_request_decode(p, len, &a, &req);
+  int rc = kvs_wire_request_decode(p, len, &a, &req, NULL);
   sq_arena_destroy(&a);
   return rc;
 }
@@ -255,7 +264,7 @@ static void test_typical_get_and_put_take_the_fast_path(void **state) {
   size_t len;
   uint8_t *p = pack_request(&a, &req, &len);
   KeyRequest *got = NULL;
-  assert_int_equal(kvs_wire_request_decode(p, len, &a, &got), 0);
+  assert_int_equal(kvs_wire_request_decode(p, len, &a, &got, NULL), 0);
   assert_int_equal(got->type, REQUEST_TYPE__PUT);
   assert_string_equal(got->tuples[0]->key, "key:00000042");
   assert_string_equal(got->response_address, "tcp://127.0.0.1:40000");
@@ -283,12 +292,25 @@ static void test_responses_pack_to_exactly_protobuf_c_bytes(void **state) {
     if (!below(4)) resp.error = (AnnaError)rnd_enum();
     if (!below(6)) resp.error_message = rnd_string(&a, 200);
     size_t want = key_response__get_packed_size(&resp);
-    size_t got = kvs_wire_response_size(&resp);
+    size_t got = kvs_wire_response_size(&resp, NULL);
     assert_int_equal(got, want);
     if (want) {
       uint8_t *x = sq_arena_alloc(&a, want), *y = sq_arena_alloc(&a, want);
       assert_int_equal(key_response__pack(&resp, x), want);
-      assert_int_equal(kvs_wire_response_pack(&resp, y), want);
+      assert_int_equal(kvs_wire_response_pack(&resp, NULL, y), want);
+      assert_memory_equal(x, y, want);
+      /* With the lengths of the id and first key handed in (as the worker does): the
+       * same bytes. */
+      kvs_wire_known_t known = {0};
+      known.request_id = resp.response_id;
+      known.request_id_len = resp.response_id ? strlen(resp.response_id) : 0;
+      if (resp.n_tuples) {
+        known.key = resp.tuples[0]->key;
+        known.key_len = known.key ? strlen(known.key) : 0;
+      }
+      assert_int_equal(kvs_wire_response_size(&resp, &known), want);
+      memset(y, 0, want);
+      assert_int_equal(kvs_wire_response_pack(&resp, &known, y), want);
       assert_memory_equal(x, y, want);
     }
     sq_arena_destroy(&a);
@@ -303,12 +325,12 @@ static void test_negative_enums_are_left_to_protobuf_c(void **state) {
   resp.tuples = &tp;
   resp.n_tuples = 1;
   t.lattice_type = (LatticeType)-1;
-  assert_int_equal(kvs_wire_response_size(&resp), 0);
+  assert_int_equal(kvs_wire_response_size(&resp, NULL), 0);
   t.lattice_type = LATTICE_TYPE__LWW;
   resp.error = (AnnaError)-3;
-  assert_int_equal(kvs_wire_response_size(&resp), 0);
+  assert_int_equal(kvs_wire_response_size(&resp, NULL), 0);
   resp.error = ANNA_ERROR__NO_ERROR;
-  assert_int_equal(kvs_wire_response_size(&resp), key_response__get_packed_size(&resp));
+  assert_int_equal(kvs_wire_response_size(&resp, NULL), key_response__get_packed_size(&resp));
 }
 
 int main(void) {

@@ -37,12 +37,12 @@ static void fuzz__check_pack(const KeyRequest *req, sq_arena_t *arena) {
   resp.n_tuples = req->n_tuples;
   resp.tuples = req->tuples;
   size_t want = key_response__get_packed_size(&resp);
-  size_t got = kvs_wire_response_size(&resp);
+  size_t got = kvs_wire_response_size(&resp, NULL);
   if (got == 0) return; /* negative enum: protobuf-c's job */
   if (got != want) abort();
   uint8_t *x = sq_arena_alloc(arena, want), *y = sq_arena_alloc(arena, want);
   if (!x || !y) abort();
-  if (key_response__pack(&resp, x) != want || kvs_wire_response_pack(&resp, y) != want ||
+  if (key_response__pack(&resp, x) != want || kvs_wire_response_pack(&resp, NULL, y) != want ||
       memcmp(x, y, want) != 0)
     abort();
 }
@@ -58,7 +58,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     ready = 1;
   }
   KeyRequest *fast = NULL, *slow = NULL;
-  int frc = kvs_wire_request_decode(data, size, &fast_arena, &fast);
+  kvs_wire_known_t known;
+  int frc = kvs_wire_request_decode(data, size, &fast_arena, &fast, &known);
   if (frc != 0 && frc != SQ_EPROTO) abort();
   if (frc == 0) {
     int src = sq_proto_unpack(&key_request__descriptor, sq_arena_allocator(&slow_arena), data,
@@ -67,6 +68,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         !fuzz__str_eq(slow->response_address, fast->response_address) ||
         !fuzz__str_eq(slow->request_id, fast->request_id) ||
         !fuzz__tuple_eq(slow->tuples[0], fast->tuples[0]) || slow->base.n_unknown_fields)
+      abort();
+    /* The lengths handed on are the C-string lengths of what was decoded. */
+    if (known.key_len != strlen(fast->tuples[0]->key) ||
+        known.response_address_len != strlen(fast->response_address) ||
+        known.request_id_len != strlen(fast->request_id))
       abort();
     fuzz__check_pack(fast, &fast_arena);
   }
