@@ -7,9 +7,17 @@
  *
  * Invariants: every entry is in exactly one bucket chain and in the LRU list;
  * size <= max_sockets after every call; an entry's socket is open and connected to
- * its endpoint. A lookup moves the entry to the head; an insert past max_sockets
- * closes the tail first. The bucket count is fixed at creation (>= 2 * max_sockets,
- * a power of two), so chains stay short without rehashing.
+ * its endpoint. A lookup moves the entry to the head and stamps it with the time; an
+ * insert past max_sockets closes the tail first. The bucket count is fixed at
+ * creation (>= 2 * max_sockets, a power of two), so chains stay short without
+ * rehashing.
+ *
+ * Idle expiry: stamps are taken from a monotonic clock and only the head is stamped,
+ * so they never increase from head to tail and the tail is always the longest idle.
+ * Each get closes tail entries idle for idle_ms, at most SQ_ZMQ_CACHE_EXPIRE_BATCH of
+ * them, and stops at the first one still fresh: no scan, and each entry expires at
+ * most once, so the work is O(1) amortised per call. The entry a get returns is
+ * stamped before the expiry runs, so a get never closes the socket it hands out.
  */
 #include "sq_zmq.h"
 
@@ -18,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "sq_error.h"
 
@@ -140,21 +149,33 @@ out:
   return rc;
 }
 
-int sq_zmq_push_connect(void *zctx, const char *endpoint, int sndhwm, int linger_ms,
-                        void **out) {
+/* sq_zmq_push_connect with the reconnect ceiling given: ivl_max_ms < 0 leaves
+ * libzmq's default (no back-off). Options must be set before zmq_connect: libzmq
+ * copies them into the connection when it is made. */
+static int sq__push_connect(void *zctx, const char *endpoint, int sndhwm, int linger_ms,
+                            int ivl_max_ms, void **out) {
   int rc = 0;
   if (!sq__endpoint_ok(endpoint)) return SQ_EINVAL;
   void *sock = zmq_socket(zctx, ZMQ_PUSH);
   if (!sock) return -zmq_errno();
   if ((rc = sq__setsockopt_int(sock, ZMQ_LINGER, linger_ms)) ||
       (rc = sq__setsockopt_int(sock, ZMQ_SNDHWM, sndhwm)) ||
-      (rc = sq__setsockopt_int(sock, ZMQ_SNDTIMEO, 0)))
+      (rc = sq__setsockopt_int(sock, ZMQ_SNDTIMEO, 0)) ||
+      (rc = sq__setsockopt_int(sock, ZMQ_RECONNECT_IVL, SQ_ZMQ_RECONNECT_IVL_MS)) ||
+      (ivl_max_ms >= 0 &&
+       (rc = sq__setsockopt_int(sock, ZMQ_RECONNECT_IVL_MAX, ivl_max_ms))))
     goto out;
   if (zmq_connect(sock, endpoint) != 0) rc = -zmq_errno();
 out:
   if (rc) zmq_close(sock);
   else *out = sock;
   return rc;
+}
+
+int sq_zmq_push_connect(void *zctx, const char *endpoint, int sndhwm, int linger_ms,
+                        void **out) {
+  return sq__push_connect(zctx, endpoint, sndhwm, linger_ms,
+                          SQ_ZMQ_DEFAULT_RECONNECT_IVL_MAX_MS, out);
 }
 
 int sq_zmq_req_connect(void *zctx, const char *endpoint, int timeout_ms,
@@ -246,6 +267,7 @@ typedef struct sq__zentry {
   struct sq__zentry *hnext;       /* bucket chain */
   struct sq__zentry *prev, *next; /* LRU list; prev is more recent */
   uint64_t hash;
+  uint64_t last_used_ms; /* sq__now_ms() of the last get; non-increasing head->tail */
   void *sock;
   char endpoint[];
 } sq__zentry_t;
@@ -255,6 +277,8 @@ struct sq_zmq_cache {
   size_t max_sockets;
   int sndhwm;
   int linger_ms;
+  int ivl_max_ms; /* < 0: no back-off */
+  int idle_ms;    /* > 0, or < 0 for never */
   sq__zentry_t **buckets;
   size_t mask; /* bucket count - 1 */
   size_t size;
@@ -268,14 +292,32 @@ static uint64_t sq__fnv1a(const char *s) {
   return h;
 }
 
+/* Milliseconds of a monotonic clock. This runs on every send; the coarse clock
+ * (the last tick, a few ms of resolution, read from the vDSO without the TSC) is
+ * cheaper than CLOCK_MONOTONIC and plenty for idle times of seconds. */
+static uint64_t sq__now_ms(void) {
+  struct timespec ts;
+#ifdef CLOCK_MONOTONIC_COARSE
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+#else
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+#endif
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 int sq_zmq_cache_create(void *zctx, const sq_zmq_cache_options_t *opts,
                         sq_zmq_cache_t **out) {
+  static const sq_zmq_cache_options_t defaults = {.linger_ms = -1};
+  if (!opts) opts = &defaults;
   sq_zmq_cache_t *c = calloc(1, sizeof(*c));
   if (!c) return -ENOMEM;
   c->zctx = zctx;
-  c->max_sockets = opts && opts->max_sockets ? opts->max_sockets : SQ_ZMQ_DEFAULT_CACHE_SOCKETS;
-  c->sndhwm = opts && opts->sndhwm ? opts->sndhwm : SQ_ZMQ_DEFAULT_SNDHWM;
-  c->linger_ms = opts && opts->linger_ms >= 0 ? opts->linger_ms : SQ_ZMQ_DEFAULT_LINGER_MS;
+  c->max_sockets = opts->max_sockets ? opts->max_sockets : SQ_ZMQ_DEFAULT_CACHE_SOCKETS;
+  c->sndhwm = opts->sndhwm ? opts->sndhwm : SQ_ZMQ_DEFAULT_SNDHWM;
+  c->linger_ms = opts->linger_ms >= 0 ? opts->linger_ms : SQ_ZMQ_DEFAULT_LINGER_MS;
+  c->ivl_max_ms = opts->reconnect_ivl_max_ms ? opts->reconnect_ivl_max_ms
+                                             : SQ_ZMQ_DEFAULT_RECONNECT_IVL_MAX_MS;
+  c->idle_ms = opts->idle_ms ? opts->idle_ms : SQ_ZMQ_DEFAULT_CACHE_IDLE_MS;
   size_t nb = 16;
   while (nb < 2 * c->max_sockets && nb < ((size_t)1 << 30)) nb *= 2;
   c->buckets = calloc(nb, sizeof(*c->buckets));
@@ -321,6 +363,48 @@ static sq__zentry_t *sq__entry_find(const sq_zmq_cache_t *c, const char *ep, uin
   return NULL;
 }
 
+/* Connects a new entry for ep (hash h) at the LRU head, closing the tail first when
+ * the cache is full. On success *out is the new entry (the cache's). */
+static int sq__entry_add(sq_zmq_cache_t *c, const char *ep, uint64_t h, uint64_t now,
+                         sq__zentry_t **out) {
+  int rc = 0;
+  size_t len = strlen(ep);
+  sq__zentry_t *e = malloc(sizeof(*e) + len + 1);
+  if (!e) return -ENOMEM;
+  rc = sq__push_connect(c->zctx, ep, c->sndhwm, c->linger_ms, c->ivl_max_ms, &e->sock);
+  if (rc) goto out;
+  if (c->size >= c->max_sockets) {
+    sq__entry_remove(c, c->tail);
+    c->stats.evictions++;
+  }
+  memcpy(e->endpoint, ep, len + 1);
+  e->hash = h;
+  e->last_used_ms = now;
+  e->hnext = c->buckets[h & c->mask];
+  c->buckets[h & c->mask] = e;
+  sq__lru_push_head(c, e);
+  c->size++;
+  c->stats.connects++;
+  *out = e;
+out:
+  if (rc) free(e);
+  return rc;
+}
+
+/* Closes up to SQ_ZMQ_CACHE_EXPIRE_BATCH entries unused for idle_ms. The LRU tail is
+ * the least recently used, so the loop stops at the first entry still in use. */
+static size_t sq__expire(sq_zmq_cache_t *c, uint64_t now) {
+  size_t n = 0;
+  if (c->idle_ms < 0) return 0;
+  while (c->tail && n < SQ_ZMQ_CACHE_EXPIRE_BATCH &&
+         now - c->tail->last_used_ms >= (uint64_t)c->idle_ms) {
+    sq__entry_remove(c, c->tail);
+    n++;
+  }
+  c->stats.expirations += n;
+  return n;
+}
+
 void sq_zmq_cache_destroy(sq_zmq_cache_t *cache) {
   if (!cache) return;
   while (cache->head) sq__entry_remove(cache, cache->head);
@@ -329,37 +413,22 @@ void sq_zmq_cache_destroy(sq_zmq_cache_t *cache) {
 }
 
 int sq_zmq_cache_get(sq_zmq_cache_t *cache, const char *endpoint, void **sock) {
-  int rc = 0;
-  sq__zentry_t *e = NULL;
   if (!sq__endpoint_ok(endpoint)) return SQ_EINVAL;
+  uint64_t now = sq__now_ms();
   uint64_t h = sq__fnv1a(endpoint);
-  e = sq__entry_find(cache, endpoint, h);
-  if (e) {
+  sq__zentry_t *e = sq__entry_find(cache, endpoint, h);
+  if (e) { /* touched first, so the expiry below cannot close it */
     sq__lru_unlink(cache, e);
     sq__lru_push_head(cache, e);
-    *sock = e->sock;
-    return 0;
+    e->last_used_ms = now;
   }
-  size_t len = strlen(endpoint);
-  e = malloc(sizeof(*e) + len + 1);
-  if (!e) return -ENOMEM;
-  rc = sq_zmq_push_connect(cache->zctx, endpoint, cache->sndhwm, cache->linger_ms, &e->sock);
-  if (rc) goto out;
-  if (cache->size >= cache->max_sockets) {
-    sq__entry_remove(cache, cache->tail);
-    cache->stats.evictions++;
+  sq__expire(cache, now); /* before an insert: may spare an eviction */
+  if (!e) {
+    int rc = sq__entry_add(cache, endpoint, h, now, &e);
+    if (rc) return rc;
   }
-  memcpy(e->endpoint, endpoint, len + 1);
-  e->hash = h;
-  e->hnext = cache->buckets[h & cache->mask];
-  cache->buckets[h & cache->mask] = e;
-  sq__lru_push_head(cache, e);
-  cache->size++;
-  cache->stats.connects++;
   *sock = e->sock;
-out:
-  if (rc) free(e);
-  return rc;
+  return 0;
 }
 
 int sq_zmq_cache_send(sq_zmq_cache_t *cache, const char *endpoint, const void *data,
@@ -388,6 +457,8 @@ int sq_zmq_cache_drop(sq_zmq_cache_t *cache, const char *endpoint) {
   sq__entry_remove(cache, e);
   return 0;
 }
+
+size_t sq_zmq_cache_expire(sq_zmq_cache_t *cache) { return sq__expire(cache, sq__now_ms()); }
 
 size_t sq_zmq_cache_size(const sq_zmq_cache_t *cache) { return cache->size; }
 

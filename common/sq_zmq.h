@@ -12,6 +12,11 @@
  *     recently used one is closed (its unsent messages are dropped after LINGER).
  *     Endpoints come from the network (response_address), so they are length-limited
  *     and must use tcp://, ipc:// or inproc://.
+ *   - A PUSH socket to a departed peer costs little: libzmq retries a refused
+ *     connection forever, so reconnects back off exponentially (100 ms doubling up
+ *     to ZMQ_RECONNECT_IVL_MAX, 5 s by default), and the cache closes a socket left
+ *     unused for idle_ms (60 s by default). Before, a kvs whose clients had exited
+ *     made ~10 futile connects per second per departed client, forever.
  *   - Receives are size-limited twice: PULL sockets made here carry ZMQ_MAXMSGSIZE
  *     (libzmq drops a peer that sends more), and each frame is checked again before
  *     unpacking (SQ_ETOOBIG). A frame that is not a valid message is SQ_EPROTO; a
@@ -42,6 +47,23 @@
 #define SQ_ZMQ_DEFAULT_LINGER_MS 100
 #define SQ_ZMQ_DEFAULT_SNDHWM 1000
 #define SQ_ZMQ_DEFAULT_CACHE_SOCKETS 1024
+/* Reconnect back-off of every PUSH socket made here. libzmq waits RECONNECT_IVL (plus
+ * up to as much again of random jitter) before the first retry and doubles the wait
+ * after each refused attempt, up to the maximum: a peer back within a second is
+ * reached at the ~4th attempt, ~1.5-1.8 s after it left; one back after a minute
+ * within 5 s, under the 10 s request timeout of Anna's clients (PROTOCOL.md §2.4),
+ * while a peer that never returns costs 0.2 futile connects per second, not 10.
+ * libzmq backs off only refused (or timed-out) connects, the case of a departed
+ * process: a listener that accepts and then drops the connection restarts the wait
+ * at RECONNECT_IVL each time. */
+#define SQ_ZMQ_RECONNECT_IVL_MS 100
+#define SQ_ZMQ_DEFAULT_RECONNECT_IVL_MAX_MS 5000
+/* A cached socket unused this long is closed on a later cache call. */
+#define SQ_ZMQ_DEFAULT_CACHE_IDLE_MS 60000
+#define SQ_ZMQ_CACHE_IDLE_NEVER (-1)
+/* At most this many idle sockets are closed per cache call (bounded work per send;
+ * each socket expires once, so the cost is O(1) amortised per socket opened). */
+#define SQ_ZMQ_CACHE_EXPIRE_BATCH 16
 
 /* ---- endpoints -------------------------------------------------------------------- */
 
@@ -76,8 +98,9 @@ int sq_zmq_pull_bind(void *zctx, const char *endpoint, int64_t max_msg_size, int
                      char *err, size_t errlen, void **out);
 
 /* Makes a PUSH socket connected to endpoint with the never-block options: LINGER
- * linger_ms, SNDHWM sndhwm, SNDTIMEO 0. *out is the caller's. 0, SQ_EINVAL (bad
- * endpoint), -errno. */
+ * linger_ms, SNDHWM sndhwm, SNDTIMEO 0, and the reconnect back-off (RECONNECT_IVL
+ * SQ_ZMQ_RECONNECT_IVL_MS, RECONNECT_IVL_MAX SQ_ZMQ_DEFAULT_RECONNECT_IVL_MAX_MS).
+ * *out is the caller's. 0, SQ_EINVAL (bad endpoint), -errno. */
 int sq_zmq_push_connect(void *zctx, const char *endpoint, int sndhwm, int linger_ms,
                         void **out);
 
@@ -115,16 +138,24 @@ int sq_zmq_recv_pb(void *sock, const ProtobufCMessageDescriptor *desc, size_t ma
 
 typedef struct sq_zmq_cache sq_zmq_cache_t;
 
+/* Zero (as in a designated initializer that leaves a field out) means the default
+ * for every field, so a caller that names only max_sockets still gets back-off and
+ * idle expiry. */
 typedef struct {
-  size_t max_sockets; /* 0 = SQ_ZMQ_DEFAULT_CACHE_SOCKETS */
-  int sndhwm;         /* 0 = SQ_ZMQ_DEFAULT_SNDHWM */
-  int linger_ms;      /* < 0 = SQ_ZMQ_DEFAULT_LINGER_MS */
+  size_t max_sockets;       /* 0 = SQ_ZMQ_DEFAULT_CACHE_SOCKETS */
+  int sndhwm;               /* 0 = SQ_ZMQ_DEFAULT_SNDHWM */
+  int linger_ms;            /* < 0 = SQ_ZMQ_DEFAULT_LINGER_MS */
+  int reconnect_ivl_max_ms; /* 0 = SQ_ZMQ_DEFAULT_RECONNECT_IVL_MAX_MS; < 0 = no
+                               back-off (a retry every ~100-200 ms, libzmq's default) */
+  int idle_ms;              /* 0 = SQ_ZMQ_DEFAULT_CACHE_IDLE_MS; SQ_ZMQ_CACHE_IDLE_NEVER
+                               (any value < 0) = never expire */
 } sq_zmq_cache_options_t;
 
 typedef struct {
-  uint64_t connects;  /* sockets opened */
-  uint64_t evictions; /* sockets closed to stay under max_sockets */
-  uint64_t drops;     /* sends refused with -EAGAIN */
+  uint64_t connects;    /* sockets opened */
+  uint64_t evictions;   /* sockets closed to stay under max_sockets */
+  uint64_t expirations; /* sockets closed after idle_ms unused */
+  uint64_t drops;       /* sends refused with -EAGAIN */
 } sq_zmq_cache_stats_t;
 
 /* Makes an empty cache for the calling thread. opts may be NULL (defaults).
@@ -136,9 +167,11 @@ int sq_zmq_cache_create(void *zctx, const sq_zmq_cache_options_t *opts,
 void sq_zmq_cache_destroy(sq_zmq_cache_t *cache);
 
 /* Returns in *sock the PUSH socket for endpoint, connecting (and evicting the least
- * recently used socket when full) if needed. The socket stays the cache's and is
- * valid until the next cache call. 0, SQ_EINVAL (endpoint not tcp/ipc/inproc or too
- * long), -ENOMEM, -errno. */
+ * recently used socket when full) if needed, and marks it used now. Every call also
+ * closes up to SQ_ZMQ_CACHE_EXPIRE_BATCH sockets unused for idle_ms, oldest first
+ * (their unsent messages are dropped after LINGER). The socket stays the cache's and
+ * is valid until the next cache call. 0, SQ_EINVAL (endpoint not tcp/ipc/inproc or
+ * too long), -ENOMEM, -errno. */
 int sq_zmq_cache_get(sq_zmq_cache_t *cache, const char *endpoint, void **sock);
 
 /* Sends bytes / a packed message to endpoint without blocking. 0, -EAGAIN (queue
@@ -151,6 +184,11 @@ int sq_zmq_cache_send_pb(sq_zmq_cache_t *cache, const char *endpoint,
 /* Closes and forgets the socket of endpoint (e.g. a peer that departed). 0 or
  * SQ_ENOTFOUND. */
 int sq_zmq_cache_drop(sq_zmq_cache_t *cache, const char *endpoint);
+
+/* Closes up to SQ_ZMQ_CACHE_EXPIRE_BATCH sockets unused for idle_ms, as every
+ * sq_zmq_cache_get does; for a daemon's periodic tick, so that a cache no longer
+ * sent through still lets its idle sockets go. Returns how many it closed. */
+size_t sq_zmq_cache_expire(sq_zmq_cache_t *cache);
 
 /* Number of cached sockets. */
 size_t sq_zmq_cache_size(const sq_zmq_cache_t *cache);
