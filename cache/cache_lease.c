@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "sq_error.h"
+#include "sq_time.h"
 
 #define CACHE_LEASE__MAGIC 0x534c5153u /* "SQLS" little-endian */
 #define CACHE_LEASE__VERSION 1u
@@ -58,12 +59,6 @@ struct cache_lease_table {
 static const size_t cache__lease_size =
     sizeof(cache__lease_hdr_t) + CACHE_LEASE_SLOTS * sizeof(cache__lease_slot_t) +
     CACHE_LEASE_LARGE * sizeof(uint64_t);
-
-static int64_t cache__lease_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 uint64_t cache_lease_hash(const void *key, size_t klen) {
   const uint8_t *p = key;
@@ -152,14 +147,14 @@ static bool cache__lease_read(cache__lease_slot_t *s, uint32_t st, uint32_t *pid
 
 /* True when the holder can no longer be waited for. */
 static bool cache__lease_gone(uint32_t pid, int64_t deadline) {
-  if (cache__lease_now_ms() > deadline) return true;
+  if ((int64_t)sq_now_ms() > deadline) return true;
   return pid == 0 || (kill((pid_t)pid, 0) != 0 && errno == ESRCH);
 }
 
 static void cache__lease_publish(cache__lease_slot_t *s, uint32_t token, uint64_t h, int hold) {
   atomic_store(&s->pid, (uint32_t)getpid());
   atomic_store(&s->hash, h);
-  atomic_store(&s->deadline_ms, cache__lease_now_ms() + hold);
+  atomic_store(&s->deadline_ms, (int64_t)sq_now_ms() + hold);
   atomic_store_explicit(&s->owner, token, memory_order_release);
 }
 
@@ -200,11 +195,11 @@ cache_lease_claim_t cache_lease_claim(cache_lease_table_t *t, const void *key, s
 int cache_lease_wait(cache_lease_table_t *t, const void *key, size_t klen, uint32_t token,
                      int timeout_ms) {
   cache__lease_slot_t *s = cache__lease_slot(t, cache_lease_hash(key, klen));
-  int64_t end = cache__lease_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+  int64_t end = (int64_t)sq_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
   for (;;) {
     uint32_t pid;
     uint64_t h;
-    int64_t deadline, left = end - cache__lease_now_ms();
+    int64_t deadline, left = end - (int64_t)sq_now_ms();
     if (atomic_load(&s->state) != token) return 0;
     if (cache__lease_read(s, token, &pid, &h, &deadline) && cache__lease_gone(pid, deadline))
       return 0;

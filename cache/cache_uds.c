@@ -17,10 +17,10 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "sq_error.h"
+#include "sq_time.h"
 
 int cache_uds_connect(const char *dir, int *fd) {
   struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -40,16 +40,10 @@ int cache_uds_connect(const char *dir, int *fd) {
   return 0;
 }
 
-static int64_t cache__uds_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Waits for events on fd until deadline. 1 ready, SQ_ETIMEOUT, SQ_ECLOSED, -errno. */
 static int cache__uds_wait(int fd, short events, int64_t deadline) {
   for (;;) {
-    int64_t left = deadline - cache__uds_ms();
+    int64_t left = deadline - (int64_t)sq_now_ms();
     if (left < 0) left = 0;
     struct pollfd p = {.fd = fd, .events = events};
     int n = poll(&p, 1, (int)left);
@@ -62,7 +56,7 @@ static int cache__uds_wait(int fd, short events, int64_t deadline) {
 }
 
 int cache_uds_send(int fd, const void *buf, size_t len, int timeout_ms) {
-  int64_t deadline = cache__uds_ms() + timeout_ms;
+  int64_t deadline = (int64_t)sq_now_ms() + timeout_ms;
   for (;;) {
     ssize_t n = send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n == (ssize_t)len) return 0;
@@ -144,7 +138,7 @@ int cache_uds_send_nofill(int fd) {
 }
 
 int cache_uds_recv(int fd, int timeout_ms, size_t max, sq_buf_t *out) {
-  int64_t deadline = cache__uds_ms() + timeout_ms;
+  int64_t deadline = (int64_t)sq_now_ms() + timeout_ms;
   sq_buf_reset(out);
   for (;;) {
     ssize_t n = recv(fd, NULL, 0, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);

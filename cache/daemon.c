@@ -21,25 +21,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "cache_uds.h"
 #include "daemon_int.h"
 #include "sq_error.h"
 #include "sq_proto.h"
+#include "sq_time.h"
 
 #define CACHE_DRAIN_BATCH 256
 #define CACHE_READER_CHECK_MS 1000
 #define CACHE_STOP_GRACE_MS 2000
 #define CACHE_MAX_ROUTING 16
 #define CACHE_PATH_MAX_DAEMON 4096
-
-int64_t cache__now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 void cache_daemon_block_signals(void) {
   sigset_t set;
@@ -340,7 +334,7 @@ static long cache__wait_ms(cache__daemon_t *d, int64_t now, int64_t next_check,
 
 static int cache__loop(cache__daemon_t *d) {
   int64_t every = d->cfg->stats_interval_s * 1000;
-  int64_t now = cache__now_ms();
+  int64_t now = (int64_t)sq_now_ms();
   int64_t next_check = now + CACHE_READER_CHECK_MS, next_stats = every > 0 ? now + every : 0;
   zmq_pollitem_t items[5 + CACHE_UDS_MAX_CONNS + 1];
   while (!d->stop) {
@@ -362,7 +356,7 @@ static int cache__loop(cache__daemon_t *d) {
     cache__defer_flush(d, false); /* what the previous turn answered inline */
     cache_store_flush_unlinks(d->store); /* evicted segments: after this turn's answers */
     d->turn++;
-    now = cache__now_ms();
+    now = (int64_t)sq_now_ms();
     if (now >= next_check) {
       int dead = 0;
       cache_store_check_readers(d->store, &dead);
@@ -380,8 +374,8 @@ static int cache__loop(cache__daemon_t *d) {
 
 /* Gives in-flight writes a moment to be acknowledged (and answered) before exit. */
 static void cache__finish_writes(cache__daemon_t *d) {
-  int64_t end = cache__now_ms() + CACHE_STOP_GRACE_MS;
-  while (d->puts && cache__now_ms() < end)
+  int64_t end = (int64_t)sq_now_ms() + CACHE_STOP_GRACE_MS;
+  while (d->puts && (int64_t)sq_now_ms() < end)
     if (kvs_client_poll(d->kvs, 100, cache__on_kvs_done, d) < 0) break;
 }
 

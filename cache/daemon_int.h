@@ -194,7 +194,6 @@ void cache__window_done(cache__daemon_t *d, int err); /* it was acked (0) or fai
 void cache__window_free(cache__daemon_t *d);
 
 /* daemon.c */
-int64_t cache__now_ms(void);                 /* CLOCK_MONOTONIC, milliseconds */
 void cache__note_store(cache__daemon_t *d);  /* marks the key set dirty on changes */
 
 #endif

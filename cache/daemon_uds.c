@@ -36,6 +36,7 @@
 #include "daemon_int.h"
 #include "sq_error.h"
 #include "sq_proto.h"
+#include "sq_time.h"
 
 void cache__uds_init(cache__daemon_t *d) {
   d->uds_fd = -1;
@@ -126,7 +127,7 @@ static void cache__uds_accept_result(cache__daemon_t *d, int err) {
     return;
   }
   d->c.accept_pauses++;
-  d->uds_resume_ms = cache__now_ms() + CACHE_UDS_ACCEPT_PAUSE_MS;
+  d->uds_resume_ms = (int64_t)sq_now_ms() + CACHE_UDS_ACCEPT_PAUSE_MS;
   if (!d->uds_starved)
     sq_log_warn(d->log, "cannot accept executor connections on %s: %s; retrying every %d ms"
                 " (new connections wait in the queue)", CACHE_UDS_NAME, strerror(-err),

@@ -46,6 +46,7 @@
 #include "anna.pb-c.h"
 #include "sq_error.h"
 #include "sq_proto.h"
+#include "sq_time.h"
 #include "sq_wire.h"
 
 int kvs_client_error_from_anna(int anna_error) {
@@ -172,7 +173,7 @@ static void kvs__wire_send(kvs_client_t *c, kvs__wire_t *w, const uint8_t *buf,
   if (rc == 0) return;
   c->stats.send_failures++;
   uint64_t regular = w->deadline;
-  w->deadline = kvs__now_ms();
+  w->deadline = sq_now_ms();
   if (kvs__heap_push(&c->timers, w->deadline, w->rid) != 0)
     w->deadline = regular; /* the regular timer still fires: slower, not lost */
 }
@@ -182,7 +183,7 @@ static int kvs__send_addr(kvs_client_t *c, kvs__op_t *op, const uint32_t *idx, s
   int rc;
   kvs__wire_t *w = NULL;
   const char *ep = c->routing[c->routing_rr++ % c->nrouting];
-  uint64_t deadline = kvs__now_ms() + (uint64_t)op->timeout_ms;
+  uint64_t deadline = sq_now_ms() + (uint64_t)op->timeout_ms;
   if ((rc = kvs__wire_new(c, op, KVS__ADDR, ep, idx, n, deadline, &w)) != 0) return rc;
   char rid[KVS__RID_MAX];
   kvs__request_id(c, w->rid, rid, sizeof rid);
@@ -233,7 +234,7 @@ static int kvs__send_keys(kvs_client_t *c, kvs__op_t *op, const char *ep,
     idx[i] = g[i].idx;
   }
   bool via = op->via_addr != NULL && op->type == REQUEST_TYPE__GET;
-  uint64_t deadline = kvs__now_ms() + (uint64_t)(via ? op->via_ms : op->timeout_ms);
+  uint64_t deadline = sq_now_ms() + (uint64_t)(via ? op->via_ms : op->timeout_ms);
   if ((rc = kvs__wire_new(c, op, KVS__KEY, ep, idx, n, deadline, &w)) != 0) goto out;
   char rid[KVS__RID_MAX + KVS_CLIENT_TAG_MAX + 2];
   kvs__request_id(c, w->rid, rid, KVS__RID_MAX);
@@ -327,7 +328,7 @@ static void kvs__delay(kvs_client_t *c, kvs__op_t *op, const uint32_t *idx, size
   if (wait > 500) wait = 500;
   if (wait > (uint64_t)op->timeout_ms) wait = (uint64_t)op->timeout_ms;
   kvs__wire_t *w = NULL;
-  int rc = kvs__wire_new(c, op, KVS__DELAY, NULL, idx, n, kvs__now_ms() + wait, &w);
+  int rc = kvs__wire_new(c, op, KVS__DELAY, NULL, idx, n, sq_now_ms() + wait, &w);
   for (size_t i = 0; rc != 0 && i < n; i++)
     kvs__finish_key(op, idx[i], rc, "client: %s", sq_strerror(rc));
 }
@@ -581,7 +582,7 @@ static void kvs__on_expired(kvs_client_t *c, kvs__wire_t *w) {
 /* Fires every due timer, then drops stale timers from the top of the heap so that
  * kvs_client_next_timeout reports a live deadline (or none). */
 static void kvs__run_timers(kvs_client_t *c) {
-  uint64_t now = kvs__now_ms();
+  uint64_t now = sq_now_ms();
   kvs__timer_t t;
   while (kvs__heap_top(&c->timers, &t)) {
     kvs__wire_t *w = kvs__wire_find(c, t.rid);
@@ -596,7 +597,7 @@ int kvs_client_next_timeout(const kvs_client_t *c) {
   if (c->finished.n) return 0;
   kvs__timer_t t;
   if (!kvs__heap_top(&c->timers, &t)) return -1;
-  uint64_t now = kvs__now_ms();
+  uint64_t now = sq_now_ms();
   if (t.at <= now) return 0;
   uint64_t d = t.at - now;
   return d > INT32_MAX ? INT32_MAX : (int)d;
@@ -626,7 +627,7 @@ int kvs__pump(kvs_client_t *c, int wait_ms) {
   int next = -1; /* ms to the next timer; finished ops do not shorten a pump */
   kvs__timer_t t;
   if (kvs__heap_top(&c->timers, &t)) {
-    uint64_t now = kvs__now_ms();
+    uint64_t now = sq_now_ms();
     next = t.at <= now ? 0 : (int)((t.at - now) > INT32_MAX ? INT32_MAX : t.at - now);
   }
   int wait = wait_ms;
@@ -655,7 +656,7 @@ int kvs_client_deliver(kvs_client_t *c, const void *buf, size_t len, uint64_t *i
 
 int kvs_client_resend(kvs_client_t *c, uint64_t id) {
   int rc = SQ_ENOTFOUND;
-  uint64_t now = kvs__now_ms();
+  uint64_t now = sq_now_ms();
   for (size_t b = 0; b < c->nwbuckets; b++) {
     for (kvs__wire_t *w = c->wbuckets[b]; w; w = w->hnext) {
       if (!w->tag || w->op->id != id || w->deadline <= now) continue;

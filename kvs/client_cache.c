@@ -19,15 +19,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <zmq.h>
-
-uint64_t kvs__now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 bool kvs__endpoint_valid(const char *s, size_t len) {
   static const char *const schemes[] = {"tcp://", "ipc://", "inproc://"};

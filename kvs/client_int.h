@@ -89,7 +89,7 @@ void kvs__sock_free(kvs__sock_cache_t *sc);
 /* --- timer heap ----------------------------------------------------------------------- */
 
 typedef struct {
-  uint64_t at;              /* monotonic ms */
+  uint64_t at;              /* monotonic ms (sq_now_ms) */
   uint64_t rid;
 } kvs__timer_t;
 
@@ -108,9 +108,6 @@ void kvs__heap_free(kvs__heap_t *h);
 /* True when s is an endpoint the client will connect to: "tcp://", "ipc://" or
  * "inproc://" followed by 1..KVS__MAX_ENDPOINT printable, non-space bytes. */
 bool kvs__endpoint_valid(const char *s, size_t len);
-
-/* Monotonic milliseconds. */
-uint64_t kvs__now_ms(void);
 
 /* --- the request engine (client.c) ------------------------------------------------- */
 

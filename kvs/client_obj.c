@@ -13,13 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <zmq.h>
 
 #include "anna.pb-c.h"
 #include "sq_error.h"
+#include "sq_time.h"
 
 #define KVS__DEFAULT_BIND "tcp://127.0.0.1:*"
 #define KVS__MAX_RETRIES 1000
@@ -199,11 +199,11 @@ static int kvs__deliver(kvs_client_t *c, kvs_client_cb_t cb, void *arg) {
 }
 
 int kvs_client_poll(kvs_client_t *c, int timeout_ms, kvs_client_cb_t cb, void *arg) {
-  uint64_t start = kvs__now_ms();
+  uint64_t start = sq_now_ms();
   for (bool first = true;; first = false) {
     int wait = 0;
     if (!first && timeout_ms >= 0) {
-      uint64_t elapsed = kvs__now_ms() - start;
+      uint64_t elapsed = sq_now_ms() - start;
       if (elapsed >= (uint64_t)timeout_ms) return 0;
       wait = timeout_ms - (int)elapsed;
     } else if (!first) {
@@ -220,7 +220,7 @@ int kvs_client_poll(kvs_client_t *c, int timeout_ms, kvs_client_cb_t cb, void *a
 static int kvs__client_ident(kvs_client_t *c, const char *want) {
   uint64_t seed = 0;
   if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != (ssize_t)sizeof seed)
-    seed = kvs__now_ms() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)c;
+    seed = sq_now_ms() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)c;
   c->rng = seed | 1;
   if (want) {
     size_t n = strlen(want);

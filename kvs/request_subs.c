@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <zmq.h>
 
 #include "anna.pb-c.h"
@@ -20,15 +19,10 @@
 #include "shared.pb-c.h"
 #include "sq_error.h"
 #include "sq_proto.h"
+#include "sq_time.h"
 
 #define KVS__SUBS_TTL_MS 15000
 #define KVS__SUBS_MAX_FRAME (64u << 20)
-
-static uint64_t kvs__now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static void kvs__subs_endpoint(char *buf, size_t cap, uint32_t tid) {
   snprintf(buf, cap, "inproc://kvs-subs-%u", tid);
@@ -78,7 +72,7 @@ static void kvs__subs_apply(kvs_request_ctx_t *rq, const char *id, size_t id_len
       lens[n++] = kl;
     }
   }
-  int rc = kvs_subs_update(rq->subs, id, id_len, keys, lens, n, kvs__now_ms());
+  int rc = kvs_subs_update(rq->subs, id, id_len, keys, lens, n, sq_now_ms());
   if (rc)
     sq_log_warn(rq->params->log, "cache '%.*s' key set not recorded: %s", (int)id_len, id,
                 sq_strerror(rc));
@@ -144,7 +138,7 @@ int kvs_request_subs_receive(kvs_request_ctx_t *rq) {
       kvs__subs_apply(rq, (const char *)p + 2, id_len, p + 2 + id_len, len - 2 - id_len);
     zmq_msg_close(&msg);
   }
-  uint64_t now = kvs__now_ms();
+  uint64_t now = sq_now_ms();
   if (now >= rq->next_expiry_ms) {
     size_t dropped = kvs_subs_expire(rq->subs, now, KVS__SUBS_TTL_MS);
     if (dropped)

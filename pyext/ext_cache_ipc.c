@@ -60,6 +60,7 @@
 #include "ext_cache_lease.h"
 #include "sq_error.h"
 #include "sq_proto.h"
+#include "sq_time.h"
 #include "sq_zmq.h"
 
 #define EXT__IPC_MAX_REPLY (256 << 20) /* a direct miss's KVS answer carries the value */
@@ -151,24 +152,18 @@ out:
   return rc;
 }
 
-static int64_t ext__cc_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void ext__cc_uds_drop(ext_cclient_t *c) {
   if (c->uds_open) close(c->uds);
   c->uds_open = false;
-  c->uds_retry_ms = ext__cc_now_ms() + 1000;
+  c->uds_retry_ms = (int64_t)sq_now_ms() + 1000;
 }
 
 /* True when the unix socket is connected (connecting if it is time to try). */
 static bool ext__cc_uds_ready(ext_cclient_t *c) {
   if (c->uds_open) return true;
-  if (ext__cc_now_ms() < c->uds_retry_ms) return false;
+  if ((int64_t)sq_now_ms() < c->uds_retry_ms) return false;
   if (cache_uds_connect(c->dir, &c->uds) == 0) c->uds_open = true;
-  else c->uds_retry_ms = ext__cc_now_ms() + 1000;
+  else c->uds_retry_ms = (int64_t)sq_now_ms() + 1000;
   return c->uds_open;
 }
 
@@ -393,7 +388,7 @@ out:
  * SQ_ECLOSED, -errno. */
 static int ext__cc_uds_wait(ext_cclient_t *c, ext__cc_req_t *r, int64_t end, KeyResponse **out) {
   for (;;) {
-    int left = (int)(end - ext__cc_now_ms());
+    int left = (int)(end - (int64_t)sq_now_ms());
     zmq_pollitem_t it[2] = {{NULL, c->uds, ZMQ_POLLIN, 0}, {c->pull, 0, ZMQ_POLLIN, 0}};
     int n = zmq_poll(it, r->direct ? 2 : 1, left > 0 ? left : 0);
     if (n < 0 && zmq_errno() != EINTR) return -zmq_errno();
@@ -433,7 +428,7 @@ static int ext__cc_uds_exchange(ext_cclient_t *c, ext__cc_req_t *r, int timeout_
   if (!rc) key_request__pack(&r->req, c->ubuf.data);
   r->req.response_address = c->reply_addr; /* what the ZeroMQ fallback needs */
   if (rc) return rc == SQ_ETOOBIG ? SQ_ECLOSED : rc; /* too big for the socket: ZeroMQ */
-  int64_t end = ext__cc_now_ms() + timeout_ms;
+  int64_t end = (int64_t)sq_now_ms() + timeout_ms;
   rc = cache_uds_send(c->uds, c->ubuf.data, len, timeout_ms);
   if (rc == 0) rc = ext__cc_uds_wait(c, r, end, out);
   if (rc == SQ_ECLOSED || rc == -EMSGSIZE || rc == SQ_ETOOBIG) ext__cc_uds_drop(c);

@@ -10,22 +10,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <zmq.h>
 
 #include "cache_uds.h"
 #include "sq_error.h"
+#include "sq_time.h"
 #include "sq_zmq.h"
 
 #define EXT__LEASE_RETRY_MS 1000   /* a missing table or routing file: look again after */
 #define EXT__LEASE_MAX_ROUTING 16
-
-static int64_t ext__lease_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Makes the KVS client from <dir>/kvs-routing, replying on <dir>/reply-host's host
  * (else loopback). 0 or an error; *out is the caller's on 0. */
@@ -49,12 +43,12 @@ static int ext__lease_kvs(void *zctx, const char *dir, kvs_client_t **out) {
 /* True when the table and the KVS client are open (opening them if it is time). */
 static bool ext__lease_ready(ext_cc_lease_t *l, void *zctx, const char *dir) {
   if (l->table && l->kvs && l->reader) return true;
-  if (ext__lease_now_ms() < l->retry_ms) return false;
+  if ((int64_t)sq_now_ms() < l->retry_ms) return false;
   if (!l->table && cache_lease_open(dir, false, &l->table) != 0) l->table = NULL;
   if (l->table && !l->reader && cache_reader_open(dir, &l->reader) != 0) l->reader = NULL;
   if (l->reader && !l->kvs && ext__lease_kvs(zctx, dir, &l->kvs) != 0) l->kvs = NULL;
   if (!l->table || !l->reader || !l->kvs)
-    l->retry_ms = ext__lease_now_ms() + EXT__LEASE_RETRY_MS;
+    l->retry_ms = (int64_t)sq_now_ms() + EXT__LEASE_RETRY_MS;
   return l->table && l->reader && l->kvs;
 }
 

@@ -32,11 +32,11 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <zmq.h>
 
 #include "sq_error.h"
+#include "sq_time.h"
 
 #define EXT_CHAN_DEFAULT_MAX ((int64_t)64 << 20)
 
@@ -113,12 +113,6 @@ static void ext_chan__dealloc(PyObject *op) {
   Py_DECREF(tp);
 }
 
-static int64_t ext_chan__now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Receives one whole message without waiting; 0 with *got = its sequence number and
  * *body = its body frame (caller closes it) when it is [seq, "", body], SQ_EPROTO for
  * any other shape (dropped), -EAGAIN when none is queued, -errno on a socket error. */
@@ -164,11 +158,11 @@ static int ext_chan__send(ext_chan_t *self, const void *msg, size_t len, uint64_
 static int ext_chan__exchange(ext_chan_t *self, const void *msg, size_t len, int timeout_ms,
                               zmq_msg_t *reply) {
   uint64_t seq, got;
-  int64_t until = ext_chan__now_ms() + timeout_ms;
+  int64_t until = (int64_t)sq_now_ms() + timeout_ms;
   int rc = ext_chan__send(self, msg, len, &seq);
   if (rc) return rc;
   for (;;) {
-    int64_t left = until - ext_chan__now_ms();
+    int64_t left = until - (int64_t)sq_now_ms();
     if (left <= 0) return SQ_ETIMEOUT;
     zmq_pollitem_t it = {self->sock, 0, ZMQ_POLLIN, 0};
     int r = zmq_poll(&it, 1, (long)left);

@@ -5,16 +5,12 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "sq_error.h"
+#include "sq_time.h"
 
-int64_t exec_slot_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+int64_t exec_slot_now_ms(void) { return (int64_t)sq_now_ms(); }
 
 int exec_slot_create(size_t n, int *fd, exec_slot_t **slots) {
   int rc = 0;
