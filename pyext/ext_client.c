@@ -33,14 +33,21 @@
  *
  * Threads: one lock per object serialises recv and close (taken without the GIL), so
  * any thread may close while another receives; the receiving thread returns within its
- * timeout. State machine: open --close()--> closed (recv raises SquallError
- * SQ_ECLOSED). Deallocation closes. The type is a heap type of the module (no
+ * timeout. The lock covers only the receive: a recv turns its frames into Python objects
+ * after releasing it (with the GIL), so another thread's recv may already be receiving.
+ * Hence the frame array (EXT_RESP_BATCH zmq_msg_t, 64 KiB) kept in the object for recv
+ * is lent to one recv at a time: `batch_busy`, read and written only with the GIL
+ * held, says it is out; a recv that finds it out (two receiving threads at once, which
+ * squall's leader/follower receiver avoids) uses an array of its own for that call.
+ * State machine: open --close()--> closed (recv raises SquallError SQ_ECLOSED).
+ * Deallocation closes. The type is a heap type of the module (no
  * subclassing), like KvsClient.
  */
 #include "ext.h"
 
 #include <errno.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -66,6 +73,8 @@ typedef struct {
   char address[300];
   int64_t max_bytes;
   unsigned long long received, malformed;
+  zmq_msg_t *batch;         /* recv's frame array: allocated on first use, freed at dealloc */
+  bool batch_busy;          /* batch is lent to a recv (GIL held to read or change it) */
 } ext_resp_t;
 
 static ext_state_t *ext_resp__state(ext_resp_t *self) {
@@ -140,8 +149,26 @@ static void ext_resp__dealloc(PyObject *op) {
   ext_resp__close_locked(self); /* no other reference: nobody holds the lock */
   if (self->wake_fd >= 0) close(self->wake_fd);
   if (self->lock) PyThread_free_lock(self->lock);
+  free(self->batch);
   tp->tp_free(op);
   Py_DECREF(tp);
+}
+
+/* An array of EXT_RESP_BATCH frames for one recv (GIL held): the object's own, made on
+ * first use, unless another recv has it; then one of the caller's, to hand back with
+ * ext_resp__batch_return. NULL when out of memory. */
+static zmq_msg_t *ext_resp__batch_lend(ext_resp_t *self) {
+  if (self->batch_busy) return malloc(EXT_RESP_BATCH * sizeof(zmq_msg_t));
+  if (!self->batch && !(self->batch = malloc(EXT_RESP_BATCH * sizeof(zmq_msg_t))))
+    return NULL;
+  self->batch_busy = true;
+  return self->batch;
+}
+
+/* Gives back what ext_resp__batch_lend returned (GIL held). */
+static void ext_resp__batch_return(ext_resp_t *self, zmq_msg_t *msgs) {
+  if (msgs == self->batch) self->batch_busy = false;
+  else free(msgs);
 }
 
 /* Receives up to EXT_RESP_BATCH frames into msgs (initialised), the first waiting up
@@ -223,7 +250,7 @@ static PyObject *ext_resp__recv(PyObject *op, PyObject *args, PyObject *kw) {
   unsigned long long bad = 0;
   if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:recv", kwlist, &timeout)) return NULL;
   if (ext_resp__timeout(timeout, &ms) < 0) return NULL;
-  zmq_msg_t *msgs = malloc(EXT_RESP_BATCH * sizeof(*msgs));
+  zmq_msg_t *msgs = ext_resp__batch_lend(self);
   if (!msgs) return PyErr_NoMemory();
   Py_BEGIN_ALLOW_THREADS
   PyThread_acquire_lock(self->lock, WAIT_LOCK);
@@ -233,7 +260,7 @@ static PyObject *ext_resp__recv(PyObject *op, PyObject *args, PyObject *kw) {
   Py_END_ALLOW_THREADS
   self->malformed += bad;
   PyObject *out = ext_resp__build(self, msgs, n);
-  free(msgs);
+  ext_resp__batch_return(self, msgs);
   if (out && rc) {
     Py_DECREF(out);
     return ext_error_raise(ext_resp__state(self), rc, "Responses.recv");

@@ -116,6 +116,47 @@ def test_responses_wake_makes_a_waiting_recv_return_at_once():
     rx.wake()  # after close: harmless
 
 
+def test_responses_received_by_two_threads_at_once_are_each_whole_and_once():
+    """Two threads in recv at the same time (one turning its batch into tuples while
+    the other receives the next) each get whole messages, every message exactly once."""
+    n = 6000
+    sent = {f"id{i}": f"body-{i}-".encode() * (1 + i % 7) for i in range(n)}
+    with _squall.Responses("127.0.0.1") as rx:
+        ctx = zmq.Context()
+        push = ctx.socket(zmq.PUSH)
+        got: list = []
+        lock = threading.Lock()
+
+        def receive() -> None:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                with lock:
+                    if len(got) >= n:
+                        return
+                batch = rx.recv(0.01)
+                with lock:
+                    got.extend(batch)
+
+        try:
+            push.connect(rx.address)
+            for rid, body in sent.items():  # queued first: both threads find full batches
+                assert len(body) < 128 and len(rid) < 128  # one-byte lengths below
+                # Value{body (field 1), response_id (extension 100)}, as in the test above
+                push.send(b"\x0a" + bytes([len(body)]) + body +
+                          b"\xa2\x06" + bytes([len(rid)]) + rid.encode())
+            threads = [threading.Thread(target=receive) for _ in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            assert len(got) == n
+            assert sorted(got) == sorted((rid, 0, body) for rid, body in sent.items())
+            assert (rx.received, rx.malformed) == (n, 0)
+        finally:
+            push.close(0)
+            ctx.term()
+
+
 def test_call_meta_template_gives_the_standard_picklers_bytes():
     import pickle
     from squall._callmeta import CallMeta, dump_meta
