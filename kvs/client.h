@@ -214,7 +214,8 @@ int kvs_client_get_async_via(kvs_client_t *c, const char *key, const kvs_client_
  * read, bytes borrowed) exactly as if the client had received it: a finished call is
  * then delivered by the next kvs_client_poll. 0 when it answered a request in flight
  * (*id, if id is non-NULL, gets the call's id); SQ_ENOTFOUND when it answers nothing
- * pending (late, a stranger's, undecodable; counted in dropped_replies); SQ_ETOOBIG
+ * pending (late, a stranger's, undecodable, or with a tag other than the one the
+ * request was sent with; counted in dropped_replies); SQ_ETOOBIG
  * over max_message_bytes; SQ_ECLOSED when broken. */
 int kvs_client_deliver(kvs_client_t *c, const void *buf, size_t len, uint64_t *id);
 
