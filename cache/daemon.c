@@ -361,6 +361,7 @@ static int cache__loop(cache__daemon_t *d) {
       int dead = 0;
       cache_store_check_readers(d->store, &dead);
       if (dead) sq_log_info(d->log, "cleared %d reader slots of dead processes", dead);
+      sq_zmq_cache_expire(d->replies); /* sockets to departed clients' addresses */
       next_check = now + CACHE_READER_CHECK_MS;
     }
     if (cache_keyset_due(&d->keyset, now)) cache__report_keyset(d, now);

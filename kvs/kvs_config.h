@@ -38,9 +38,15 @@ typedef struct {
   uint64_t max_request_bytes;  /* largest request message accepted */
   uint64_t segment_bytes;      /* log size that triggers a snapshot */
   int64_t stats_interval_s;    /* period of the counters line in the log (0 = off) */
+  int64_t reply_idle_ms;       /* a reply socket unused this long is closed (0 = never) */
   int64_t log_level;           /* sq_log_level_t: error, warn, info, debug */
   int64_t log_format;          /* sq_log_format_t: text, json */
   char *log_file;              /* empty = stderr */
 } kvs_config_t;
+
+/* The idle time of reply sockets as sq_zmq_cache_options_t.idle_ms wants it. */
+static inline int kvs_config_reply_idle(const kvs_config_t *cfg) {
+  return cfg->reply_idle_ms > 0 ? (int)cfg->reply_idle_ms : -1; /* SQ_ZMQ_CACHE_IDLE_NEVER */
+}
 
 #endif

@@ -641,7 +641,8 @@ int kvs_request_ctx_init(kvs_request_ctx_t *rq, const kvs_worker_params_t *param
   if (rc == 0 && logged) rc = kvs__open_log(rq, why, why_len);
   if (rc) return rc;
   sq_zmq_cache_options_t co = {.max_sockets = KVS__REPLY_SOCKETS, .sndhwm = KVS__REPLY_HWM,
-                               .linger_ms = -1};
+                               .linger_ms = -1,
+                               .idle_ms = kvs_config_reply_idle(params->config)};
   rc = sq_zmq_cache_create(params->zmq_context, &co, &rq->replies);
   if (rc) snprintf(why, why_len, "cannot create reply sockets: %s", sq_strerror(rc));
   if (rc == 0) {

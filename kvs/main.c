@@ -50,6 +50,9 @@ static const sq_opt_t kvs__options[] = {
             "log size after which a thread writes a snapshot and drops older log"),
     KVS_OPT(stats_interval_s, "stats-interval", SQ_OPT_INT64, "60",
             "seconds between counter lines in the log (0 = only at shutdown)"),
+    KVS_OPT(reply_idle_ms, "reply-idle-ms", SQ_OPT_INT64, "60000",
+            "milliseconds a socket to a client's response address may stay unused before "
+            "it is closed (a departed client's is otherwise retried forever; 0 = never)"),
     SQ_DAEMON_LOG_LEVEL_OPT(kvs_config_t, log_level),
     SQ_DAEMON_LOG_FORMAT_OPT(kvs_config_t, log_format),
     SQ_DAEMON_LOG_FILE_OPT(kvs_config_t, log_file),
@@ -69,6 +72,8 @@ static const char *kvs__config_problem(const void *c) {
   if (cfg->port_offset < -6200 || cfg->port_offset > 65535 - 6450 - 1024)
     return "--port-offset puts ports outside 1..65535";
   if (!cfg->data_dir[0]) return "--data-dir must not be empty";
+  if (cfg->reply_idle_ms < 0 || cfg->reply_idle_ms > 86400000)
+    return "--reply-idle-ms must be between 0 (never) and 86400000 (a day)";
   if (cfg->max_value_bytes == 0 || cfg->max_request_bytes < 1024)
     return "--max-value-bytes must be > 0 and --max-request-bytes at least 1K";
   return NULL;

@@ -97,13 +97,22 @@ static void kvs__routing_handle(kvs_routing_t *r, const uint8_t *bytes, size_t l
   kvs__routing_send(r, req->response_address, &resp);
 }
 
+/* How often an idle routing thread wakes to close reply sockets nobody used for
+ * --reply-idle-ms (a departed client's would otherwise be retried for ever). */
+#define KVS__ROUTING_TICK_MS 1000
+
 static void *kvs__routing_main(void *arg) {
   kvs_routing_t *r = arg;
   for (;;) {
     zmq_pollitem_t items[2] = {{r->control, 0, ZMQ_POLLIN, 0}, {r->socket, 0, ZMQ_POLLIN, 0}};
-    if (zmq_poll(items, 2, -1) < 0) {
+    int n = zmq_poll(items, 2, KVS__ROUTING_TICK_MS);
+    if (n < 0) {
       if (errno == EINTR) continue;
       break;
+    }
+    if (n == 0) {
+      sq_zmq_cache_expire(r->replies);
+      continue;
     }
     if (items[0].revents & ZMQ_POLLIN) break;
     for (int i = 0; i < 256; i++) {
@@ -135,7 +144,8 @@ static int kvs__routing_sockets(kvs_routing_t *r, void *ctx, char *why, size_t w
              zmq_strerror(errno));
     return -errno;
   }
-  sq_zmq_cache_options_t co = {.max_sockets = KVS__ROUTING_REPLY_SOCKETS, .linger_ms = -1};
+  sq_zmq_cache_options_t co = {.max_sockets = KVS__ROUTING_REPLY_SOCKETS, .linger_ms = -1,
+                               .idle_ms = kvs_config_reply_idle(r->config)};
   rc = sq_zmq_cache_create(ctx, &co, &r->replies);
   if (rc) snprintf(why, why_len, "cannot create reply sockets: %s", sq_strerror(rc));
   return rc;

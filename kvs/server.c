@@ -121,10 +121,18 @@ static void kvs__worker_side_input(kvs_worker_t *w, sq_zwait_t *zw, void *contro
     while (zmq_recv(control, cmd, sizeof(cmd), ZMQ_DONTWAIT) >= 0) continue;
     sq_zwait_drained(zw, KVS__W_CONTROL);
   }
-  /* Also after a quiet wait: the subscriptions' expiry runs from here. */
+  /* Also after a quiet wait: the subscriptions' expiry runs from here, and reply
+   * sockets nobody used for --reply-idle-ms are closed. */
   if ((zw->ready[KVS__W_SUBS] || timed_out) &&
       kvs_request_subs_receive(&w->rq) < KVS_REQUEST_SUBS_BATCH)
     sq_zwait_drained(zw, KVS__W_SUBS);
+  if (timed_out) {
+    sq_zmq_cache_expire(w->rq.replies);
+    sq_zmq_cache_stats_t st = sq_zmq_cache_stats(w->rq.replies);
+    atomic_store_explicit(&w->counters.reply_sockets, sq_zmq_cache_size(w->rq.replies),
+                          memory_order_relaxed);
+    atomic_store_explicit(&w->counters.reply_expired, st.expirations, memory_order_relaxed);
+  }
 }
 
 /* Serves until told to stop. Under load a turn just receives and answers: the

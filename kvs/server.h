@@ -39,6 +39,8 @@ typedef struct {
   _Atomic uint64_t recovered;     /* records replayed at start */
   _Atomic uint64_t keys;          /* keys held */
   _Atomic uint64_t send_drops;    /* replies that could not be queued (dead peer) */
+  _Atomic uint64_t reply_sockets; /* sockets open to clients' response addresses */
+  _Atomic uint64_t reply_expired; /* of those, closed after --reply-idle-ms unused */
 } kvs_counters_t;
 
 typedef struct kvs_worker kvs_worker_t;

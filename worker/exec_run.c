@@ -469,6 +469,7 @@ int exec_run_loop(exec_ctx_t *x) {
     int64_t now = exec_slot_now_ms();
     if (now - last_expire >= 1000) {
       exec_dag_expire(x->dag, now);
+      sq_zmq_cache_expire(x->exec_push); /* sockets to departed clients and peers */
       last_expire = now;
     }
   }

@@ -206,6 +206,7 @@ void sched__tick(sched_t *s, uint64_t now_ms) {
   }
   sched__pending_tick(s, now_ms);
   if (now_ms < s->next_refresh_ms) return;
+  sq_zmq_cache_expire(s->push); /* sockets to departed clients and executors */
   s->next_refresh_ms = now_ms + (uint64_t)s->cfg->refresh_ms;
   sched__refresh_locality(s);
   sched__refresh_dags(s);

@@ -5,6 +5,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -375,6 +376,49 @@ def test_sigterm_stops_cleanly_and_logs_counters(tmp_path):
     assert n.stop(signal.SIGTERM) == 0
     text = n.log_text()
     assert "stopped" in text and "puts=" in text
+
+
+def _last_counters(node: KvsNode) -> dict[str, int]:
+    """The fields of the newest counters line in the node's log ({} before the first)."""
+    lines = [l for l in node.log_text().splitlines() if "reply_sockets=" in l]
+    if not lines:
+        return {}
+    return {k: int(v) for k, v in
+            (f.split("=", 1) for f in lines[-1].split() if "=" in f and f.split("=")[1].isdigit())}
+
+
+def test_reply_sockets_of_departed_clients_are_closed_after_reply_idle_ms(tmp_path):
+    n = KvsNode(tmp_path / "idle", threads=1, durability="none",
+                extra=["--reply-idle-ms", "300", "--stats-interval", "1",
+                       "--log-level", "info"]).start()
+    try:
+        for i in range(3):  # three clients come, are answered, and go
+            with AnnaClient(n.routing) as c:
+                assert c.put_lww(f"idle-{i}", b"v", 1).error == pb.NO_ERROR
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            got = _last_counters(n)
+            if got.get("reply_expired", 0) >= 3 and got.get("reply_sockets") == 0:
+                break
+            time.sleep(0.3)
+        assert got.get("reply_expired", 0) >= 3 and got.get("reply_sockets") == 0, (
+            got, n.log_text())
+        # A client that was quiet for longer than the idle time is still answered: its
+        # socket is simply opened again.
+        with AnnaClient(n.routing) as c:
+            assert c.put_lww("idle-late", b"w", 2).error == pb.NO_ERROR
+            time.sleep(1.0)
+            assert c.get_lww("idle-late") == (2, b"w")
+    finally:
+        n.stop()
+
+
+def test_reply_idle_ms_out_of_range_is_refused(tmp_path):
+    n = KvsNode(tmp_path / "bad-idle", threads=1, durability="none",
+                extra=["--reply-idle-ms", "-5"])
+    proc = subprocess.run(n.command(), capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0
+    assert "--reply-idle-ms" in proc.stderr + proc.stdout
 
 
 def test_durability_log_serves_and_recovers_after_clean_stop(tmp_path):
