@@ -39,6 +39,7 @@ typedef struct {
   uint64_t segment_bytes;      /* log size that triggers a snapshot */
   int64_t stats_interval_s;    /* period of the counters line in the log (0 = off) */
   int64_t reply_idle_ms;       /* a reply socket unused this long is closed (0 = never) */
+  bool reply_cork;             /* cork reply connections during long runs (kvs_cork.h) */
   int64_t log_level;           /* sq_log_level_t: error, warn, info, debug */
   int64_t log_format;          /* sq_log_format_t: text, json */
   char *log_file;              /* empty = stderr */

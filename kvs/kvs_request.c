@@ -436,20 +436,27 @@ static void kvs__send_ready(kvs_request_ctx_t *rq) {
   const kvs_ack_t *ack;
   char last[KVS__MAX_ADDRESS] = "";
   void *sock = NULL;
+  size_t run_bytes = 0; /* of the current run, for kvs_cork_run */
   while ((ack = kvs_ack_ready(&rq->acks, rq->durable_lsn)) != NULL) {
     int rc = 0;
     if (!sock || strcmp(ack->address, last) != 0) {
       sock = NULL;
+      run_bytes = 0;
       rc = sq_zmq_cache_get(rq->replies, ack->address, &sock);
       if (rc == 0) snprintf(last, sizeof(last), "%s", ack->address);
     }
     if (rc == 0) rc = kvs__send_ack(sock, ack);
-    if (rc != 0)
+    if (rc != 0) {
       atomic_fetch_add_explicit(&rq->counters->send_drops, 1, memory_order_relaxed);
-    else
+    } else {
       atomic_fetch_add_explicit(&rq->counters->bytes_out, ack->len, memory_order_relaxed);
+      if (run_bytes < KVS_CORK_MIN_BYTES && run_bytes + ack->len >= KVS_CORK_MIN_BYTES)
+        kvs_cork_run(&rq->cork, ack->address, run_bytes + ack->len);
+      run_bytes += ack->len;
+    }
     kvs_ack_pop(&rq->acks);
   }
+  kvs_cork_turn_end(&rq->cork);
 }
 
 /* Submits the pending log group and raises durable_lsn by what completed. 0 or the
@@ -632,6 +639,7 @@ int kvs_request_ctx_init(kvs_request_ctx_t *rq, const kvs_worker_params_t *param
                          kvs_counters_t *counters, char *why, size_t why_len) {
   memset(rq, 0, sizeof(*rq));
   rq->params = params;
+  kvs_cork_init(&rq->cork, params->config->reply_cork);
   rq->counters = counters;
   sq_arena_init(&rq->arena, KVS__ARENA_CHUNK);
   const kvs_config_t *cfg = params->config;
@@ -665,6 +673,7 @@ void kvs_request_ctx_destroy(kvs_request_ctx_t *rq) {
     }
     kvs_wal_close(rq->wal);
   }
+  kvs_cork_release_all(&rq->cork); /* the last replies leave at once */
   kvs_ack_destroy(&rq->acks);
   kvs_request_subs_destroy(rq);
   sq_zmq_cache_destroy(rq->replies);

@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "kvs_ack.h"
+#include "kvs_cork.h"
 #include "server.h"
 #include "sq_arena.h"
 #include "sq_buf.h"
@@ -37,6 +38,7 @@ typedef struct {
   kvs_wal_t *wal;            /* NULL with durability NONE (memory only) */
   sq_arena_t arena;          /* per-request decode memory */
   sq_zmq_cache_t *replies; /* PUSH sockets to response addresses */
+  kvs_cork_t cork;           /* reply connections corked during long runs */
   kvs_ack_queue_t acks;
   uint64_t appended_lsn;     /* highest log position handed out */
   uint64_t durable_lsn;      /* highest log position on disk */

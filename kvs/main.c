@@ -50,6 +50,9 @@ static const sq_opt_t kvs__options[] = {
             "log size after which a thread writes a snapshot and drops older log"),
     KVS_OPT(stats_interval_s, "stats-interval", SQ_OPT_INT64, "60",
             "seconds between counter lines in the log (0 = only at shutdown)"),
+    KVS_OPT(reply_cork, "reply-cork", SQ_OPT_BOOL, "on",
+            "let the kernel send long runs of replies to one client in full TCP segments "
+            "(TCP_CORK while the run lasts; unpipelined clients are never delayed)"),
     KVS_OPT(reply_idle_ms, "reply-idle-ms", SQ_OPT_INT64, "60000",
             "milliseconds a socket to a client's response address may stay unused before "
             "it is closed (a departed client's is otherwise retried forever; 0 = never)"),

@@ -145,21 +145,22 @@ static int kvs__await_ready(kvs__node_t *n) {
 }
 
 static void kvs__log_counters(kvs__node_t *n, const char *when) {
-  uint64_t c[14] = {0};
+  uint64_t c[15] = {0};
   for (uint32_t t = 0; t < n->nworkers; t++) {
     if (!n->workers || !n->workers[t]) continue;
     const kvs_counters_t *k = kvs_worker_counters(n->workers[t]);
     c[0] += k->requests; c[1] += k->gets; c[2] += k->puts; c[3] += k->merges;
     c[4] += k->errors; c[5] += k->bytes_in; c[6] += k->bytes_out; c[7] += k->log_bytes;
     c[8] += k->fsyncs; c[9] += k->recovered; c[10] += k->keys; c[11] += k->send_drops;
-    c[12] += k->reply_sockets; c[13] += k->reply_expired;
+    c[12] += k->reply_sockets; c[13] += k->reply_expired; c[14] += k->reply_corks;
   }
   sq_log_info(n->log, "%s: requests=%" PRIu64 " gets=%" PRIu64 " puts=%" PRIu64
               " merges=%" PRIu64 " errors=%" PRIu64 " bytes_in=%" PRIu64 " bytes_out=%"
               PRIu64 " log_bytes=%" PRIu64 " fsyncs=%" PRIu64 " recovered=%" PRIu64
               " keys=%" PRIu64 " reply_drops=%" PRIu64 " reply_sockets=%" PRIu64
-              " reply_expired=%" PRIu64 " routing=%" PRIu64, when, c[0], c[1], c[2], c[3],
-              c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[12], c[13],
+              " reply_expired=%" PRIu64 " reply_corks=%" PRIu64 " routing=%" PRIu64, when,
+              c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[12],
+              c[13], c[14],
               n->routing ? kvs_routing_answered(n->routing) : 0);
 }
 

@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,6 +133,7 @@ static void kvs__worker_side_input(kvs_worker_t *w, sq_zwait_t *zw, void *contro
     atomic_store_explicit(&w->counters.reply_sockets, sq_zmq_cache_size(w->rq.replies),
                           memory_order_relaxed);
     atomic_store_explicit(&w->counters.reply_expired, st.expirations, memory_order_relaxed);
+    atomic_store_explicit(&w->counters.reply_corks, w->rq.cork.corks, memory_order_relaxed);
   }
 }
 
@@ -156,6 +158,7 @@ static int kvs__worker_serve(kvs_worker_t *w, void *requests, void *control, cha
   }
   int stopping = 0;
   unsigned turns = 0;
+  bool yielded = false;
   while (!stopping || kvs_ack_pending(&rq->acks)) {
     if (atomic_load(&w->stop_requested)) stopping = 1;
     bool drained = true;
@@ -167,10 +170,20 @@ static int kvs__worker_serve(kvs_worker_t *w, void *requests, void *control, cha
     }
     if (!stopping) kvs_request_snapshot_step(rq, KVS__SNAPSHOT_SLICE);
     bool idle = handled == 0;
+    if (!idle) yielded = false;
     if (!idle && ++turns % KVS__LOOK_TURNS != 0) continue;
     /* Stopping: requests are no longer read, so their socket must not wake the wait. */
     if (drained || stopping) sq_zwait_drained(&zw, KVS__W_REQUESTS);
     int timeout = !idle || kvs_request_snapshot_active(rq) ? 0 : (stopping ? 10 : 200);
+    /* Nothing stays corked while the worker sleeps (kvs_cork.h). With a connection
+     * corked, an idle worker first yields once: on a shared core that lets ZeroMQ's
+     * I/O thread write the turn's replies while they are still corked. */
+    if (timeout > 0 && kvs_cork_any(&rq->cork) && !yielded) {
+      yielded = true;
+      sched_yield();
+      continue;
+    }
+    if (timeout > 0) kvs_cork_release_all(&rq->cork);
     int n = sq_zwait_wait(&zw, timeout);
     if (n < 0) {
       snprintf(why, why_len, "its wait for requests failed (%s)", sq_strerror(n));

@@ -41,6 +41,7 @@ typedef struct {
   _Atomic uint64_t send_drops;    /* replies that could not be queued (dead peer) */
   _Atomic uint64_t reply_sockets; /* sockets open to clients' response addresses */
   _Atomic uint64_t reply_expired; /* of those, closed after --reply-idle-ms unused */
+  _Atomic uint64_t reply_corks;   /* reply connections corked for a long run (kvs_cork.h) */
 } kvs_counters_t;
 
 typedef struct kvs_worker kvs_worker_t;

@@ -413,6 +413,49 @@ def test_reply_sockets_of_departed_clients_are_closed_after_reply_idle_ms(tmp_pa
         n.stop()
 
 
+def _pipelined_gets(c: AnnaClient, keys: list[str]) -> dict[str, bytes]:
+    """Sends a GET for every key back to back, then collects every reply."""
+    ids = {}
+    for k in keys:
+        req = pb.KeyRequest(type=pb.GET, response_address=c.response_address,
+                            request_id=c.next_id())
+        req.tuples.append(pb.KeyTuple(key=k))
+        ids[req.request_id] = k
+        c.send_raw(c.endpoint_for(k), req.SerializeToString())
+    got = {}
+    while len(got) < len(ids):
+        resp = c.recv(pb.KeyResponse)
+        assert resp.response_id in ids and resp.tuples[0].error == pb.NO_ERROR
+        v = pb.LWWValue()
+        v.ParseFromString(resp.tuples[0].payload)
+        got[ids[resp.response_id]] = v.value
+    return got
+
+
+@pytest.mark.parametrize("cork", ["on", "off"])
+def test_long_pipelined_reply_runs_are_corked_and_every_reply_arrives(tmp_path, cork):
+    n = KvsNode(tmp_path / f"cork-{cork}", threads=1, durability="none",
+                extra=[f"--reply-cork={cork}", "--stats-interval", "1",
+                       "--log-level", "info"]).start()
+    try:
+        with AnnaClient(n.routing) as c:
+            keys = [f"cork-{i}" for i in range(400)]
+            for i, k in enumerate(keys):
+                assert c.put_lww(k, bytes([i % 251]) * 1024, 1).error == pb.NO_ERROR
+            for _ in range(5):  # 400 KiB of replies per burst: long runs
+                got = _pipelined_gets(c, keys)
+                assert got == {k: bytes([i % 251]) * 1024 for i, k in enumerate(keys)}
+            # After the bursts, a lone request is answered (nothing is left corked).
+            assert c.get_lww("cork-7") == (1, bytes([7]) * 1024)
+        deadline = time.monotonic() + 10
+        while "reply_corks" not in _last_counters(n) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        corks = _last_counters(n)["reply_corks"]
+        assert corks >= 1 if cork == "on" else corks == 0, n.log_text()
+    finally:
+        n.stop()
+
+
 def test_reply_idle_ms_out_of_range_is_refused(tmp_path):
     n = KvsNode(tmp_path / "bad-idle", threads=1, durability="none",
                 extra=["--reply-idle-ms", "-5"])

@@ -1,0 +1,133 @@
+/* test_kvs_cork: corking reply connections during long runs (kvs/kvs_cork.c).
+ *
+ * Pins: endpoints parse only when numeric tcp://; a run of KVS_CORK_MIN_BYTES corks the
+ * process's connection to that endpoint (found by its peer address) and a shorter one
+ * does not; a corked connection stays corked while it keeps getting long runs, is
+ * uncorked after KVS_CORK_GRACE_TURNS turns without one, and by release_all at once;
+ * a disabled cork and an endpoint with no connection touch nothing (and the search
+ * for a missing connection is not repeated on every run).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <cmocka.h>
+
+#include "kvs_cork.h"
+
+typedef struct {
+  int listener, client, server;
+  char endpoint[64];
+} conn_t;
+
+static int conn_open(void **state) {
+  static conn_t c;
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof(a);
+  c.listener = socket(AF_INET, SOCK_STREAM, 0);
+  if (c.listener < 0 || bind(c.listener, (void *)&a, sizeof(a)) || listen(c.listener, 1) ||
+      getsockname(c.listener, (void *)&a, &len))
+    return -1;
+  c.client = socket(AF_INET, SOCK_STREAM, 0);
+  if (c.client < 0 || connect(c.client, (void *)&a, sizeof(a))) return -1;
+  c.server = accept(c.listener, NULL, NULL);
+  snprintf(c.endpoint, sizeof(c.endpoint), "tcp://127.0.0.1:%u", ntohs(a.sin_port));
+  *state = &c;
+  return c.server < 0 ? -1 : 0;
+}
+
+static int conn_close(void **state) {
+  conn_t *c = *state;
+  close(c->server);
+  close(c->client);
+  close(c->listener);
+  return 0;
+}
+
+static int corked(int fd) {
+  int v = -1;
+  socklen_t len = sizeof(v);
+  assert_int_equal(getsockopt(fd, IPPROTO_TCP, TCP_CORK, &v, &len), 0);
+  return v;
+}
+
+static void test_endpoints_parse_only_when_numeric_tcp(void **state) {
+  (void)state;
+  struct sockaddr_storage a;
+  socklen_t len;
+  assert_true(kvs_cork_parse_endpoint("tcp://127.0.0.1:6200", &a, &len));
+  assert_int_equal(a.ss_family, AF_INET);
+  assert_int_equal(ntohs(((struct sockaddr_in *)&a)->sin_port), 6200);
+  assert_true(kvs_cork_parse_endpoint("tcp://[::1]:7000", &a, &len));
+  assert_int_equal(a.ss_family, AF_INET6);
+  const char *bad[] = {"tcp://localhost:6200", "ipc:///tmp/x", "tcp://127.0.0.1",
+                       "tcp://127.0.0.1:0", "tcp://127.0.0.1:70000", "tcp://:80",
+                       "tcp://127.0.0.1:80x", "tcp://[::1:80", "inproc://a", ""};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+    assert_false(kvs_cork_parse_endpoint(bad[i], &a, &len));
+}
+
+static void test_long_run_corks_the_connection_and_quiet_turns_uncork_it(void **state) {
+  conn_t *c = *state;
+  kvs_cork_t k;
+  kvs_cork_init(&k, true);
+  kvs_cork_run(&k, c->endpoint, KVS_CORK_MIN_BYTES - 1); /* short: nothing */
+  assert_int_equal(k.corks, 0);
+  assert_int_equal(corked(c->client), 0);
+  kvs_cork_run(&k, c->endpoint, KVS_CORK_MIN_BYTES);
+  assert_int_equal(k.corks, 1);
+  assert_int_equal(corked(c->client), 1); /* the connection to the endpoint, found */
+  assert_int_equal(corked(c->server), 0); /* not the accepted end, whose peer differs */
+  assert_true(kvs_cork_any(&k));
+  for (int t = 0; t < 3 * KVS_CORK_GRACE_TURNS; t++) { /* busy with it: stays corked */
+    kvs_cork_run(&k, c->endpoint, KVS_CORK_MIN_BYTES);
+    kvs_cork_turn_end(&k);
+    assert_int_equal(corked(c->client), 1);
+  }
+  assert_int_equal(k.corks, 1);
+  for (int t = 0; t < KVS_CORK_GRACE_TURNS - 1; t++) kvs_cork_turn_end(&k);
+  assert_int_equal(corked(c->client), 1);
+  kvs_cork_turn_end(&k); /* the last quiet turn of the grace: flushed */
+  assert_int_equal(corked(c->client), 0);
+  assert_false(kvs_cork_any(&k));
+  kvs_cork_run(&k, c->endpoint, KVS_CORK_MIN_BYTES * 2);
+  assert_int_equal(corked(c->client), 1);
+  kvs_cork_release_all(&k); /* before sleeping: everything flushed */
+  assert_int_equal(corked(c->client), 0);
+  assert_int_equal(k.corks, 2);
+}
+
+static void test_disabled_cork_and_missing_connection_touch_nothing(void **state) {
+  conn_t *c = *state;
+  kvs_cork_t k;
+  kvs_cork_init(&k, false);
+  kvs_cork_run(&k, c->endpoint, KVS_CORK_MIN_BYTES * 4);
+  assert_int_equal(k.corks + k.finds, 0);
+  assert_int_equal(corked(c->client), 0);
+  kvs_cork_init(&k, true);
+  kvs_cork_run(&k, "tcp://127.0.0.1:1", KVS_CORK_MIN_BYTES); /* nothing connected there */
+  kvs_cork_run(&k, "tcp://127.0.0.1:1", KVS_CORK_MIN_BYTES); /* not searched again yet */
+  assert_int_equal(k.finds, 1);
+  assert_int_equal(k.corks, 0);
+  assert_false(kvs_cork_any(&k));
+  kvs_cork_run(&k, "tcp://localhost:1", KVS_CORK_MIN_BYTES); /* names are not looked up */
+  assert_int_equal(k.finds, 1);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_endpoints_parse_only_when_numeric_tcp),
+      cmocka_unit_test(test_long_run_corks_the_connection_and_quiet_turns_uncork_it),
+      cmocka_unit_test(test_disabled_cork_and_missing_connection_touch_nothing),
+  };
+  return cmocka_run_group_tests(tests, conn_open, conn_close);
+}
