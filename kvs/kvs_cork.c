@@ -117,14 +117,14 @@ static void kvs__cork_set(kvs_cork_entry_t *e, int on) {
   e->corked = on;
 }
 
-void kvs_cork_run(kvs_cork_t *c, const char *endpoint, size_t bytes) {
-  if (!c->enabled || bytes < KVS_CORK_MIN_BYTES) return;
+void kvs_cork_run(kvs_cork_t *c, const char *endpoint, size_t bytes, size_t replies) {
+  if (!c->enabled || bytes < KVS_CORK_MIN_BYTES || replies < KVS_CORK_MIN_REPLIES) return;
   uint64_t now = sq_now_ms();
   kvs_cork_entry_t *e = kvs__cork_entry(c, endpoint, now);
-  if (!e) return;
+  if (!e || e->used) return; /* one long run per turn counts */
   e->last_used_ms = now;
   e->used = true;
-  if (e->corked) return;
+  if (e->corked || e->long_turns + 1 < KVS_CORK_MIN_TURNS) return;
   /* Checked before every cork: libzmq may have reconnected (a new fd) meanwhile. */
   if (e->fd >= 0 && !kvs__cork_fd_matches(e, e->fd)) e->fd = -1;
   if (e->fd < 0) {
@@ -142,8 +142,13 @@ void kvs_cork_run(kvs_cork_t *c, const char *endpoint, size_t bytes) {
 void kvs_cork_turn_end(kvs_cork_t *c) {
   for (size_t i = 0; i < KVS_CORK_ENTRIES; i++) {
     kvs_cork_entry_t *e = &c->e[i];
-    if (e->used) e->quiet_turns = 0;
-    else if (e->corked && ++e->quiet_turns >= KVS_CORK_GRACE_TURNS) kvs__cork_set(e, 0);
+    if (e->used) {
+      e->quiet_turns = 0;
+      if (e->long_turns < KVS_CORK_MIN_TURNS) e->long_turns++;
+    } else {
+      e->long_turns = 0;
+      if (e->corked && ++e->quiet_turns >= KVS_CORK_GRACE_TURNS) kvs__cork_set(e, 0);
+    }
     e->used = false;
   }
 }

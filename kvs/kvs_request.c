@@ -436,12 +436,12 @@ static void kvs__send_ready(kvs_request_ctx_t *rq) {
   const kvs_ack_t *ack;
   char last[KVS__MAX_ADDRESS] = "";
   void *sock = NULL;
-  size_t run_bytes = 0; /* of the current run, for kvs_cork_run */
+  size_t run_bytes = 0, run_replies = 0; /* of the current run, for kvs_cork_run */
   while ((ack = kvs_ack_ready(&rq->acks, rq->durable_lsn)) != NULL) {
     int rc = 0;
     if (!sock || strcmp(ack->address, last) != 0) {
       sock = NULL;
-      run_bytes = 0;
+      run_bytes = run_replies = 0;
       rc = sq_zmq_cache_get(rq->replies, ack->address, &sock);
       if (rc == 0) snprintf(last, sizeof(last), "%s", ack->address);
     }
@@ -450,9 +450,9 @@ static void kvs__send_ready(kvs_request_ctx_t *rq) {
       atomic_fetch_add_explicit(&rq->counters->send_drops, 1, memory_order_relaxed);
     } else {
       atomic_fetch_add_explicit(&rq->counters->bytes_out, ack->len, memory_order_relaxed);
-      if (run_bytes < KVS_CORK_MIN_BYTES && run_bytes + ack->len >= KVS_CORK_MIN_BYTES)
-        kvs_cork_run(&rq->cork, ack->address, run_bytes + ack->len);
       run_bytes += ack->len;
+      if (++run_replies >= KVS_CORK_MIN_REPLIES && run_bytes >= KVS_CORK_MIN_BYTES)
+        kvs_cork_run(&rq->cork, ack->address, run_bytes, run_replies);
     }
     kvs_ack_pop(&rq->acks);
   }

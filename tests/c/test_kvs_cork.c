@@ -1,8 +1,9 @@
 /* test_kvs_cork: corking reply connections during long runs (kvs/kvs_cork.c).
  *
- * Pins: endpoints parse only when numeric tcp://; a run of KVS_CORK_MIN_BYTES corks the
- * process's connection to that endpoint (found by its peer address) and a shorter one
- * does not; a corked connection stays corked while it keeps getting long runs, is
+ * Pins: endpoints parse only when numeric tcp://; long runs of small replies in
+ * KVS_CORK_MIN_TURNS turns in a row cork the process's connection to that endpoint
+ * (found by its peer address), while short runs, few replies or one large reply never
+ * do; a corked connection stays corked while it keeps getting long runs, is
  * uncorked after KVS_CORK_GRACE_TURNS turns without one, and by release_all at once;
  * a disabled cork and an endpoint with no connection touch nothing (and the search
  * for a missing connection is not repeated on every run).
@@ -76,20 +77,38 @@ static void test_endpoints_parse_only_when_numeric_tcp(void **state) {
     assert_false(kvs_cork_parse_endpoint(bad[i], &a, &len));
 }
 
-static void test_long_run_corks_the_connection_and_quiet_turns_uncork_it(void **state) {
+/* One worker turn in which endpoint gets a long run of small replies. */
+static void long_turn(kvs_cork_t *k, const char *endpoint) {
+  kvs_cork_run(k, endpoint, KVS_CORK_MIN_BYTES / 2, KVS_CORK_MIN_REPLIES); /* growing */
+  kvs_cork_run(k, endpoint, KVS_CORK_MIN_BYTES, KVS_CORK_MIN_REPLIES);
+  kvs_cork_run(k, endpoint, KVS_CORK_MIN_BYTES * 2, KVS_CORK_MIN_REPLIES * 2);
+}
+
+static void test_streaming_client_is_corked_and_quiet_turns_uncork_it(void **state) {
   conn_t *c = *state;
   kvs_cork_t k;
   kvs_cork_init(&k, true);
-  kvs_cork_run(&k, c->endpoint, KVS_CORK_MIN_BYTES - 1); /* short: nothing */
-  assert_int_equal(k.corks, 0);
-  assert_int_equal(corked(c->client), 0);
-  kvs_cork_run(&k, c->endpoint, KVS_CORK_MIN_BYTES);
+  /* Too short, too few replies, or one large reply: never counts. */
+  kvs_cork_run(&k, c->endpoint, KVS_CORK_MIN_BYTES - 1, KVS_CORK_MIN_REPLIES * 8);
+  kvs_cork_run(&k, c->endpoint, KVS_CORK_MIN_BYTES * 8, KVS_CORK_MIN_REPLIES - 1);
+  kvs_cork_turn_end(&k);
+  kvs_cork_run(&k, c->endpoint, KVS_CORK_MIN_BYTES * 8, KVS_CORK_MIN_REPLIES - 1);
+  kvs_cork_turn_end(&k);
+  assert_int_equal(k.corks + k.finds, 0);
+  /* Long runs in KVS_CORK_MIN_TURNS turns in a row: corked in the last of them. */
+  for (int t = 0; t < KVS_CORK_MIN_TURNS - 1; t++) {
+    long_turn(&k, c->endpoint);
+    assert_int_equal(k.corks + k.finds, 0);
+    kvs_cork_turn_end(&k);
+  }
+  long_turn(&k, c->endpoint);
   assert_int_equal(k.corks, 1);
   assert_int_equal(corked(c->client), 1); /* the connection to the endpoint, found */
   assert_int_equal(corked(c->server), 0); /* not the accepted end, whose peer differs */
   assert_true(kvs_cork_any(&k));
-  for (int t = 0; t < 3 * KVS_CORK_GRACE_TURNS; t++) { /* busy with it: stays corked */
-    kvs_cork_run(&k, c->endpoint, KVS_CORK_MIN_BYTES);
+  kvs_cork_turn_end(&k);
+  for (int t = 0; t < 3 * KVS_CORK_GRACE_TURNS; t++) { /* still streaming: stays corked */
+    long_turn(&k, c->endpoint);
     kvs_cork_turn_end(&k);
     assert_int_equal(corked(c->client), 1);
   }
@@ -99,34 +118,46 @@ static void test_long_run_corks_the_connection_and_quiet_turns_uncork_it(void **
   kvs_cork_turn_end(&k); /* the last quiet turn of the grace: flushed */
   assert_int_equal(corked(c->client), 0);
   assert_false(kvs_cork_any(&k));
-  kvs_cork_run(&k, c->endpoint, KVS_CORK_MIN_BYTES * 2);
+  for (int t = 0; t < KVS_CORK_MIN_TURNS; t++) { /* streaming again after the gap */
+    long_turn(&k, c->endpoint);
+    kvs_cork_turn_end(&k);
+  }
   assert_int_equal(corked(c->client), 1);
   kvs_cork_release_all(&k); /* before sleeping: everything flushed */
   assert_int_equal(corked(c->client), 0);
   assert_int_equal(k.corks, 2);
+  assert_int_equal(k.finds, 1); /* the connection was found once */
 }
 
 static void test_disabled_cork_and_missing_connection_touch_nothing(void **state) {
   conn_t *c = *state;
   kvs_cork_t k;
   kvs_cork_init(&k, false);
-  kvs_cork_run(&k, c->endpoint, KVS_CORK_MIN_BYTES * 4);
+  for (int t = 0; t < 2 * KVS_CORK_MIN_TURNS; t++) {
+    long_turn(&k, c->endpoint);
+    kvs_cork_turn_end(&k);
+  }
   assert_int_equal(k.corks + k.finds, 0);
   assert_int_equal(corked(c->client), 0);
   kvs_cork_init(&k, true);
-  kvs_cork_run(&k, "tcp://127.0.0.1:1", KVS_CORK_MIN_BYTES); /* nothing connected there */
-  kvs_cork_run(&k, "tcp://127.0.0.1:1", KVS_CORK_MIN_BYTES); /* not searched again yet */
-  assert_int_equal(k.finds, 1);
+  for (int t = 0; t < 2 * KVS_CORK_MIN_TURNS; t++) { /* nothing connected there */
+    long_turn(&k, "tcp://127.0.0.1:1");
+    kvs_cork_turn_end(&k);
+  }
+  assert_int_equal(k.finds, 1); /* not searched again on every turn */
   assert_int_equal(k.corks, 0);
   assert_false(kvs_cork_any(&k));
-  kvs_cork_run(&k, "tcp://localhost:1", KVS_CORK_MIN_BYTES); /* names are not looked up */
+  for (int t = 0; t < 2 * KVS_CORK_MIN_TURNS; t++) { /* names are not looked up */
+    long_turn(&k, "tcp://localhost:1");
+    kvs_cork_turn_end(&k);
+  }
   assert_int_equal(k.finds, 1);
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_endpoints_parse_only_when_numeric_tcp),
-      cmocka_unit_test(test_long_run_corks_the_connection_and_quiet_turns_uncork_it),
+      cmocka_unit_test(test_streaming_client_is_corked_and_quiet_turns_uncork_it),
       cmocka_unit_test(test_disabled_cork_and_missing_connection_touch_nothing),
   };
   return cmocka_run_group_tests(tests, conn_open, conn_close);
