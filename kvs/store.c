@@ -16,7 +16,6 @@
 
 #include "hash.h"
 #include "sq_error.h"
-#include "sq_wire.h"
 
 typedef struct {
   uint8_t *payload; /* owned, cap bytes allocated */
@@ -24,7 +23,6 @@ typedef struct {
   size_t cap;
   uint32_t keylen;
   uint8_t type;
-  bool empty; /* kvs_store_payload_empty() of the payload, kept up to date */
   char key[]; /* keylen bytes, not NUL-terminated */
 } kvs__entry_t;
 
@@ -100,22 +98,12 @@ static int kvs__grow_index(kvs_store_t *s) {
   return 0;
 }
 
-bool kvs_store_payload_empty(sq_lattice_type_t type, const uint8_t *p, size_t len) {
-  static const uint32_t data_field[] = {0, 2, 1, 2, 3, 1, 2};
-  const uint8_t *value;
-  size_t value_len;
-  if ((unsigned)type >= sizeof(data_field) / sizeof(data_field[0])) return true;
-  if (sq_wire_find_bytes(p, len, data_field[type], &value, &value_len) != 0) return true;
-  return (type == SQ_LATTICE_LWW || type == SQ_LATTICE_PRIORITY) && value_len == 0;
-}
-
 static void kvs__fill_entry(const kvs__entry_t *e, kvs_store_entry_t *out) {
   out->key = e->key;
   out->keylen = e->keylen;
   out->type = (sq_lattice_type_t)e->type;
   out->payload = e->payload;
   out->len = e->len;
-  out->empty = e->empty;
 }
 
 void kvs_store_key(kvs_store_key_t *k, const char *key, size_t keylen) {
@@ -165,7 +153,6 @@ static int kvs__insert(kvs_store_t *s, kvs__slot_t *slot, uint64_t hash, const c
   e->payload = copy;
   e->len = len;
   e->cap = len ? len : 1;
-  e->empty = kvs_store_payload_empty(type, copy, len);
   slot->hash = hash;
   slot->entry = e;
   s->entries[s->count++] = e;
@@ -214,7 +201,6 @@ static int kvs__merge_into(kvs_store_t *s, kvs__entry_t *e, sq_lattice_type_t ty
     s->stats.payload_bytes += new_len;
     s->stats.payload_bytes -= e->len;
     e->len = new_len;
-    e->empty = kvs_store_payload_empty(type, e->payload, new_len);
   }
   if (s->scratch.cap > (1u << 20)) sq_buf_free(&s->scratch); /* keep no huge scratch */
   if (changed) *changed = differs;

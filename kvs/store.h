@@ -29,15 +29,7 @@ typedef struct {
   sq_lattice_type_t type;
   const uint8_t *payload; /* valid until the next merge into this key */
   size_t len;
-  bool empty; /* the payload holds no data (kvs_store_payload_empty), kept per entry */
 } kvs_store_entry_t;
-
-/* True when a lattice payload holds no data: Anna answers KEY_DNE for such a key
- * (PROTOCOL.md §2.2). The field holding the data is 2 for LWW, PRIORITY and
- * SINGLE_CAUSAL, 1 for sets, 3 for MULTI_CAUSAL; a single-value lattice with zero
- * bytes of data is empty too. The store computes it when a value changes, so that a
- * GET does not parse the stored bytes again. */
-bool kvs_store_payload_empty(sq_lattice_type_t type, const uint8_t *p, size_t len);
 
 typedef struct {
   uint64_t keys;

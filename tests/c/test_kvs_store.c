@@ -255,37 +255,6 @@ static void test_store_set_values_are_stored_canonical(void **state) {
   kvs_store_destroy(s);
 }
 
-static void test_store_entry_says_whether_its_value_is_empty_after_every_change(void **state) {
-  (void)state;
-  kvs_store_t *s;
-  sq_buf_t p = {0};
-  kvs_store_entry_t e;
-  assert_int_equal(kvs_store_create(&s), 0);
-  lww_payload(&p, 10, ""); /* an LWW with no bytes reads as a missing key (KEY_DNE) */
-  assert_int_equal(kvs_store_merge(s, "k", 1, SQ_LATTICE_LWW, p.data, p.len, NULL), 0);
-  assert_int_equal(kvs_store_get(s, "k", 1, &e), 0);
-  assert_true(e.empty);
-  lww_payload(&p, 20, "x");
-  assert_int_equal(kvs_store_merge(s, "k", 1, SQ_LATTICE_LWW, p.data, p.len, NULL), 0);
-  assert_int_equal(kvs_store_get(s, "k", 1, &e), 0);
-  assert_false(e.empty);
-  lww_payload(&p, 30, ""); /* newer and empty again: the flag follows the value */
-  assert_int_equal(kvs_store_merge(s, "k", 1, SQ_LATTICE_LWW, p.data, p.len, NULL), 0);
-  assert_int_equal(kvs_store_get(s, "k", 1, &e), 0);
-  assert_true(e.empty);
-  assert_int_equal(e.empty, kvs_store_payload_empty(e.type, e.payload, e.len));
-  lww_payload(&p, 40, "a value of 300 bytes........................................"
-                      "............................................................"
-                      "............................................................"
-                      "............................................................"
-                      "..........................................................");
-  assert_int_equal(kvs_store_merge(s, "k", 1, SQ_LATTICE_LWW, p.data, p.len, NULL), 0);
-  assert_int_equal(kvs_store_get(s, "k", 1, &e), 0); /* the swap path (>= 256 bytes) */
-  assert_false(e.empty);
-  sq_buf_free(&p);
-  kvs_store_destroy(s);
-}
-
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_store_merge_keeps_newest_lww_and_reports_change),
@@ -295,7 +264,6 @@ int main(void) {
       cmocka_unit_test(test_store_overwrites_of_any_size_keep_exactly_the_newest_bytes),
       cmocka_unit_test(test_store_large_overwrites_of_many_keys_never_share_bytes),
       cmocka_unit_test(test_store_prefetch_of_present_and_absent_keys_changes_nothing),
-      cmocka_unit_test(test_store_entry_says_whether_its_value_is_empty_after_every_change),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
