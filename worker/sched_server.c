@@ -35,6 +35,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "sq_time.h"
 #include "sq_zwait.h"
 #include "sq_error.h"
 #include "sq_proto.h"
@@ -45,11 +46,7 @@
 
 static const int sched__rep_ports[SCHED_NREP] = {5000, 5001, 5002, 5003, 5004, 5005, 5006};
 
-uint64_t sched__now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
+uint64_t sched__now_ms(void) { return sq_now_ms(); }
 
 double sched__now_s(void) {
   struct timespec ts;
