@@ -451,11 +451,13 @@ static void kvs__send_ready(kvs_request_ctx_t *rq) {
   char last[KVS__MAX_ADDRESS] = "";
   void *sock = NULL;
   size_t run_bytes = 0, run_replies = 0; /* of the current run, for kvs_cork_run */
+  bool run_long = false; /* the run was reported to kvs_cork_run (once per run) */
   while ((ack = kvs_ack_ready(&rq->acks, rq->durable_lsn)) != NULL) {
     int rc = 0;
     if (!sock || strcmp(ack->address, last) != 0) {
       sock = NULL;
       run_bytes = run_replies = 0;
+      run_long = false;
       rc = sq_zmq_cache_get(rq->replies, ack->address, &sock);
       if (rc == 0) snprintf(last, sizeof(last), "%s", ack->address);
     }
@@ -465,8 +467,11 @@ static void kvs__send_ready(kvs_request_ctx_t *rq) {
     } else {
       atomic_fetch_add_explicit(&rq->counters->bytes_out, ack->len, memory_order_relaxed);
       run_bytes += ack->len;
-      if (++run_replies >= KVS_CORK_MIN_REPLIES && run_bytes >= KVS_CORK_MIN_BYTES)
+      if (!run_long && ++run_replies >= KVS_CORK_MIN_REPLIES &&
+          run_bytes >= KVS_CORK_MIN_BYTES) {
+        run_long = true; /* the rest of the run would only repeat the lookup */
         kvs_cork_run(&rq->cork, ack->address, run_bytes, run_replies);
+      }
     }
     kvs_ack_pop(&rq->acks);
   }
