@@ -154,9 +154,9 @@ static size_t sched__pins_in_flight(const sched_pin_t *p, size_t n) {
 /* Collects acks for up to pin_timeout_ms (statuses keep being applied meanwhile);
  * pins still unanswered then are abandoned and go back to TODO. */
 static void sched__pin_collect(sched_t *s, sched_pin_t *p, size_t n) {
-  uint64_t deadline = sched__now_ms() + (uint64_t)s->cfg->pin_timeout_ms;
+  uint64_t deadline = sq_now_ms() + (uint64_t)s->cfg->pin_timeout_ms;
   while (sched__pins_in_flight(p, n) > 0) {
-    uint64_t now = sched__now_ms();
+    uint64_t now = sq_now_ms();
     if (now >= deadline) break;
     zmq_pollitem_t it[2] = {{s->pin_pull, 0, ZMQ_POLLIN, 0}, {s->status_pull, 0, ZMQ_POLLIN, 0}};
     if (zmq_poll(it, 2, (long)(deadline - now)) < 0 && zmq_errno() != EINTR) break;

@@ -66,7 +66,7 @@ static uint64_t sched__name_hash(const char *name) {
 bool sched__func_known(sched_t *s, const char *name) {
   sched_index_t *ix = &s->index;
   if (sched__func_local(s, name)) return true;
-  uint64_t now = sched__now_ms(), hash = sched__name_hash(name);
+  uint64_t now = sq_now_ms(), hash = sched__name_hash(name);
   bool due = now - ix->read_ms >= SCHED_INDEX_RELOAD_MS;
   bool repeat = ix->has_missed && ix->missed == hash; /* missed since the last read */
   if (!due && (ix->fresh >= SCHED_INDEX_FRESH_MAX || repeat)) {
@@ -224,7 +224,7 @@ void sched__on_list(sched_t *s, const uint8_t *b, size_t n) {
   }
   memcpy(prefix, b, n);
   prefix[n] = '\0';
-  uint64_t now = sched__now_ms();
+  uint64_t now = sq_now_ms();
   if (now - s->index.read_ms >= SCHED_INDEX_RELOAD_MS) {
     s->index.read_ms = now; /* a timed read: unknown names start a new window */
     s->index.fresh = 0;

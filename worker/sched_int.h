@@ -27,6 +27,7 @@
 #include "shared.pb-c.h"
 #include "sq_buf.h"
 #include "sq_log.h"
+#include "sq_time.h"
 #include "sq_zmq.h"
 
 #define SCHED_MAX_DAGS 4096
@@ -166,7 +167,6 @@ struct sched {
 };
 
 /* ---- sched_server.c: plumbing --------------------------------------------------- */
-uint64_t sched__now_ms(void);
 double sched__now_s(void);
 void sched__uuid4(char out[37]);
 /* Replies on REP socket `port` with a packed message / bytes. */

@@ -65,7 +65,7 @@ void sched__track_oneshot(sched_t *s, uint8_t *msg, size_t len, const sched_exec
   o->msg = msg;
   o->len = len;
   o->exec = *ex;
-  o->sent_ms = sched__now_ms();
+  o->sent_ms = sq_now_ms();
   o->tries = tries;
 }
 
@@ -87,7 +87,7 @@ void sched__track_dag(sched_t *s, const char *id, const DagCall *call,
   memcpy(f->execs, execs, n * sizeof(*execs));
   f->nexecs = n;
   snprintf(f->id, sizeof f->id, "%s", id);
-  f->sent_ms = sched__now_ms();
+  f->sent_ms = sq_now_ms();
   f->tries = tries;
 }
 

@@ -46,7 +46,6 @@
 
 static const int sched__rep_ports[SCHED_NREP] = {5000, 5001, 5002, 5003, 5004, 5005, 5006};
 
-uint64_t sched__now_ms(void) { return sq_now_ms(); }
 
 double sched__now_s(void) {
   struct timespec ts;
@@ -453,7 +452,7 @@ int sched_run(sched_t *s, volatile sig_atomic_t *stop) {
       sq_zwait_touch(&w, ST);
       sq_zwait_touch(&w, KVS);
     }
-    sched__tick(s, sched__now_ms());
+    sched__tick(s, sq_now_ms());
   }
   return 0;
 }

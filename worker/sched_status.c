@@ -36,14 +36,14 @@ void sched__on_status(sched_t *s, const uint8_t *b, size_t n) {
                       (ProtobufCMessage **)&st) != 0)
     return;
   bool dropped = false;
-  int rc = sched_policy_status(s->policy, st, sched__now_ms(), &dropped);
+  int rc = sched_policy_status(s->policy, st, sq_now_ms(), &dropped);
   if (rc) sq_log_warn(s->log, "status from %.64s:%u ignored: %s", st->ip, st->tid,
                       sq_strerror(rc));
   if (dropped) {
     sched_exec_id_t ex = {.tid = st->tid};
     snprintf(ex.ip, sizeof ex.ip, "%s", st->ip);
     sq_log_info(s->log, "executor %s:%u departed", ex.ip, ex.tid);
-    sched__executor_lost(s, &ex, sched__now_ms());
+    sched__executor_lost(s, &ex, sq_now_ms());
   }
   thread_status__free_unpacked(st, NULL);
 }
