@@ -56,6 +56,8 @@ static const sq_opt_t kvs_load__opts[] = {
            "PUT every key once before the timed phase"),
     SQ_OPT(load_opts_t, timeout, "timeout", SQ_OPT_DOUBLE, "5",
            "seconds before a request counts as timed out"),
+    SQ_OPT(load_opts_t, histogram, "histogram", SQ_OPT_BOOL, "false",
+           "add every non-empty latency bucket to the output, so runs can be merged"),
     SQ_OPT(load_opts_t, label, "label", SQ_OPT_STRING, "", "text copied into the output"),
     SQ_OPT(load_opts_t, seed, "seed", SQ_OPT_INT64, "1", "random seed"),
 };
@@ -194,6 +196,23 @@ static double kvs_load__cpu_s(void) {
          (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
+/* The latency histogram as "histogram": [[lower_ns, upper_ns, count], ...] over its
+ * non-empty buckets (upper exclusive), with the exact "min_ns" and "max_ns": enough
+ * for a reader to merge several runs and take quantiles as hist_quantile() does. */
+static void kvs_load__print_histogram(FILE *f, const hist_t *h) {
+  fprintf(f, ",\"min_ns\":%" PRIu64 ",\"max_ns\":%" PRIu64 ",\"histogram\":[",
+          h->count ? h->min : 0, h->count ? h->max : 0);
+  const char *sep = "";
+  for (uint32_t i = 0; i < HIST_BUCKETS; i++) {
+    if (!h->counts[i]) continue;
+    uint64_t upper = i + 1 < HIST_BUCKETS ? hist_bucket_lower(i + 1) : UINT64_MAX;
+    fprintf(f, "%s[%" PRIu64 ",%" PRIu64 ",%" PRIu64 "]", sep, hist_bucket_lower(i), upper,
+            h->counts[i]);
+    sep = ",";
+  }
+  fputc(']', f);
+}
+
 static void kvs_load__print(FILE *f, const load_opts_t *o, const kvs_load__result_t *r,
                             uint64_t preload_errors) {
   const hist_t *h = r->hist;
@@ -219,6 +238,7 @@ static void kvs_load__print(FILE *f, const load_opts_t *o, const kvs_load__resul
   fprintf(f, "},\"preload_errors\":%" PRIu64 ",\"client_cpu_us_per_op\":%.2f,\"label\":",
           preload_errors, r->ops ? r->cpu_s * 1e6 / (double)r->ops : 0.0);
   kvs_load__json_str(f, o->label);
+  if (o->histogram) kvs_load__print_histogram(f, h);
   fprintf(f, "}\n");
   fflush(f);
 }

@@ -74,6 +74,7 @@ typedef struct {
   double seconds;      /* timed phase length (after warm-up) */
   double warmup;       /* seconds issued but not recorded */
   bool preload;        /* PUT every key once before the timed phase */
+  bool histogram;      /* add the latency histogram's buckets to the JSON line */
   double timeout;      /* seconds before an outstanding request is a timeout */
   char *label;         /* free text copied into the JSON line */
   int64_t seed;
