@@ -101,7 +101,7 @@ typedef struct {
 static void *kvs_load__main(void *arg) {
   kvs_load__worker_t *w = arg;
   if (w->t.sys == LOAD_SYS_SQUALL)
-    load_anna_run(&w->t, w->zctx);
+    load_anna_run(&w->t);
   else
     load_redis_run(&w->t);
   return NULL;

@@ -2,9 +2,16 @@
  * Everything here works on one load_thread_t and is called only by its thread. */
 #include "load.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 static const char *const load__err_names[LOAD_ERR_COUNT] = {
 #define LOAD__ERR_NAME(name, text) text,
@@ -75,4 +82,72 @@ bool load_issuing(const load_thread_t *t, uint64_t now_ns) {
 const char *load_err_name(int err) {
   if (err < 0 || err >= LOAD_ERR_COUNT) return "unknown";
   return load__err_names[err];
+}
+
+/* host:port resolved for TCP (the first address); NULL when it does not resolve. */
+static struct addrinfo *load__resolve(const char *host, int port, bool passive) {
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                           .ai_flags = passive ? AI_PASSIVE : 0};
+  struct addrinfo *res = NULL;
+  char portstr[16];
+  snprintf(portstr, sizeof(portstr), "%d", port);
+  if (getaddrinfo(host, portstr, &hints, &res) != 0) return NULL;
+  return res;
+}
+
+static int load__nonblocking(int fd) {
+  int fl = fcntl(fd, F_GETFL);
+  return fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ? -errno : 0;
+}
+
+int load_tcp_connect(const char *host, int port, int *out) {
+  struct addrinfo *res = load__resolve(host, port, false);
+  int fd = -1, rc = 0, one = 1;
+  if (!res) return -EHOSTUNREACH;
+  fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0 || connect(fd, res->ai_addr, res->ai_addrlen) < 0) rc = -errno;
+  if (rc == 0) {
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    rc = load__nonblocking(fd);
+  }
+  freeaddrinfo(res);
+  if (rc != 0) {
+    if (fd >= 0) close(fd);
+    return rc;
+  }
+  *out = fd;
+  return 0;
+}
+
+int load_tcp_listen(const char *host, int *out, int *port) {
+  struct addrinfo *res = load__resolve(host, 0, true);
+  struct sockaddr_storage sa;
+  socklen_t salen = sizeof(sa);
+  int fd = -1, rc = 0;
+  if (!res) return -EHOSTUNREACH;
+  fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 64) < 0 ||
+      getsockname(fd, (struct sockaddr *)&sa, &salen) < 0)
+    rc = -errno;
+  if (rc == 0) rc = load__nonblocking(fd);
+  freeaddrinfo(res);
+  if (rc != 0) {
+    if (fd >= 0) close(fd);
+    return rc;
+  }
+  *port = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
+                                         : ((struct sockaddr_in *)&sa)->sin_port);
+  *out = fd;
+  return 0;
+}
+
+int load_write_pending(int fd, const uint8_t *data, size_t len, size_t *off) {
+  while (*off < len) {
+    ssize_t w = write(fd, data + *off, len - *off);
+    if (w > 0) *off += (size_t)w;
+    else if (w < 0 && errno == EINTR) continue;
+    else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+    else return w < 0 ? -errno : -EPIPE;
+  }
+  return 0;
 }

@@ -4,7 +4,7 @@
  * N logical clients, each keeping at most `depth` requests outstanding: depth 1 is
  * the classic unpipelined client, depth 16 a pipelined one. Clients are spread over
  * `threads` load threads; each thread runs its own event loop over its own clients
- * and sockets (load_anna.c: zmq_poll over the clients' PULL sockets; load_redis.c:
+ * and sockets (load_anna.c: epoll over ZMTP connections, zmtp.h; load_redis.c:
  * epoll over TCP connections) and nothing is shared between threads but the
  * read-only configuration and, for Anna, the read-only key -> endpoint table.
  *
@@ -129,6 +129,18 @@ void load_complete(load_thread_t *t, int err, uint64_t lat_ns, uint64_t now_ns);
 /* True while the thread should issue new requests. */
 bool load_issuing(const load_thread_t *t, uint64_t now_ns);
 
+/* Opens a TCP connection to host:port (blocking connect), then makes it non-blocking
+ * with TCP_NODELAY. 0 or negative errno (-EHOSTUNREACH when host does not resolve). */
+int load_tcp_connect(const char *host, int port, int *out);
+
+/* Writes data[*off..len) to the non-blocking fd until all is written or the socket is
+ * full, advancing *off. 0, or negative errno when the connection failed. */
+int load_write_pending(int fd, const uint8_t *data, size_t len, size_t *off);
+
+/* Listens on host at an ephemeral port (non-blocking, backlog 64); *port gets it.
+ * 0 or negative errno. */
+int load_tcp_listen(const char *host, int *out, int *port);
+
 /* Name of an error kind for the JSON line. */
 const char *load_err_name(int err);
 
@@ -142,9 +154,10 @@ int load_anna_prepare(const load_opts_t *opts, void *zctx, void **shared, char *
                       size_t errlen);
 void load_anna_release(void *shared);
 
-/* Runs one phase of one thread (t->shared is the table, zctx the ZeroMQ context).
+/* Runs one phase of one thread (t->shared is the table), speaking ZMTP on its own
+ * sockets (zmtp.h).
  * Returns 0 or the fatal error also stored in t->fatal. */
-int load_anna_run(load_thread_t *t, void *zctx);
+int load_anna_run(load_thread_t *t);
 
 /* Redis RESP: one TCP connection per client, SET/GET pipelined up to depth. */
 int load_redis_run(load_thread_t *t);

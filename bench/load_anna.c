@@ -8,20 +8,28 @@
  * as address_cache_size, as Anna clients do). The table is read-only afterwards and
  * shared by all load threads.
  *
- * Each load thread then behaves like one Anna client thread: ONE PULL socket (the
- * response_address of all its clients, an ephemeral loopback port) and one PUSH
- * socket per storage endpoint, shared by its logical clients. Each logical client
- * keeps up to `depth` KeyRequests of one tuple in flight. A request's client, slot
- * and sequence number travel in request_id ("<client>.<slot>.<seq>") and come back as
- * response_id, so replies may arrive in any order and are matched to their client
- * without a socket per client; a reply for a slot that has moved on (it timed out)
- * is dropped silently, its timeout already counted.
+ * Each load thread then behaves like one Anna client thread: ONE reply address (the
+ * response_address of all its clients, a listener on an ephemeral loopback port that
+ * the storage threads' reply sockets connect to) and one connection per storage
+ * endpoint, shared by its logical clients. Each logical client keeps up to `depth`
+ * KeyRequests of one tuple in flight. A request's client, slot and sequence number
+ * travel in request_id ("<client>.<slot>.<seq>") and come back as response_id, so
+ * replies may arrive in any order and are matched to their client without a socket
+ * per client; a reply for a slot that has moved on (it timed out) is dropped
+ * silently, its timeout already counted.
  *
- *   thread loop: zmq_poll(the thread's PULL socket, 10 ms)
- *     -> receive every waiting reply (DONTWAIT, up to a batch), decode it by hand
- *        (bounds-checked), complete the slot
- *     -> top up every client that got a slot back (closed loop), sends back to back:
- *        next key, KeyRequest -> PUSH (DONTWAIT)
+ * The hot loop speaks ZMTP itself (zmtp.h) on plain sockets, as the Redis side speaks
+ * RESP: libzmq's I/O thread, per-message allocations and wake-ups cost the load
+ * generator more CPU per request than the server's whole work, CPU the server does
+ * not get on a small machine. (Routing, done once before the load, still uses libzmq.)
+ *
+ *   thread loop: epoll_wait(listener, reply connections, endpoints with output, 10 ms)
+ *     -> accept reply connections (ZMTP handshake as a PULL peer)
+ *     -> read every reply connection dry, decode each whole frame by hand
+ *        (bounds-checked), complete its slot
+ *     -> top up every client that got a slot back (closed loop): its requests are
+ *        queued per endpoint as ZMTP frames ...
+ *     -> ... and written with one write per endpoint for the whole turn
  *
  * (One socket per client, polled every turn, cost 30-50 us of client CPU per request
  * on a small machine -- more than the server's work.)
@@ -39,6 +47,11 @@
 #include <string.h>
 #include <time.h>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "anna.pb-c.h"
@@ -46,13 +59,21 @@
 #include "sq_buf.h"
 #include "sq_error.h"
 #include "sq_zmq.h"
+#include "zmtp.h"
 
 #define ANNA__PORT_KEY_ADDRESS 6450
 #define ANNA__MAX_ENDPOINTS 250
 #define ANNA__ROUTE_BATCH 500
 #define ANNA__ROUTE_TIMEOUT_NS 20000000000ull
 #define ANNA__REPLY_SLACK 65536
-#define ANNA__HWM 100000 /* messages queued per socket: above clients x depth */
+#define ANNA__ROUTE_HWM 100000     /* routing answers queued */
+#define ANNA__MAX_PULLS 256        /* reply connections per load thread */
+#define ANNA__READ_CHUNK 262144
+/* epoll tags: the listener, a reply connection (| index), an endpoint (| index) */
+#define ANNA__TAG_LISTEN 0u
+#define ANNA__TAG_PULL (1u << 24)
+#define ANNA__TAG_PUSH (2u << 24)
+#define ANNA__TAG_INDEX 0xffffffu
 
 typedef struct {
   int nendpoints;
@@ -139,7 +160,7 @@ static int anna__pull_ephemeral(void *zctx, const char *host, int64_t max_msg, v
   char *colon = strrchr(ep, ':');
   if (!colon || (size_t)(colon - ep) + 3 > sizeof(ep)) return SQ_EINVAL;
   strcpy(colon + 1, "*");
-  rc = sq_zmq_pull_bind(zctx, ep, max_msg, ANNA__HWM, NULL, 0, out);
+  rc = sq_zmq_pull_bind(zctx, ep, max_msg, ANNA__ROUTE_HWM, NULL, 0, out);
   if (rc != 0) return rc;
   size_t len = addrlen;
   if (zmq_getsockopt(*out, ZMQ_LAST_ENDPOINT, addr, &len) != 0) {
@@ -242,21 +263,35 @@ typedef struct {
   bool listed;                     /* in the loop's refill list */
 } anna__client_t;
 
+/* A connection to one storage endpoint's request socket (a ZeroMQ PULL). */
+typedef struct {
+  int fd;          /* -1: not connected yet, or dropped after a failure */
+  sq_buf_t out;    /* framed requests not yet written */
+  size_t off;      /* bytes of out already written */
+  bool want_out;   /* EPOLLOUT registered */
+} anna__push_t;
+
+/* A connection a storage thread's reply socket (a ZeroMQ PUSH) opened to us. */
+typedef struct {
+  int fd;          /* -1: free */
+  sq_buf_t in;     /* reply bytes not yet parsed */
+} anna__pull_t;
+
 typedef struct {
   load_thread_t *t;
-  void *zctx;
   const anna__table_t *tb;
   int n;
   uint32_t depth;
   anna__client_t *clients;
   uint32_t *refill;                /* clients with slots freed since the last top-up */
   uint32_t nrefill;
-  void *pull;                      /* the thread's reply socket */
+  int ep;                          /* epoll */
+  int listen_fd;                   /* where storage threads connect to reply */
   char addr[SQ_ZMQ_ENDPOINT_MAX];  /* its response_address */
-  void **push;                     /* per endpoint, connected on first use */
+  anna__push_t *push;              /* per endpoint, connected on first use */
+  anna__pull_t pulls[ANNA__MAX_PULLS];
   uint64_t outstanding;
   uint8_t *value;
-  sq_buf_t payload;   /* reused request encoding buffer */
   size_t max_reply;
 } anna__loop_t;
 
@@ -324,7 +359,8 @@ typedef struct {
   const char *id;       /* request_id */
 } anna__req_t;
 
-/* Encodes a one-tuple KeyRequest (with its LWWValue payload for a PUT) into out. */
+/* Appends to out one ZMTP frame holding a one-tuple KeyRequest (with its LWWValue
+ * payload for a PUT). */
 static int anna__encode(const anna__req_t *r, sq_buf_t *out) {
   size_t klen = strlen(r->key), alen = strlen(r->addr), ilen = strlen(r->id);
   bool put = r->type == REQUEST_TYPE__PUT;
@@ -332,10 +368,11 @@ static int anna__encode(const anna__req_t *r, sq_buf_t *out) {
   size_t tlen = anna__ld_size(klen) + (put ? 2 + anna__ld_size(plen) : 0) +
                 (r->nips ? 1 + anna__vlen(r->nips) : 0);
   size_t total = 2 + 1 + anna__vlen(tlen) + tlen + anna__ld_size(alen) + anna__ld_size(ilen);
-  sq_buf_reset(out);
-  int rc = sq_buf_reserve(out, total);
+  int rc = sq_buf_reserve(out, ZMTP_HEADER_MAX + total);
   if (rc != 0) return rc;
-  uint8_t *o = out->data;
+  uint8_t *o = out->data + out->len;
+  o += zmtp_frame_header(o, total);
+  uint8_t *body = o;
   *o++ = 0x08; /* type */
   *o++ = (uint8_t)r->type;
   *o++ = 0x12; /* the tuple */
@@ -356,8 +393,9 @@ static int anna__encode(const anna__req_t *r, sq_buf_t *out) {
   }
   o = anna__ld(o, 0x1a, r->addr, alen);
   o = anna__ld(o, 0x22, r->id, ilen);
+  if ((size_t)(o - body) != total) return SQ_EPROTO;
   out->len = (size_t)(o - out->data);
-  return out->len == total ? 0 : SQ_EPROTO;
+  return 0;
 }
 
 /* The same request through protobuf-c and sq_lattice_encode, for the self-check. */
@@ -392,29 +430,89 @@ static int anna__encode_pb(const anna__req_t *r, sq_buf_t *out) {
   return rc;
 }
 
-/* Checks, once per thread, that the hand encoder writes protobuf-c's bytes. */
+/* Checks, once per thread, that the hand encoder writes protobuf-c's bytes (in a
+ * ZMTP frame). */
 static int anna__selfcheck(anna__loop_t *lp) {
   anna__req_t r = {.type = lp->t->op == LOAD_OP_PUT ? REQUEST_TYPE__PUT : REQUEST_TYPE__GET,
                    .key = "key:00000042", .nips = 1, .timestamp = 1764230400000000123ull,
                    .value = lp->value, .value_len = lp->t->opts->value_size,
                    .addr = lp->addr, .id = "49.15.1234567"};
   sq_buf_t a = {0}, b = {0};
+  uint8_t head[ZMTP_HEADER_MAX];
   int rc = anna__encode(&r, &a);
   if (rc == 0) rc = anna__encode_pb(&r, &b);
-  if (rc == 0 && (a.len != b.len || memcmp(a.data, b.data, a.len) != 0)) rc = SQ_EPROTO;
+  size_t hlen = rc == 0 ? zmtp_frame_header(head, b.len) : 0;
+  if (rc == 0 && (a.len != hlen + b.len || memcmp(a.data, head, hlen) != 0 ||
+                  memcmp(a.data + hlen, b.data, b.len) != 0))
+    rc = SQ_EPROTO;
   sq_buf_free(&a);
   sq_buf_free(&b);
   return rc;
 }
 
-/* Sends one KeyRequest for key from client c into a free slot. */
+/* Splits "tcp://host:port" into host (room for SQ_ZMQ_ENDPOINT_MAX) and port. */
+static bool anna__endpoint_split(const char *ep, char *host, int *port) {
+  if (strncmp(ep, "tcp://", 6) != 0) return false;
+  const char *colon = strrchr(ep, ':');
+  if (!colon || colon < ep + 6) return false;
+  char *end = NULL;
+  long p = strtol(colon + 1, &end, 10);
+  if (*end || p <= 0 || p > 65535) return false;
+  size_t hlen = (size_t)(colon - (ep + 6));
+  if (hlen > 1 && ep[6] == '[' && colon[-1] == ']') { /* [v6 address] */
+    memcpy(host, ep + 7, hlen - 2);
+    host[hlen - 2] = '\0';
+  } else {
+    memcpy(host, ep + 6, hlen);
+    host[hlen] = '\0';
+  }
+  *port = (int)p;
+  return true;
+}
+
+/* Connects to endpoint ep's request socket and greets it as a PUSH socket. */
+static int anna__push_open(anna__loop_t *lp, int ep) {
+  char host[SQ_ZMQ_ENDPOINT_MAX], err[160];
+  int port, fd = -1;
+  if (!anna__endpoint_split(lp->tb->endpoints[ep], host, &port)) return SQ_EINVAL;
+  int rc = load_tcp_connect(host, port, &fd);
+  if (rc == 0) rc = zmtp_handshake(fd, "PUSH", "PULL", err, sizeof(err));
+  else snprintf(err, sizeof(err), "%s", sq_strerror(rc));
+  struct epoll_event ev = {.events = 0, .data.u32 = ANNA__TAG_PUSH | (uint32_t)ep};
+  if (rc == 0 && epoll_ctl(lp->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+    rc = -errno;
+    snprintf(err, sizeof(err), "epoll: %s", sq_strerror(rc));
+  }
+  if (rc != 0) {
+    if (fd >= 0) close(fd);
+    fprintf(stderr, "kvs_load: %s: %s\n", lp->tb->endpoints[ep], err);
+    return rc;
+  }
+  lp->push[ep].fd = fd;
+  return 0;
+}
+
+/* Drops endpoint ep's connection after a write failed: the requests queued or in
+ * flight on it get no reply and count as timeouts; the next request reconnects. */
+static void anna__push_drop(anna__loop_t *lp, int ep) {
+  anna__push_t *p = &lp->push[ep];
+  epoll_ctl(lp->ep, EPOLL_CTL_DEL, p->fd, NULL);
+  close(p->fd);
+  p->fd = -1;
+  p->off = 0;
+  p->want_out = false;
+  sq_buf_reset(&p->out);
+}
+
+/* Queues one KeyRequest for key from client c into a free slot (written by
+ * anna__flush). */
 static int anna__send(anna__loop_t *lp, anna__client_t *c, uint64_t key, uint64_t now) {
   const anna__table_t *tb = lp->tb;
   char name[LOAD_KEY_MAX], id[48];
   int ep = tb->key_ep[key], rc;
   load_key_name(key, name);
-  if (!lp->push[ep]) {
-    rc = sq_zmq_push_connect(lp->zctx, tb->endpoints[ep], ANNA__HWM, 0, &lp->push[ep]);
+  if (lp->push[ep].fd < 0) {
+    rc = anna__push_open(lp, ep);
     if (rc != 0) return rc;
   }
   uint32_t s = c->free_slots[--c->nfree];
@@ -432,15 +530,14 @@ static int anna__send(anna__loop_t *lp, anna__client_t *c, uint64_t key, uint64_
                    .nips = tb->key_nips[key], .value = lp->value,
                    .value_len = lp->t->opts->value_size, .addr = lp->addr, .id = id};
   if (put) r.timestamp = anna__timestamp(c->id, &c->last_ts);
-  rc = anna__encode(&r, &lp->payload);
-  if (rc == 0) rc = sq_zmq_send_bytes(lp->push[ep], lp->payload.data, lp->payload.len);
-  if (rc != 0) goto fail;
+  rc = anna__encode(&r, &lp->push[ep].out);
+  if (rc != 0) {
+    slot->busy = false;
+    c->free_slots[c->nfree++] = s;
+    return rc;
+  }
   lp->outstanding++;
   return 0;
-fail:
-  slot->busy = false;
-  c->free_slots[c->nfree++] = s;
-  return rc;
 }
 
 /* Tops client c up to depth. A refused send counts as a SEND error and ends the
@@ -632,25 +729,107 @@ static void anna__complete(anna__loop_t *lp, const uint8_t *p, size_t len, uint6
   lp->outstanding--;
 }
 
-/* Handles the replies waiting on the thread's PULL socket (at most 256 per call);
- * each client that got a slot back is listed in lp->refill (once). */
-static int anna__drain(anna__loop_t *lp) {
-  zmq_msg_t msg;
-  for (int i = 0; i < 256; i++) {
-    zmq_msg_init(&msg);
-    if (zmq_msg_recv(&msg, lp->pull, ZMQ_DONTWAIT) < 0) {
-      int err = zmq_errno();
-      zmq_msg_close(&msg);
-      return err == EAGAIN ? 0 : -err;
-    }
-    anna__complete(lp, zmq_msg_data(&msg), zmq_msg_size(&msg), load_now_ns());
-    zmq_msg_close(&msg);
+/* Writes as much of endpoint ep's queued requests as its socket takes;
+ * (un)registers EPOLLOUT. */
+static void anna__flush_push(anna__loop_t *lp, int ep) {
+  anna__push_t *p = &lp->push[ep];
+  int rc = load_write_pending(p->fd, p->out.data, p->out.len, &p->off);
+  if (rc != 0) {
+    fprintf(stderr, "kvs_load: %s: %s\n", lp->tb->endpoints[ep], sq_strerror(rc));
+    anna__push_drop(lp, ep);
+    return;
   }
-  return 0;
+  if (p->off == p->out.len) {
+    sq_buf_reset(&p->out);
+    p->off = 0;
+  }
+  bool want = p->off < p->out.len;
+  if (want != p->want_out) {
+    struct epoll_event ev = {.events = want ? EPOLLOUT : 0u,
+                             .data.u32 = ANNA__TAG_PUSH | (uint32_t)ep};
+    epoll_ctl(lp->ep, EPOLL_CTL_MOD, p->fd, &ev);
+    p->want_out = want;
+  }
 }
 
-/* Tops up the clients the last drain freed slots of: their requests go out back to
- * back, which wakes ZeroMQ's I/O thread once for the lot rather than once each. */
+/* Writes every endpoint's queued requests: all that one loop turn queued goes out in
+ * one write per endpoint. */
+static void anna__flush(anna__loop_t *lp) {
+  for (int e = 0; e < lp->tb->nendpoints; e++)
+    if (lp->push[e].fd >= 0 && lp->push[e].off < lp->push[e].out.len) anna__flush_push(lp, e);
+}
+
+static void anna__pull_close(anna__loop_t *lp, anna__pull_t *p) {
+  epoll_ctl(lp->ep, EPOLL_CTL_DEL, p->fd, NULL);
+  close(p->fd);
+  p->fd = -1;
+  sq_buf_free(&p->in);
+}
+
+/* Reads everything waiting on reply connection p and completes every whole reply
+ * in it. A malformed frame counts as a PROTO error and ends the connection (the
+ * stream can no longer be trusted); so does the peer closing it. */
+static void anna__read(anna__loop_t *lp, anna__pull_t *p) {
+  for (;;) {
+    if (sq_buf_reserve(&p->in, ANNA__READ_CHUNK) != 0) {
+      load_complete(lp->t, LOAD_ERR_PROTO, 0, load_now_ns());
+      anna__pull_close(lp, p);
+      return;
+    }
+    ssize_t r = read(p->fd, p->in.data + p->in.len, p->in.cap - p->in.len);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    if (r <= 0) {
+      anna__pull_close(lp, p);
+      return;
+    }
+    p->in.len += (size_t)r;
+  }
+  uint64_t now = load_now_ns();
+  size_t off = 0, used;
+  const uint8_t *body;
+  uint64_t len;
+  bool command;
+  int rc;
+  while ((rc = zmtp_next_frame(p->in.data + off, p->in.len - off, lp->max_reply, &body, &len,
+                               &command, &used)) == 1) {
+    if (!command) anna__complete(lp, body, (size_t)len, now); /* commands: heartbeats */
+    off += used;
+  }
+  if (rc < 0) {
+    load_complete(lp->t, LOAD_ERR_PROTO, 0, now);
+    anna__pull_close(lp, p);
+    return;
+  }
+  memmove(p->in.data, p->in.data + off, p->in.len - off);
+  p->in.len -= off;
+}
+
+/* Accepts the connections storage threads open to reply, greeting each as a PULL
+ * socket. */
+static void anna__accept(anna__loop_t *lp) {
+  for (;;) {
+    int fd = accept4(lp->listen_fd, NULL, NULL, SOCK_CLOEXEC), one = 1;
+    if (fd < 0 && errno == EINTR) continue;
+    if (fd < 0) return;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    int i = 0;
+    while (i < ANNA__MAX_PULLS && lp->pulls[i].fd >= 0) i++;
+    char err[160] = "more than 256 reply connections";
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = ANNA__TAG_PULL | (uint32_t)i};
+    if (i == ANNA__MAX_PULLS || zmtp_handshake(fd, "PULL", "PUSH", err, sizeof(err)) != 0 ||
+        epoll_ctl(lp->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+      fprintf(stderr, "kvs_load: a reply connection was refused: %s\n", err);
+      load_complete(lp->t, LOAD_ERR_PROTO, 0, load_now_ns());
+      close(fd);
+      continue;
+    }
+    lp->pulls[i].fd = fd;
+  }
+}
+
+/* Tops up the clients the last reads freed slots of; anna__flush then writes their
+ * requests in one write per endpoint. */
 static void anna__refill(anna__loop_t *lp) {
   uint64_t now = load_now_ns();
   for (uint32_t i = 0; i < lp->nrefill; i++) {
@@ -690,11 +869,29 @@ static int anna__client_open(anna__loop_t *lp, int i) {
   return 0;
 }
 
+/* One epoll event. */
+static void anna__event(anna__loop_t *lp, const struct epoll_event *ev) {
+  uint32_t tag = ev->data.u32 & ~ANNA__TAG_INDEX, i = ev->data.u32 & ANNA__TAG_INDEX;
+  if (ev->data.u32 == ANNA__TAG_LISTEN) {
+    anna__accept(lp);
+  } else if (tag == ANNA__TAG_PULL) {
+    if (lp->pulls[i].fd >= 0) anna__read(lp, &lp->pulls[i]);
+  } else if (tag == ANNA__TAG_PUSH && lp->push[i].fd >= 0) {
+    if (ev->events & (EPOLLERR | EPOLLHUP)) {
+      fprintf(stderr, "kvs_load: %s closed the connection\n", lp->tb->endpoints[i]);
+      anna__push_drop(lp, (int)i);
+    } else {
+      anna__flush_push(lp, (int)i);
+    }
+  }
+}
+
 /* The event loop: issue until the phase ends, then drain for LOAD_DRAIN_NS. */
-static int anna__loop(anna__loop_t *lp) {
+static void anna__loop(anna__loop_t *lp) {
+  struct epoll_event evs[64];
   uint64_t now = load_now_ns(), last_check = now, drain_end = 0;
-  int rc = 0;
   for (int i = 0; i < lp->n; i++) anna__fill(lp, &lp->clients[i], now);
+  anna__flush(lp);
   for (;;) {
     now = load_now_ns();
     if (!load_issuing(lp->t, now)) {
@@ -702,34 +899,38 @@ static int anna__loop(anna__loop_t *lp) {
       if (drain_end == 0) drain_end = now + LOAD_DRAIN_NS;
       if (now > drain_end) break;
     }
-    zmq_pollitem_t item = {.socket = lp->pull, .events = ZMQ_POLLIN};
-    int n = zmq_poll(&item, 1, 10);
-    if (n < 0 && zmq_errno() != EINTR) return -zmq_errno();
-    if (n > 0) {
-      rc = anna__drain(lp);
-      anna__refill(lp);
-      if (rc != 0) return rc;
-    }
+    int n = epoll_wait(lp->ep, evs, 64, 10);
+    for (int i = 0; i < n; i++) anna__event(lp, &evs[i]);
+    anna__refill(lp);
     now = load_now_ns();
     if (now - last_check > 10000000ull) {
       anna__expire(lp, now, false);
       last_check = now;
       for (int i = 0; i < lp->n; i++) anna__fill(lp, &lp->clients[i], now);
     }
+    anna__flush(lp);
   }
   anna__expire(lp, now, true);
-  return 0;
 }
 
-/* Opens the thread's sockets and its clients' slots; a sentence in t->fatal_msg. */
+/* Opens the thread's listener, epoll and its clients' slots; a sentence in
+ * t->fatal_msg. */
 static int anna__open(anna__loop_t *lp) {
   load_thread_t *t = lp->t;
-  lp->push = calloc((size_t)lp->tb->nendpoints + 1, sizeof(void *));
+  int port = 0, rc;
+  for (int i = 0; i < ANNA__MAX_PULLS; i++) lp->pulls[i].fd = -1;
+  lp->push = calloc((size_t)lp->tb->nendpoints + 1, sizeof(*lp->push));
   if (!lp->push) return -ENOMEM;
-  int rc = anna__pull_ephemeral(lp->zctx, t->opts->host, (int64_t)lp->max_reply, &lp->pull,
-                                lp->addr, sizeof(lp->addr));
+  for (int e = 0; e <= lp->tb->nendpoints; e++) lp->push[e].fd = -1;
+  lp->ep = epoll_create1(EPOLL_CLOEXEC);
+  if (lp->ep < 0) return -errno;
+  rc = load_tcp_listen(t->opts->host, &lp->listen_fd, &port);
+  if (rc == 0) rc = sq_zmq_endpoint_tcp(lp->addr, sizeof(lp->addr), t->opts->host,
+                                        (unsigned)port);
+  struct epoll_event ev = {.events = EPOLLIN, .data.u32 = ANNA__TAG_LISTEN};
+  if (rc == 0 && epoll_ctl(lp->ep, EPOLL_CTL_ADD, lp->listen_fd, &ev) < 0) rc = -errno;
   if (rc != 0) {
-    snprintf(t->fatal_msg, sizeof(t->fatal_msg), "reply socket: %s", sq_strerror(rc));
+    snprintf(t->fatal_msg, sizeof(t->fatal_msg), "reply listener: %s", sq_strerror(rc));
     return rc;
   }
   for (int i = 0; i < lp->n; i++) {
@@ -744,34 +945,45 @@ static int anna__open(anna__loop_t *lp) {
   return rc;
 }
 
-int load_anna_run(load_thread_t *t, void *zctx) {
-  anna__loop_t lp = {.t = t, .zctx = zctx, .tb = t->shared,
-                     .n = t->client_hi - t->client_lo, .depth = (uint32_t)t->opts->depth,
-                     .max_reply = t->opts->value_size + ANNA__REPLY_SLACK};
-  int rc = -ENOMEM;
-  lp.clients = calloc((size_t)(lp.n > 0 ? lp.n : 1), sizeof(*lp.clients));
-  lp.refill = calloc((size_t)(lp.n > 0 ? lp.n : 1), sizeof(*lp.refill));
-  lp.value = malloc(t->opts->value_size ? t->opts->value_size : 1);
-  if (lp.clients && lp.refill && lp.value) rc = anna__open(&lp);
-  if (rc == 0) {
-    rc = anna__loop(&lp);
-    if (rc != 0)
-      snprintf(t->fatal_msg, sizeof(t->fatal_msg), "event loop: %s", sq_strerror(rc));
-  } else if (rc == -ENOMEM) {
+/* Closes and frees everything anna__open and the loop made. */
+static void anna__close(anna__loop_t *lp) {
+  for (int i = 0; i < ANNA__MAX_PULLS; i++)
+    if (lp->pulls[i].fd >= 0) anna__pull_close(lp, &lp->pulls[i]);
+  for (int e = 0; lp->push && e < lp->tb->nendpoints; e++) {
+    if (lp->push[e].fd >= 0) close(lp->push[e].fd);
+    sq_buf_free(&lp->push[e].out);
+  }
+  if (lp->listen_fd >= 0) close(lp->listen_fd);
+  if (lp->ep >= 0) close(lp->ep);
+  for (int i = 0; lp->clients && i < lp->n; i++) {
+    free(lp->clients[i].slots);
+    free(lp->clients[i].free_slots);
+  }
+  free(lp->push);
+  free(lp->clients);
+  free(lp->refill);
+  free(lp->value);
+}
+
+int load_anna_run(load_thread_t *t) {
+  anna__loop_t *lp = calloc(1, sizeof(*lp));
+  if (!lp) {
     snprintf(t->fatal_msg, sizeof(t->fatal_msg), "out of memory for the clients");
+    return t->fatal = -ENOMEM;
   }
-  if (lp.pull) zmq_close(lp.pull);
-  for (int e = 0; lp.push && e < lp.tb->nendpoints; e++)
-    if (lp.push[e]) zmq_close(lp.push[e]);
-  for (int i = 0; lp.clients && i < lp.n; i++) {
-    free(lp.clients[i].slots);
-    free(lp.clients[i].free_slots);
-  }
-  free(lp.push);
-  free(lp.clients);
-  free(lp.refill);
-  free(lp.value);
-  sq_buf_free(&lp.payload);
+  *lp = (anna__loop_t){.t = t, .tb = t->shared, .n = t->client_hi - t->client_lo,
+                       .depth = (uint32_t)t->opts->depth, .ep = -1, .listen_fd = -1,
+                       .max_reply = t->opts->value_size + ANNA__REPLY_SLACK};
+  int rc = -ENOMEM;
+  lp->clients = calloc((size_t)(lp->n > 0 ? lp->n : 1), sizeof(*lp->clients));
+  lp->refill = calloc((size_t)(lp->n > 0 ? lp->n : 1), sizeof(*lp->refill));
+  lp->value = malloc(t->opts->value_size ? t->opts->value_size : 1);
+  if (lp->clients && lp->refill && lp->value) rc = anna__open(lp);
+  if (rc == 0) anna__loop(lp);
+  else if (rc == -ENOMEM)
+    snprintf(t->fatal_msg, sizeof(t->fatal_msg), "out of memory for the clients");
+  anna__close(lp);
+  free(lp);
   t->fatal = rc;
   return rc;
 }

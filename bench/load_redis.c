@@ -18,15 +18,10 @@
 #include "load.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "sq_buf.h"
@@ -53,36 +48,6 @@ typedef struct {
   uint64_t outstanding;
   const uint8_t *value;
 } redis__loop_t;
-
-/* Opens a blocking TCP connection, then makes it non-blocking with TCP_NODELAY. */
-static int redis__connect(const char *host, int port, int *out) {
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-  struct addrinfo *res = NULL;
-  char portstr[16];
-  int fd = -1, rc = 0, one = 1;
-  snprintf(portstr, sizeof(portstr), "%d", port);
-  if (getaddrinfo(host, portstr, &hints, &res) != 0 || !res) {
-    rc = -EHOSTUNREACH;
-    goto out;
-  }
-  fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0 || connect(fd, res->ai_addr, res->ai_addrlen) < 0) {
-    rc = -errno;
-    goto out;
-  }
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  int fl = fcntl(fd, F_GETFL);
-  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
-    rc = -errno;
-    goto out;
-  }
-  *out = fd;
-  fd = -1;
-out:
-  if (fd >= 0) close(fd);
-  if (res) freeaddrinfo(res);
-  return rc;
-}
 
 /* Appends one command for key to the client's output and starts its timer. */
 static int redis__queue(redis__loop_t *lp, redis__client_t *c, uint64_t key,
@@ -122,20 +87,11 @@ static void redis__kill(redis__loop_t *lp, redis__client_t *c, int err) {
 
 /* Writes as much pending output as the socket takes; (un)registers EPOLLOUT. */
 static void redis__flush(redis__loop_t *lp, redis__client_t *c) {
-  while (!c->dead && c->out_off < c->out.len) {
-    ssize_t w = write(c->fd, c->out.data + c->out_off, c->out.len - c->out_off);
-    if (w > 0) {
-      c->out_off += (size_t)w;
-    } else if (w < 0 && errno == EINTR) {
-      continue;
-    } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      break;
-    } else {
-      redis__kill(lp, c, LOAD_ERR_SEND);
-      return;
-    }
-  }
   if (c->dead) return;
+  if (load_write_pending(c->fd, c->out.data, c->out.len, &c->out_off) != 0) {
+    redis__kill(lp, c, LOAD_ERR_SEND);
+    return;
+  }
   if (c->out_off == c->out.len) {
     sq_buf_reset(&c->out);
     c->out_off = 0;
@@ -262,7 +218,7 @@ static int redis__open(redis__loop_t *lp) {
     c->dead = true;
     c->sent_ns = calloc(lp->depth, sizeof(uint64_t));
     if (!c->sent_ns) return -ENOMEM;
-    int rc = redis__connect(o->host, (int)o->port, &c->fd);
+    int rc = load_tcp_connect(o->host, (int)o->port, &c->fd);
     if (rc != 0) return rc;
     struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
     if (epoll_ctl(lp->ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) return -errno;

@@ -104,6 +104,27 @@ def test_one_rounds_quantiles_match_kvs_loads_own(tmp_path):
         assert m[q] == pytest.approx(run[q], abs=0.051), q  # kvs_load prints 0.1 us
 
 
+def test_kvs_load_drives_every_thread_of_a_node_over_its_own_zmtp(tmp_path):
+    """kvs_load speaks ZMTP itself (bench/zmtp.h): two load threads against a node of
+    three worker threads, PUTs with a preload then GETs of those values, no error."""
+    from kvs_harness import KvsNode
+    node = KvsNode(tmp_path / "data", threads=3).start()
+    try:
+        for op in ("put", "get"):
+            out = subprocess.run(
+                [str(kvs_load_binary()), "--system", "squall", "--port-offset",
+                 str(node.offset), "--op", op, "--value-size", "300", "--depth", "8",
+                 "--clients", "6", "--threads", "2", "--keys", "2000", "--seconds", "0.3",
+                 "--warmup", "0.1", *(["--preload"] if op == "put" else [])],
+                capture_output=True, text=True, timeout=120)
+            assert out.returncode == 0, out.stderr
+            run = json.loads(out.stdout.strip().splitlines()[-1])
+            assert run["errors"] == 0 and run["preload_errors"] == 0, run
+            assert run["ops"] > 100
+    finally:
+        node.stop()
+
+
 @pytest.mark.skipif(not shutil.which("redis-server"), reason="redis-server not installed")
 def test_short_kvs_benchmark_runs_rounds_against_both_servers():
     squall_kvs = bin_dir() / "squall-kvs"
