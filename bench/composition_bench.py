@@ -93,11 +93,78 @@ def percentile(sorted_us: list[float], q: float) -> float:
     return sorted_us[i]
 
 
+# Latency samples a child hands to the parent for merging rounds (above this count, as
+# in the pipelined workloads, the rounds' quantiles are averaged instead).
+SAMPLES_KEPT_MAX = 10000
+
+
 def latency_figures(samples_us: list[float]) -> dict:
     s = sorted(samples_us)
-    return {"n": len(s), "p50_us": round(percentile(s, 0.5), 1),
-            "p99_us": round(percentile(s, 0.99), 1),
-            "mean_us": round(sum(s) / len(s), 1) if s else None}
+    out = {"n": len(s), "p50_us": round(percentile(s, 0.5), 1),
+           "p99_us": round(percentile(s, 0.99), 1),
+           "mean_us": round(sum(s) / len(s), 1) if s else None}
+    if len(s) <= SAMPLES_KEPT_MAX:
+        out["samples_us"] = [round(x, 1) for x in s]
+    return out
+
+
+def merge_workload(parts: list[dict]) -> dict:
+    """One workload's figures from several rounds: latency quantiles of the pooled
+    samples (or, where a round kept none, the rounds' quantiles weighted by their
+    counts), calls per second as all calls over all measured seconds."""
+    out = {k: v for k, v in parts[0].items() if k != "samples_us"}
+    if all("samples_us" in p for p in parts):
+        out.update(latency_figures([x for p in parts for x in p["samples_us"]]))
+        out.pop("samples_us", None)
+    else:
+        n = sum(p["n"] for p in parts) or 1
+        for k in ("p50_us", "p99_us", "mean_us"):
+            if all(p.get(k) is not None for p in parts):
+                out[k] = round(sum(p[k] * p["n"] for p in parts) / n, 1)
+        out["n"] = sum(p["n"] for p in parts)
+        out["quantiles"] = "count-weighted mean of the rounds'"
+    if "calls" in parts[0]:
+        calls, secs = sum(p["calls"] for p in parts), sum(p["seconds"] for p in parts)
+        out.update(calls=calls, seconds=round(secs, 3),
+                   calls_per_s=round(calls / secs, 1) if secs else None)
+    return out
+
+
+def merge_rounds(rounds: list[dict]) -> dict:
+    """A system's figures from its rounds (each a child's result); unavailable when any
+    round was."""
+    for r in rounds:
+        if "unavailable" in r:
+            return r
+    out = dict(rounds[0])
+    for w, f in rounds[0].items():
+        if isinstance(f, dict) and "p50_us" in f:
+            out[w] = merge_workload([r[w] for r in rounds if w in r])
+    out["rounds"] = len(rounds)
+    return out
+
+
+def strip_samples(results: dict) -> dict:
+    """results without the raw samples (the parent's JSON keeps the figures only)."""
+    return {sysname: {w: ({k: v for k, v in f.items() if k != "samples_us"}
+                          if isinstance(f, dict) else f) for w, f in res.items()}
+            for sysname, res in results.items()}
+
+
+def run_order(systems: list[str], rounds: int) -> list[str]:
+    """The order children run in. squall and the floor are compared against each other
+    (the b / floor target), so with rounds > 1 they run in alternating rounds around the
+    others: squall, floor, ray, dask, floor, squall. The host's speed drifts within
+    minutes; one run each, minutes apart, let the drift decide the ratio."""
+    paired = [s for s in ("squall", "floor") if s in systems]
+    others = [s for s in systems if s not in paired]
+    if rounds <= 1 or len(paired) < 2:
+        return list(systems)
+    first, second = [], []
+    for k in range(rounds):
+        (first if k < (rounds + 1) // 2 else second).extend(
+            paired if k % 2 == 0 else paired[::-1])
+    return first + others + second
 
 
 def measure_latency(one, args, check) -> dict:
@@ -602,11 +669,12 @@ RUNNERS = {"squall": run_squall, "ray": run_ray, "dask": run_dask, "floor": run_
 
 # ---- the parent: one child per system, the table and the JSON ------------------------
 
-def run_child(system: str, args) -> dict:
+def run_child(system: str, args, share: float = 1.0) -> dict:
     """Runs one system in a child process (own session, killed as a group on timeout or
-    interrupt); returns its figures or {"unavailable": reason}."""
+    interrupt) with `share` of the samples and measured seconds; returns its figures or
+    {"unavailable": reason}."""
     argv = [sys.executable, str(Path(__file__).resolve()), "--child", system,
-            *child_flags(args)]
+            *child_flags(args, share)]
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         out, _ = p.communicate(timeout=args.system_timeout)
@@ -639,10 +707,12 @@ def kill_group(p: subprocess.Popen) -> None:
             continue
 
 
-def child_flags(args) -> list[str]:
-    return ["--executors", str(args.executors), "--samples", str(args.samples),
-            "--latency-seconds", str(args.latency_seconds), "--warmup-calls",
-            str(args.warmup_calls), "--throughput-seconds", str(args.throughput_seconds),
+def child_flags(args, share: float = 1.0) -> list[str]:
+    return ["--executors", str(args.executors),
+            "--samples", str(max(1, round(args.samples * share))),
+            "--latency-seconds", str(args.latency_seconds * share), "--warmup-calls",
+            str(args.warmup_calls),
+            "--throughput-seconds", str(args.throughput_seconds * share),
             "--inflight", str(args.inflight), "--chain", str(args.chain)]
 
 
@@ -765,14 +835,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--chain", type=int, default=10, help="functions in c's chain")
     ap.add_argument("--system-timeout", type=float, default=120.0,
                     help="a system that takes longer is killed and reported unavailable")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="rounds of squall and of the floor, alternating around the other "
+                    "systems (squall, floor, ray, dask, floor, squall), each with its share "
+                    "of the samples and seconds; 1 runs each system once")
     ap.add_argument("--quick", action="store_true", help="1 s per workload")
     ap.add_argument("--child", choices=SYSTEMS, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.quick:
         args.latency_seconds = args.throughput_seconds = 1.0
     bad = [s for s in args.systems.split(",") if s not in SYSTEMS]
-    if bad or args.executors < 1 or args.inflight < 1 or args.chain < 2 or args.samples < 1:
-        ap.error(f"bad --systems {bad} or non-positive counts (--chain >= 2)")
+    if (bad or args.executors < 1 or args.inflight < 1 or args.chain < 2 or args.samples < 1
+            or args.rounds < 1):
+        ap.error(f"bad --systems {bad} or non-positive counts (--chain >= 2, --rounds >= 1)")
     return args
 
 
@@ -781,19 +856,24 @@ def main(argv: list[str]) -> int:
     if args.child:
         return child_main(args.child, args)
     signal.signal(signal.SIGTERM, lambda s, f: (_ for _ in ()).throw(KeyboardInterrupt()))
-    results = {}
+    runs: dict[str, list[dict]] = {}
     t0 = time.monotonic()
-    for system in args.systems.split(","):
-        log(f"{system}: measuring")
-        results[system] = run_child(system, args)
-        if "unavailable" in results[system]:
-            log(f"{system}: unavailable: {results[system]['unavailable']}")
+    for system in run_order(args.systems.split(","), args.rounds):
+        paired = args.rounds > 1 and system in ("squall", "floor")
+        log(f"{system}: measuring" + (f" (round {len(runs.get(system, [])) + 1} of "
+                                      f"{args.rounds})" if paired else ""))
+        res = run_child(system, args, share=1.0 / args.rounds if paired else 1.0)
+        runs.setdefault(system, []).append(res)
+        if "unavailable" in res:
+            log(f"{system}: unavailable: {res['unavailable']}")
+    results = strip_samples({s: merge_rounds(r) for s, r in runs.items()})
     rat = ratios(results)
     ver = verdict(rat)
     print_table(results, rat, ver, args)
     print(json.dumps({
         "benchmark": "composition",
         "config": {"executors": args.executors, "samples": args.samples,
+                   "rounds": args.rounds,
                    "latency_seconds": args.latency_seconds,
                    "throughput_seconds": args.throughput_seconds,
                    "inflight": args.inflight, "chain": args.chain,
