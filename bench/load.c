@@ -143,7 +143,7 @@ int load_tcp_listen(const char *host, int *out, int *port) {
 
 int load_write_pending(int fd, const uint8_t *data, size_t len, size_t *off) {
   while (*off < len) {
-    ssize_t w = write(fd, data + *off, len - *off);
+    ssize_t w = send(fd, data + *off, len - *off, MSG_NOSIGNAL); /* no SIGPIPE */
     if (w > 0) *off += (size_t)w;
     else if (w < 0 && errno == EINTR) continue;
     else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;

@@ -133,8 +133,9 @@ bool load_issuing(const load_thread_t *t, uint64_t now_ns);
  * with TCP_NODELAY. 0 or negative errno (-EHOSTUNREACH when host does not resolve). */
 int load_tcp_connect(const char *host, int port, int *out);
 
-/* Writes data[*off..len) to the non-blocking fd until all is written or the socket is
- * full, advancing *off. 0, or negative errno when the connection failed. */
+/* Writes data[*off..len) to the non-blocking socket fd until all is written or the
+ * socket is full, advancing *off. 0, or negative errno when the connection failed (a
+ * peer that closed gives -EPIPE, never SIGPIPE). */
 int load_write_pending(int fd, const uint8_t *data, size_t len, size_t *off);
 
 /* Listens on host at an ephemeral port (non-blocking, backlog 64); *port gets it.

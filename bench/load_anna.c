@@ -269,6 +269,7 @@ typedef struct {
   sq_buf_t out;    /* framed requests not yet written */
   size_t off;      /* bytes of out already written */
   bool want_out;   /* EPOLLOUT registered */
+  bool told;       /* a failed connect was reported (once, not every retry) */
 } anna__push_t;
 
 /* A connection a storage thread's reply socket (a ZeroMQ PUSH) opened to us. */
@@ -485,10 +486,13 @@ static int anna__push_open(anna__loop_t *lp, int ep) {
   }
   if (rc != 0) {
     if (fd >= 0) close(fd);
-    fprintf(stderr, "kvs_load: %s: %s\n", lp->tb->endpoints[ep], err);
+    if (!lp->push[ep].told)
+      fprintf(stderr, "kvs_load: %s: %s (retrying)\n", lp->tb->endpoints[ep], err);
+    lp->push[ep].told = true;
     return rc;
   }
   lp->push[ep].fd = fd;
+  lp->push[ep].told = false;
   return 0;
 }
 

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -48,7 +49,7 @@ static int zmtp__wait(int fd, short events, int64_t deadline) {
 static int zmtp__io(int fd, void *buf, size_t len, bool writing, int64_t deadline) {
   uint8_t *p = buf;
   while (len > 0) {
-    ssize_t n = writing ? write(fd, p, len) : read(fd, p, len);
+    ssize_t n = writing ? send(fd, p, len, MSG_NOSIGNAL) : read(fd, p, len);
     if (n > 0) {
       p += n;
       len -= (size_t)n;

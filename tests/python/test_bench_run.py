@@ -125,6 +125,34 @@ def test_kvs_load_drives_every_thread_of_a_node_over_its_own_zmtp(tmp_path):
         node.stop()
 
 
+def test_kvs_load_reports_a_node_killed_mid_run_instead_of_dying(tmp_path):
+    """A node SIGKILLed under load: kvs_load drops the dead connection (writes to it
+    fail with EPIPE, never SIGPIPE), retries the connect without flooding its stderr,
+    and still ends the run and prints its figures, the lost requests counted as
+    errors."""
+    import time
+    from kvs_harness import KvsNode
+    node = KvsNode(tmp_path / "data", threads=1).start()
+    load = subprocess.Popen(
+        [str(kvs_load_binary()), "--system", "squall", "--port-offset", str(node.offset),
+         "--op", "put", "--depth", "4", "--clients", "4", "--seconds", "3",
+         "--warmup", "0", "--timeout", "0.3"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.8)
+        node.proc.kill()
+        out, err = load.communicate(timeout=60)
+    finally:
+        if load.poll() is None:
+            load.kill()
+        node.stop()
+    assert load.returncode == 0, err
+    run = json.loads(out.strip().splitlines()[-1])
+    assert run["ops"] > 0
+    assert run["errors"] > 0, run  # the requests the dead node never answered
+    assert err.count("retrying") <= 1, err  # one line per endpoint, not one per retry
+
+
 @pytest.mark.skipif(not shutil.which("redis-server"), reason="redis-server not installed")
 def test_short_kvs_benchmark_runs_rounds_against_both_servers():
     squall_kvs = bin_dir() / "squall-kvs"
