@@ -14,8 +14,10 @@
 #include "sq_time.h"
 
 /* A connection that could not be found is looked for again this much later (it may
- * still be connecting), and an entry unused this long may be taken for another. */
+ * still be connecting), twice as late after each further miss up to the maximum; an
+ * entry unused for STALE may be taken for another. */
 #define KVS__CORK_RETRY_MS 100
+#define KVS__CORK_RETRY_MAX_MS 10000
 #define KVS__CORK_STALE_MS 10000
 
 void kvs_cork_init(kvs_cork_t *c, bool enabled) {
@@ -105,7 +107,7 @@ static kvs_cork_entry_t *kvs__cork_entry(kvs_cork_t *c, const char *endpoint, ui
     if (free_slot && (!pick || e->last_used_ms < pick->last_used_ms)) pick = e;
   }
   if (!pick || strlen(endpoint) >= KVS_CORK_ENDPOINT_MAX) return NULL;
-  kvs_cork_entry_t fresh = {.fd = -1};
+  kvs_cork_entry_t fresh = {.fd = -1, .find_wait_ms = KVS__CORK_RETRY_MS};
   if (!kvs_cork_parse_endpoint(endpoint, &fresh.peer, &fresh.peer_len)) return NULL;
   snprintf(fresh.endpoint, sizeof(fresh.endpoint), "%s", endpoint);
   *pick = fresh;
@@ -131,9 +133,12 @@ void kvs_cork_run(kvs_cork_t *c, const char *endpoint, size_t bytes, size_t repl
     if (now < e->next_find_ms) return;
     e->fd = kvs__cork_find_fd(c, e);
     if (e->fd < 0) {
-      e->next_find_ms = now + KVS__CORK_RETRY_MS;
+      e->next_find_ms = now + e->find_wait_ms;
+      e->find_wait_ms = e->find_wait_ms * 2 > KVS__CORK_RETRY_MAX_MS ? KVS__CORK_RETRY_MAX_MS
+                                                                    : e->find_wait_ms * 2;
       return;
     }
+    e->find_wait_ms = KVS__CORK_RETRY_MS;
   }
   kvs__cork_set(e, 1);
   c->corks++;

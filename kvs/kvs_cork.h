@@ -35,7 +35,11 @@
  * worker sleeps.
  *
  * Only tcp:// endpoints with a numeric IPv4/IPv6 address are corked (no name lookups
- * on the worker). One worker thread owns a kvs_cork_t; nothing is shared.
+ * on the worker). A search reads every fd of the process (a getpeername each), so a
+ * connection that is not found is searched for again after 100 ms, then 200 ms, ...
+ * up to 10 s: with tens of thousands of fds a search costs milliseconds, and a client
+ * whose connection never shows (reached through a proxy, say) must not cost the
+ * worker that every 100 ms. One worker thread owns a kvs_cork_t; nothing is shared.
  */
 #ifndef KVS_CORK_H
 #define KVS_CORK_H
@@ -58,6 +62,7 @@ typedef struct {
   socklen_t peer_len;
   int fd;                /* the connection, -1 while not found */
   uint64_t next_find_ms; /* when to look for it again */
+  uint32_t find_wait_ms; /* the wait after the next failed search (doubles, see .c) */
   uint64_t last_used_ms;
   unsigned quiet_turns; /* turns since its last long run */
   unsigned long_turns;  /* turns in a row with a long run (up to KVS_CORK_MIN_TURNS) */

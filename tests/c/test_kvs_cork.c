@@ -154,8 +154,40 @@ static void test_disabled_cork_and_missing_connection_touch_nothing(void **state
   assert_int_equal(k.finds, 1);
 }
 
+/* Which entry tracks endpoint (the test looks at its search schedule). */
+static const kvs_cork_entry_t *entry_of(const kvs_cork_t *k, const char *endpoint) {
+  for (size_t i = 0; i < KVS_CORK_ENTRIES; i++)
+    if (strcmp(k->e[i].endpoint, endpoint) == 0) return &k->e[i];
+  return NULL;
+}
+
+static void test_searches_for_a_missing_connection_back_off_to_ten_seconds(void **state) {
+  (void)state;
+  kvs_cork_t k;
+  kvs_cork_init(&k, true);
+  const char *nowhere = "tcp://127.0.0.1:1";
+  uint32_t waits[12];
+  for (int miss = 0; miss < 12; miss++) {
+    for (int t = 0; t < KVS_CORK_MIN_TURNS; t++) {
+      long_turn(&k, nowhere);
+      kvs_cork_turn_end(&k);
+    }
+    kvs_cork_entry_t *e = (kvs_cork_entry_t *)entry_of(&k, nowhere);
+    assert_non_null(e);
+    waits[miss] = e->find_wait_ms;
+    e->next_find_ms = 0; /* time travel: the next run may search again */
+  }
+  assert_int_equal(k.finds, 12);
+  assert_int_equal(waits[0], 200); /* 100 ms after the first miss, then doubling */
+  assert_int_equal(waits[1], 400);
+  assert_int_equal(waits[5], 6400);
+  assert_int_equal(waits[6], 10000); /* capped */
+  assert_int_equal(waits[11], 10000);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_searches_for_a_missing_connection_back_off_to_ten_seconds),
       cmocka_unit_test(test_endpoints_parse_only_when_numeric_tcp),
       cmocka_unit_test(test_streaming_client_is_corked_and_quiet_turns_uncork_it),
       cmocka_unit_test(test_disabled_cork_and_missing_connection_touch_nothing),
