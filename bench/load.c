@@ -7,6 +7,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -100,16 +101,30 @@ static int load__nonblocking(int fd) {
   return fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ? -errno : 0;
 }
 
+/* Waits for a non-blocking connect on fd to finish within timeout_ms. */
+static int load__connect_wait(int fd, int timeout_ms) {
+  struct pollfd p = {.fd = fd, .events = POLLOUT};
+  int n;
+  do {
+    n = poll(&p, 1, timeout_ms);
+  } while (n < 0 && errno == EINTR);
+  if (n == 0) return -ETIMEDOUT;
+  if (n < 0) return -errno;
+  int err = 0;
+  socklen_t len = sizeof(err);
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) return -errno;
+  return -err;
+}
+
 int load_tcp_connect(const char *host, int port, int *out) {
   struct addrinfo *res = load__resolve(host, port, false);
   int fd = -1, rc = 0, one = 1;
   if (!res) return -EHOSTUNREACH;
-  fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0 || connect(fd, res->ai_addr, res->ai_addrlen) < 0) rc = -errno;
-  if (rc == 0) {
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    rc = load__nonblocking(fd);
-  }
+  fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) rc = -errno;
+  else if (connect(fd, res->ai_addr, res->ai_addrlen) < 0)
+    rc = errno == EINPROGRESS ? load__connect_wait(fd, LOAD_CONNECT_TIMEOUT_MS) : -errno;
+  if (rc == 0) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   freeaddrinfo(res);
   if (rc != 0) {
     if (fd >= 0) close(fd);

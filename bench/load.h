@@ -129,8 +129,10 @@ void load_complete(load_thread_t *t, int err, uint64_t lat_ns, uint64_t now_ns);
 /* True while the thread should issue new requests. */
 bool load_issuing(const load_thread_t *t, uint64_t now_ns);
 
-/* Opens a TCP connection to host:port (blocking connect), then makes it non-blocking
- * with TCP_NODELAY. 0 or negative errno (-EHOSTUNREACH when host does not resolve). */
+/* Opens a non-blocking TCP connection to host:port with TCP_NODELAY, waiting at most
+ * LOAD_CONNECT_TIMEOUT_MS for it. 0 or negative errno (-EHOSTUNREACH when host does
+ * not resolve, -ETIMEDOUT when nothing answered). */
+#define LOAD_CONNECT_TIMEOUT_MS 5000
 int load_tcp_connect(const char *host, int port, int *out);
 
 /* Writes data[*off..len) to the non-blocking socket fd until all is written or the

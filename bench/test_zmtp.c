@@ -201,6 +201,15 @@ static void test_multipart_oversized_and_unknown_flags_are_errors(void **state) 
   assert_true(command);
 }
 
+static void test_connect_to_a_closed_port_is_refused_at_once(void **state) {
+  (void)state;
+  int lfd = -1, port = 0, fd = -1;
+  assert_int_equal(load_tcp_listen("127.0.0.1", &lfd, &port), 0);
+  close(lfd); /* the port is free again: nothing listens there */
+  assert_int_equal(load_tcp_connect("127.0.0.1", port, &fd), -ECONNREFUSED);
+  assert_int_equal(fd, -1);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_push_frames_reach_a_libzmq_pull_socket),
@@ -209,6 +218,7 @@ int main(void) {
       cmocka_unit_test(test_a_peer_that_is_not_zeromq_is_refused_in_words),
       cmocka_unit_test(test_frames_cut_anywhere_wait_for_the_rest),
       cmocka_unit_test(test_multipart_oversized_and_unknown_flags_are_errors),
+      cmocka_unit_test(test_connect_to_a_closed_port_is_refused_at_once),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
