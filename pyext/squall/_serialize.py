@@ -70,6 +70,11 @@ def dump_object(x: Any) -> Tuple[int, bytes]:
 def load(kind: int, body: bytes) -> Any:
     """Inverse of dump and dump_object. NUMPY (pyarrow legacy) bodies are refused
     with ValueError."""
+    if kind == DEFAULT and type(body) is bytes and not body.startswith(_BLOB_MAGIC):
+        try:  # the common case first: an executor decodes every argument with this
+            return pickle.loads(body)  # what cloudpickle.loads is
+        except Exception:
+            return body
     if kind == STRING:
         return bytes(body).decode("utf-8")
     if kind == NUMPY:
