@@ -3,7 +3,6 @@
 #include "load.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -96,11 +95,6 @@ static struct addrinfo *load__resolve(const char *host, int port, bool passive) 
   return res;
 }
 
-static int load__nonblocking(int fd) {
-  int fl = fcntl(fd, F_GETFL);
-  return fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ? -errno : 0;
-}
-
 /* Waits for a non-blocking connect on fd to finish within timeout_ms. */
 static int load__connect_wait(int fd, int timeout_ms) {
   struct pollfd p = {.fd = fd, .events = POLLOUT};
@@ -140,11 +134,10 @@ int load_tcp_listen(const char *host, int *out, int *port) {
   socklen_t salen = sizeof(sa);
   int fd = -1, rc = 0;
   if (!res) return -EHOSTUNREACH;
-  fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 64) < 0 ||
       getsockname(fd, (struct sockaddr *)&sa, &salen) < 0)
     rc = -errno;
-  if (rc == 0) rc = load__nonblocking(fd);
   freeaddrinfo(res);
   if (rc != 0) {
     if (fd >= 0) close(fd);

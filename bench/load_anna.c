@@ -451,32 +451,14 @@ static int anna__selfcheck(anna__loop_t *lp) {
   return rc;
 }
 
-/* Splits "tcp://host:port" into host (room for SQ_ZMQ_ENDPOINT_MAX) and port. */
-static bool anna__endpoint_split(const char *ep, char *host, int *port) {
-  if (strncmp(ep, "tcp://", 6) != 0) return false;
-  const char *colon = strrchr(ep, ':');
-  if (!colon || colon < ep + 6) return false;
-  char *end = NULL;
-  long p = strtol(colon + 1, &end, 10);
-  if (*end || p <= 0 || p > 65535) return false;
-  size_t hlen = (size_t)(colon - (ep + 6));
-  if (hlen > 1 && ep[6] == '[' && colon[-1] == ']') { /* [v6 address] */
-    memcpy(host, ep + 7, hlen - 2);
-    host[hlen - 2] = '\0';
-  } else {
-    memcpy(host, ep + 6, hlen);
-    host[hlen] = '\0';
-  }
-  *port = (int)p;
-  return true;
-}
-
 /* Connects to endpoint ep's request socket and greets it as a PUSH socket. */
 static int anna__push_open(anna__loop_t *lp, int ep) {
-  char host[SQ_ZMQ_ENDPOINT_MAX], err[160];
-  int port, fd = -1;
-  if (!anna__endpoint_split(lp->tb->endpoints[ep], host, &port)) return SQ_EINVAL;
-  int rc = load_tcp_connect(host, port, &fd);
+  sq_zmq_endpoint_t where;
+  char err[160];
+  int fd = -1;
+  int rc = sq_zmq_endpoint_parse(lp->tb->endpoints[ep], &where);
+  if (rc == 0 && strcmp(where.transport, "tcp") != 0) rc = SQ_EINVAL; /* ZMTP over TCP only */
+  if (rc == 0) rc = load_tcp_connect(where.host, where.port, &fd);
   if (rc == 0) rc = zmtp_handshake(fd, "PUSH", "PULL", err, sizeof(err));
   else snprintf(err, sizeof(err), "%s", sq_strerror(rc));
   struct epoll_event ev = {.events = 0, .data.u32 = ANNA__TAG_PUSH | (uint32_t)ep};

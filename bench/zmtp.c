@@ -16,10 +16,10 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "sq_error.h"
+#include "sq_time.h"
 
 #define ZMTP__GREETING 64
 #define ZMTP__MORE 0x01
@@ -27,17 +27,19 @@
 #define ZMTP__COMMAND 0x04
 #define ZMTP__READY_MAX 4096 /* a READY or ERROR command we accept */
 
-static int64_t zmtp__now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+/* The 8-byte big-endian size of a LONG frame, from the bytes after its flags. */
+static uint64_t zmtp__long_size(const uint8_t *p) {
+  uint64_t size = 0;
+  for (int i = 0; i < 8; i++) size = size << 8 | p[i];
+  return size;
 }
 
 /* Waits until fd is ready for `events` or the deadline passes (-ETIMEDOUT). */
-static int zmtp__wait(int fd, short events, int64_t deadline) {
+static int zmtp__wait(int fd, short events, uint64_t deadline) {
   for (;;) {
-    int64_t left = deadline - zmtp__now_ms();
-    if (left <= 0) return -ETIMEDOUT;
+    uint64_t now = sq_now_ms();
+    if (now >= deadline) return -ETIMEDOUT;
+    int64_t left = (int64_t)(deadline - now);
     struct pollfd p = {.fd = fd, .events = events};
     int n = poll(&p, 1, (int)left);
     if (n > 0) return 0;
@@ -46,7 +48,7 @@ static int zmtp__wait(int fd, short events, int64_t deadline) {
 }
 
 /* Moves exactly len bytes through the non-blocking fd before the deadline. */
-static int zmtp__io(int fd, void *buf, size_t len, bool writing, int64_t deadline) {
+static int zmtp__io(int fd, void *buf, size_t len, bool writing, uint64_t deadline) {
   uint8_t *p = buf;
   while (len > 0) {
     ssize_t n = writing ? send(fd, p, len, MSG_NOSIGNAL) : read(fd, p, len);
@@ -64,7 +66,7 @@ static int zmtp__io(int fd, void *buf, size_t len, bool writing, int64_t deadlin
   return 0;
 }
 
-static int zmtp__send_greeting_and_ready(int fd, const char *self, int64_t deadline) {
+static int zmtp__send_greeting_and_ready(int fd, const char *self, uint64_t deadline) {
   uint8_t g[ZMTP__GREETING] = {0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 3, 0};
   memcpy(g + 12, "NULL", 4);
   uint8_t ready[64];
@@ -100,7 +102,7 @@ static int zmtp__check_greeting(const uint8_t *g, char *err, size_t errlen) {
 }
 
 /* Reads the peer's first command (READY, or ERROR when it refused us). */
-static int zmtp__read_command(int fd, uint8_t *body, size_t *len, int64_t deadline,
+static int zmtp__read_command(int fd, uint8_t *body, size_t *len, uint64_t deadline,
                               char *err, size_t errlen) {
   uint8_t head[9];
   int rc = zmtp__io(fd, head, 2, false, deadline);
@@ -109,8 +111,7 @@ static int zmtp__read_command(int fd, uint8_t *body, size_t *len, int64_t deadli
   if (head[0] & ZMTP__LONG) {
     rc = zmtp__io(fd, head + 2, 7, false, deadline);
     if (rc != 0) return rc;
-    size = 0;
-    for (int i = 1; i < 9; i++) size = size << 8 | head[i];
+    size = zmtp__long_size(head + 1);
   }
   if (!(head[0] & ZMTP__COMMAND) || size > ZMTP__READY_MAX) {
     snprintf(err, errlen, "the peer's first frame is not a READY command");
@@ -156,7 +157,7 @@ static int zmtp__check_ready(const uint8_t *b, size_t len, const char *peer, cha
 }
 
 int zmtp_handshake(int fd, const char *self, const char *peer, char *err, size_t errlen) {
-  int64_t deadline = zmtp__now_ms() + ZMTP_HANDSHAKE_MS;
+  uint64_t deadline = sq_now_ms() + ZMTP_HANDSHAKE_MS;
   int fl = fcntl(fd, F_GETFL);
   if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -errno;
   uint8_t g[ZMTP__GREETING], body[ZMTP__READY_MAX];
@@ -201,8 +202,7 @@ int zmtp_next_frame(const uint8_t *buf, size_t len, uint64_t max_body, const uin
   if (flags & ZMTP__LONG) {
     if (len < 9) return 0;
     head = 9;
-    size = 0;
-    for (int i = 1; i < 9; i++) size = size << 8 | buf[i];
+    size = zmtp__long_size(buf + 1);
   }
   if (size > max_body) return SQ_EPROTO;
   if (len - head < size) return 0;
