@@ -43,8 +43,8 @@ import _squall_exec as _x  # built into the squall-worker binary
 from . import _reference, _squall
 from ._callmeta import MAX_OUTPUT_CHARS, CallMeta
 from ._nodecache import FALLBACK, NodeCache
-from ._serialize import DEFAULT, dump, dump_object, encode_value, load, load_value
-from ._serialize import _PLAIN as _PLAIN_TYPES
+from ._serialize import (DEFAULT, PLAIN_TYPES, dump, dump_object, encode_value, load,
+                         load_value)
 
 FUNC_NOT_FOUND = 1
 EXECUTION_ERROR = 3
@@ -292,7 +292,7 @@ class Executor:
 
     def _argument(self, pair: Pair) -> Any:
         obj = load(*pair)
-        if type(obj) in _PLAIN_TYPES:  # the common small argument: nothing to resolve
+        if type(obj) in PLAIN_TYPES:  # the common small argument: nothing to resolve
             return obj
         if _reference.is_reference(obj):
             return self.resolve_reference(obj)
@@ -306,20 +306,15 @@ class Executor:
             ) -> Tuple[bool, Pair, Optional[List[Pair]]]:
         """Runs name(user_library, *args); see the module docstring for the result
         and for ``reply_to``."""
-        # Every call of a DAG runs this right after a wake-up, with cold caches: the
-        # common case (a kept function, small plain arguments, no output capture)
-        # takes the fewest steps. Same semantics as the general path.
-        entry = self.functions.get(name)
-        if entry is not None and time.monotonic() - entry.checked < self.function_ttl:
-            fn = entry.fn
-        else:
-            try:
-                fn = self.function(name)
-            except FunctionNotFound as e:
-                return False, error_result(FUNC_NOT_FOUND, "squall.FunctionNotFound",
-                                           str(e)), None
-            except BaseException as e:  # noqa: BLE001 -- a bad pickle is the caller's error
-                return False, self._failure(e, f"loading function {name!r} failed: "), None
+        try:
+            fn = self.function(name)
+        except FunctionNotFound as e:
+            return False, error_result(FUNC_NOT_FOUND, "squall.FunctionNotFound", str(e)), None
+        except BaseException as e:  # noqa: BLE001 -- a bad pickle is the caller's error
+            return False, self._failure(e, f"loading function {name!r} failed: "), None
+        # Every call of a DAG runs this right after a wake-up, with cold caches: plain
+        # arguments skip the reference checks (_argument) and a call without output
+        # capture skips the context manager.
         capture = None
         try:
             values = [self._argument(a) for a in args]

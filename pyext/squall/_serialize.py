@@ -31,8 +31,9 @@ _BLOB_MAGIC = b"SQOB"
 
 
 #: Types whose pickle is the same with the standard pickler as with cloudpickle's
-#: (which costs ~8 us more per call to set up): the hot path of small arguments/results.
-_PLAIN = frozenset((int, float, bool, complex, type(None), str, bytes))
+#: (which costs ~8 us more per call to set up): the hot path of small arguments/results,
+#: and (squall._executor) arguments that cannot be or hold a reference.
+PLAIN_TYPES = frozenset((int, float, bool, complex, type(None), str, bytes))
 
 
 def dump(x: Any) -> Tuple[int, bytes]:
@@ -42,7 +43,8 @@ def dump(x: Any) -> Tuple[int, bytes]:
     if isinstance(x, str):
         return STRING, x.encode("utf-8")
     t = type(x)
-    if t in _PLAIN or (t is tuple and len(x) <= 8 and all(type(e) in _PLAIN for e in x)):
+    if t in PLAIN_TYPES or (t is tuple and len(x) <= 8
+                            and all(type(e) in PLAIN_TYPES for e in x)):
         return DEFAULT, pickle.dumps(x, protocol=cloudpickle.DEFAULT_PROTOCOL)
     return DEFAULT, cloudpickle.dumps(x)
 
@@ -70,24 +72,21 @@ def dump_object(x: Any) -> Tuple[int, bytes]:
 def load(kind: int, body: bytes) -> Any:
     """Inverse of dump and dump_object. NUMPY (pyarrow legacy) bodies are refused
     with ValueError."""
-    if kind == DEFAULT and type(body) is bytes and not body.startswith(_BLOB_MAGIC):
-        try:  # the common case first: an executor decodes every argument with this
-            return pickle.loads(body)  # what cloudpickle.loads is
-        except Exception:
-            return body
     if kind == STRING:
         return bytes(body).decode("utf-8")
     if kind == NUMPY:
         raise ValueError("Value type NUMPY (pyarrow's removed legacy format) is not "
                          "supported; send arrays as DEFAULT (cloudpickle)")
-    if bytes(body[:4]) == _BLOB_MAGIC:
+    # Every executor argument comes through here: compare the slice as it is (bytes,
+    # bytearray and memoryview all compare by content) rather than copying it.
+    if body[:4] == _BLOB_MAGIC:
         from ._blob import loads_blob
         try:
             return loads_blob(body)
         except Exception:  # noqa: BLE001 -- raw bytes that merely start alike
             pass
     try:
-        return cloudpickle.loads(body)
+        return pickle.loads(body)  # what cloudpickle.loads is
     except Exception:
         return bytes(body)
 
