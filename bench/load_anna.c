@@ -69,6 +69,7 @@
 #define ANNA__ROUTE_HWM 100000     /* routing answers queued */
 #define ANNA__MAX_PULLS 256        /* reply connections per load thread */
 #define ANNA__READ_CHUNK 262144
+#define ANNA__READ_CHUNKS_MAX 4 /* per wake-up: epoll is level-triggered, the rest waits */
 /* epoll tags: the listener, a reply connection (| index), an endpoint (| index) */
 #define ANNA__TAG_LISTEN 0u
 #define ANNA__TAG_PULL (1u << 24)
@@ -752,11 +753,13 @@ static void anna__pull_close(anna__loop_t *lp, anna__pull_t *p) {
   sq_buf_free(&p->in);
 }
 
-/* Reads everything waiting on reply connection p and completes every whole reply
- * in it. A malformed frame counts as a PROTO error and ends the connection (the
- * stream can no longer be trusted); so does the peer closing it. */
+/* Reads what is waiting on reply connection p (at most ANNA__READ_CHUNKS_MAX chunks,
+ * so the buffer stays bounded) and completes every whole reply in it. A malformed
+ * frame counts as a PROTO error and ends the connection (the stream can no longer be
+ * trusted); the peer closing it ends it after the replies it sent before closing. */
 static void anna__read(anna__loop_t *lp, anna__pull_t *p) {
-  for (;;) {
+  bool ended = false; /* the peer closed or the connection failed: after the parse */
+  for (int chunks = 0; chunks < ANNA__READ_CHUNKS_MAX && !ended;) {
     if (sq_buf_reserve(&p->in, ANNA__READ_CHUNK) != 0) {
       load_complete(lp->t, LOAD_ERR_PROTO, 0, load_now_ns());
       anna__pull_close(lp, p);
@@ -766,10 +769,11 @@ static void anna__read(anna__loop_t *lp, anna__pull_t *p) {
     if (r < 0 && errno == EINTR) continue;
     if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
     if (r <= 0) {
-      anna__pull_close(lp, p);
-      return;
+      ended = true;
+    } else {
+      p->in.len += (size_t)r;
+      chunks++;
     }
-    p->in.len += (size_t)r;
   }
   uint64_t now = load_now_ns();
   size_t off = 0, used;
@@ -782,8 +786,8 @@ static void anna__read(anna__loop_t *lp, anna__pull_t *p) {
     if (!command) anna__complete(lp, body, (size_t)len, now); /* commands: heartbeats */
     off += used;
   }
-  if (rc < 0) {
-    load_complete(lp->t, LOAD_ERR_PROTO, 0, now);
+  if (rc < 0) load_complete(lp->t, LOAD_ERR_PROTO, 0, now);
+  if (rc < 0 || ended) {
     anna__pull_close(lp, p);
     return;
   }
