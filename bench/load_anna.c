@@ -692,13 +692,14 @@ static anna__slot_t *anna__slot_of(anna__loop_t *lp, const anna__reply_t *r,
   return slot;
 }
 
-/* Completes one reply's slot; its client goes on lp->refill (once). */
+/* Completes one reply's slot; its client goes on lp->refill (once). The reply is at
+ * most lp->max_reply bytes (zmtp_next_frame refused longer frames). */
 static void anna__complete(anna__loop_t *lp, const uint8_t *p, size_t len, uint64_t now) {
   anna__reply_t r;
   bool stale;
   anna__client_t *c = NULL;
   anna__slot_t *slot = NULL;
-  if (len <= lp->max_reply && anna__parse_reply(p, len, &r))
+  if (anna__parse_reply(p, len, &r))
     slot = anna__slot_of(lp, &r, &c, &stale);
   else
     stale = false;
