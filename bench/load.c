@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -149,13 +150,31 @@ int load_tcp_listen(const char *host, int *out, int *port) {
   return 0;
 }
 
-int load_write_pending(int fd, const uint8_t *data, size_t len, size_t *off) {
+/* Writes data[*off..len) to the non-blocking socket fd until all is written or the
+ * socket is full, advancing *off. 0 or negative errno. */
+static int load__write_pending(int fd, const uint8_t *data, size_t len, size_t *off) {
   while (*off < len) {
     ssize_t w = send(fd, data + *off, len - *off, MSG_NOSIGNAL); /* no SIGPIPE */
     if (w > 0) *off += (size_t)w;
     else if (w < 0 && errno == EINTR) continue;
     else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
     else return w < 0 ? -errno : -EPIPE;
+  }
+  return 0;
+}
+
+int load_out_flush(load_out_t *out, int fd, int ep, uint32_t events, uint32_t tag) {
+  int rc = load__write_pending(fd, out->buf.data, out->buf.len, &out->off);
+  if (rc != 0) return rc;
+  if (out->off == out->buf.len) {
+    sq_buf_reset(&out->buf);
+    out->off = 0;
+  }
+  bool want = out->off < out->buf.len;
+  if (want != out->want_out) {
+    struct epoll_event ev = {.events = events | (want ? EPOLLOUT : 0u), .data.u32 = tag};
+    if (epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev) < 0) return -errno;
+    out->want_out = want;
   }
   return 0;
 }

@@ -29,6 +29,7 @@
 #include <stdint.h>
 
 #include "histogram.h"
+#include "sq_buf.h"
 
 #define LOAD_MAX_DEPTH 1024
 #define LOAD_MAX_CLIENTS 1000 /* also the LWW timestamp scale (load_anna.c) */
@@ -135,10 +136,18 @@ bool load_issuing(const load_thread_t *t, uint64_t now_ns);
 #define LOAD_CONNECT_TIMEOUT_MS 5000
 int load_tcp_connect(const char *host, int port, int *out);
 
-/* Writes data[*off..len) to the non-blocking socket fd until all is written or the
- * socket is full, advancing *off. 0, or negative errno when the connection failed (a
- * peer that closed gives -EPIPE, never SIGPIPE). */
-int load_write_pending(int fd, const uint8_t *data, size_t len, size_t *off);
+/* Bytes queued for a non-blocking socket that an epoll set watches. */
+typedef struct {
+  sq_buf_t buf;   /* queued bytes (the caller appends; load_out_flush consumes) */
+  size_t off;     /* bytes of buf already written */
+  bool want_out;  /* EPOLLOUT registered for the socket */
+} load_out_t;
+
+/* Writes as much of out as socket fd takes; while bytes remain, fd is registered in
+ * ep for `events` | EPOLLOUT (with data.u32 = tag), else for `events` alone. 0, or
+ * negative errno when the connection failed (a peer that closed gives -EPIPE, never
+ * SIGPIPE); the caller then drops the connection. */
+int load_out_flush(load_out_t *out, int fd, int ep, uint32_t events, uint32_t tag);
 
 /* Listens on host at an ephemeral port (non-blocking, backlog 64); *port gets it.
  * 0 or negative errno. */

@@ -267,9 +267,7 @@ typedef struct {
 /* A connection to one storage endpoint's request socket (a ZeroMQ PULL). */
 typedef struct {
   int fd;          /* -1: not connected yet, or dropped after a failure */
-  sq_buf_t out;    /* framed requests not yet written */
-  size_t off;      /* bytes of out already written */
-  bool want_out;   /* EPOLLOUT registered */
+  load_out_t out;  /* framed requests not yet written */
   bool told;       /* a failed connect was reported (once, not every retry) */
 } anna__push_t;
 
@@ -486,9 +484,9 @@ static void anna__push_drop(anna__loop_t *lp, int ep) {
   epoll_ctl(lp->ep, EPOLL_CTL_DEL, p->fd, NULL);
   close(p->fd);
   p->fd = -1;
-  p->off = 0;
-  p->want_out = false;
-  sq_buf_reset(&p->out);
+  p->out.off = 0;
+  p->out.want_out = false;
+  sq_buf_reset(&p->out.buf);
 }
 
 /* Queues one KeyRequest for key from client c into a free slot (written by
@@ -517,7 +515,7 @@ static int anna__send(anna__loop_t *lp, anna__client_t *c, uint64_t key, uint64_
                    .nips = tb->key_nips[key], .value = lp->value,
                    .value_len = lp->t->opts->value_size, .addr = lp->addr, .id = id};
   if (put) r.timestamp = anna__timestamp(c->id, &c->last_ts);
-  rc = anna__encode(&r, &lp->push[ep].out);
+  rc = anna__encode(&r, &lp->push[ep].out.buf);
   if (rc != 0) {
     slot->busy = false;
     c->free_slots[c->nfree++] = s;
@@ -717,26 +715,14 @@ static void anna__complete(anna__loop_t *lp, const uint8_t *p, size_t len, uint6
   lp->outstanding--;
 }
 
-/* Writes as much of endpoint ep's queued requests as its socket takes;
- * (un)registers EPOLLOUT. */
+/* Writes endpoint ep's queued requests (load_out_flush); a failed connection is
+ * dropped. */
 static void anna__flush_push(anna__loop_t *lp, int ep) {
   anna__push_t *p = &lp->push[ep];
-  int rc = load_write_pending(p->fd, p->out.data, p->out.len, &p->off);
+  int rc = load_out_flush(&p->out, p->fd, lp->ep, 0, ANNA__TAG_PUSH | (uint32_t)ep);
   if (rc != 0) {
     fprintf(stderr, "kvs_load: %s: %s\n", lp->tb->endpoints[ep], sq_strerror(rc));
     anna__push_drop(lp, ep);
-    return;
-  }
-  if (p->off == p->out.len) {
-    sq_buf_reset(&p->out);
-    p->off = 0;
-  }
-  bool want = p->off < p->out.len;
-  if (want != p->want_out) {
-    struct epoll_event ev = {.events = want ? EPOLLOUT : 0u,
-                             .data.u32 = ANNA__TAG_PUSH | (uint32_t)ep};
-    epoll_ctl(lp->ep, EPOLL_CTL_MOD, p->fd, &ev);
-    p->want_out = want;
   }
 }
 
@@ -744,7 +730,8 @@ static void anna__flush_push(anna__loop_t *lp, int ep) {
  * one write per endpoint. */
 static void anna__flush(anna__loop_t *lp) {
   for (int e = 0; e < lp->tb->nendpoints; e++)
-    if (lp->push[e].fd >= 0 && lp->push[e].off < lp->push[e].out.len) anna__flush_push(lp, e);
+    if (lp->push[e].fd >= 0 && lp->push[e].out.off < lp->push[e].out.buf.len)
+      anna__flush_push(lp, e);
 }
 
 static void anna__pull_close(anna__loop_t *lp, anna__pull_t *p) {
@@ -942,7 +929,7 @@ static void anna__close(anna__loop_t *lp) {
     if (lp->pulls[i].fd >= 0) anna__pull_close(lp, &lp->pulls[i]);
   for (int e = 0; lp->push && e < lp->tb->nendpoints; e++) {
     if (lp->push[e].fd >= 0) close(lp->push[e].fd);
-    sq_buf_free(&lp->push[e].out);
+    sq_buf_free(&lp->push[e].out.buf);
   }
   if (lp->listen_fd >= 0) close(lp->listen_fd);
   if (lp->ep >= 0) close(lp->ep);

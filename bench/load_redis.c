@@ -31,9 +31,7 @@
 typedef struct {
   int fd;
   bool dead;
-  bool want_out;      /* EPOLLOUT registered */
-  sq_buf_t out;
-  size_t out_off;     /* bytes of out already written */
+  load_out_t out;     /* commands not yet written */
   sq_buf_t in;
   uint64_t *sent_ns;  /* ring of depth entries */
   uint32_t head, count;
@@ -61,10 +59,10 @@ static int redis__queue(redis__loop_t *lp, redis__client_t *c, uint64_t key,
                     name, (unsigned long long)lp->t->opts->value_size);
   else
     hlen = snprintf(head, sizeof(head), "*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n", klen, name);
-  rc = sq_buf_append(&c->out, head, (size_t)hlen);
+  rc = sq_buf_append(&c->out.buf, head, (size_t)hlen);
   if (rc == 0 && lp->t->op == LOAD_OP_PUT) {
-    rc = sq_buf_append(&c->out, lp->value, lp->t->opts->value_size);
-    if (rc == 0) rc = sq_buf_append(&c->out, "\r\n", 2);
+    rc = sq_buf_append(&c->out.buf, lp->value, lp->t->opts->value_size);
+    if (rc == 0) rc = sq_buf_append(&c->out.buf, "\r\n", 2);
   }
   if (rc != 0) return rc;
   c->sent_ns[(c->head + c->count) % lp->depth] = now;
@@ -85,24 +83,11 @@ static void redis__kill(redis__loop_t *lp, redis__client_t *c, int err) {
   c->fd = -1;
 }
 
-/* Writes as much pending output as the socket takes; (un)registers EPOLLOUT. */
+/* Writes the client's pending commands (load_out_flush); a failure ends the client. */
 static void redis__flush(redis__loop_t *lp, redis__client_t *c) {
   if (c->dead) return;
-  if (load_write_pending(c->fd, c->out.data, c->out.len, &c->out_off) != 0) {
+  if (load_out_flush(&c->out, c->fd, lp->ep, EPOLLIN, (uint32_t)(c - lp->clients)) != 0)
     redis__kill(lp, c, LOAD_ERR_SEND);
-    return;
-  }
-  if (c->out_off == c->out.len) {
-    sq_buf_reset(&c->out);
-    c->out_off = 0;
-  }
-  bool want = c->out_off < c->out.len;
-  if (want != c->want_out) {
-    struct epoll_event ev = {.events = EPOLLIN | (want ? EPOLLOUT : 0u),
-                             .data.u32 = (uint32_t)(c - lp->clients)};
-    epoll_ctl(lp->ep, EPOLL_CTL_MOD, c->fd, &ev);
-    c->want_out = want;
-  }
 }
 
 /* Tops the client's pipeline up to depth, then writes. */
@@ -282,7 +267,7 @@ int load_redis_run(load_thread_t *t) {
 out:
   for (int i = 0; lp.clients && i < lp.n; i++) {
     if (lp.clients[i].fd >= 0) close(lp.clients[i].fd);
-    sq_buf_free(&lp.clients[i].out);
+    sq_buf_free(&lp.clients[i].out.buf);
     sq_buf_free(&lp.clients[i].in);
     free(lp.clients[i].sent_ns);
   }
