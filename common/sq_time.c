@@ -3,8 +3,18 @@
 
 #include <time.h>
 
-uint64_t sq_now_ms(void) {
+static uint64_t sq__clock_ms(clockid_t id) {
   struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts); /* cannot fail for this clock id */
+  clock_gettime(id, &ts); /* cannot fail for these clock ids */
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+uint64_t sq_now_ms(void) { return sq__clock_ms(CLOCK_MONOTONIC); }
+
+uint64_t sq_now_coarse_ms(void) {
+#ifdef CLOCK_MONOTONIC_COARSE
+  return sq__clock_ms(CLOCK_MONOTONIC_COARSE);
+#else
+  return sq__clock_ms(CLOCK_MONOTONIC);
+#endif
 }

@@ -18,4 +18,10 @@
  * signed deadlines convert with (int64_t): the value stays far below INT64_MAX. */
 uint64_t sq_now_ms(void);
 
+/* The same clock at the resolution of the kernel's last tick (CLOCK_MONOTONIC_COARSE:
+ * a few ms behind sq_now_ms at most, read without the TSC, so cheaper), for stamps
+ * taken on a hot path that only need to measure seconds (sq_zmq's idle sockets).
+ * Never decreases; CLOCK_MONOTONIC where the coarse clock is missing. */
+uint64_t sq_now_coarse_ms(void);
+
 #endif

@@ -12,8 +12,10 @@
  * creation (>= 2 * max_sockets, a power of two), so chains stay short without
  * rehashing.
  *
- * Idle expiry: stamps are taken from a monotonic clock and only the head is stamped,
- * so they never increase from head to tail and the tail is always the longest idle.
+ * Idle expiry: stamps are taken from a monotonic clock (sq_now_coarse_ms: cheap on a
+ * per-send path, and ms off is nothing against idle times of seconds) and only the
+ * head is stamped, so they never increase from head to tail and the tail is always
+ * the longest idle.
  * Each get closes tail entries idle for idle_ms, at most SQ_ZMQ_CACHE_EXPIRE_BATCH of
  * them, and stops at the first one still fresh: no scan, and each entry expires at
  * most once, so the work is O(1) amortised per call. The entry a get returns is
@@ -26,9 +28,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "sq_error.h"
+#include "sq_time.h"
 
 /* ---- endpoints -------------------------------------------------------------------- */
 
@@ -267,7 +269,7 @@ typedef struct sq__zentry {
   struct sq__zentry *hnext;       /* bucket chain */
   struct sq__zentry *prev, *next; /* LRU list; prev is more recent */
   uint64_t hash;
-  uint64_t last_used_ms; /* sq__now_ms() of the last get; non-increasing head->tail */
+  uint64_t last_used_ms; /* sq_now_coarse_ms() of the last get; non-increasing to tail */
   void *sock;
   char endpoint[];
 } sq__zentry_t;
@@ -290,19 +292,6 @@ static uint64_t sq__fnv1a(const char *s) {
   uint64_t h = 1469598103934665603ULL;
   for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ULL;
   return h;
-}
-
-/* Milliseconds of a monotonic clock. This runs on every send; the coarse clock
- * (the last tick, a few ms of resolution, read from the vDSO without the TSC) is
- * cheaper than CLOCK_MONOTONIC and plenty for idle times of seconds. */
-static uint64_t sq__now_ms(void) {
-  struct timespec ts;
-#ifdef CLOCK_MONOTONIC_COARSE
-  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-#else
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-#endif
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 int sq_zmq_cache_create(void *zctx, const sq_zmq_cache_options_t *opts,
@@ -414,7 +403,7 @@ void sq_zmq_cache_destroy(sq_zmq_cache_t *cache) {
 
 int sq_zmq_cache_get(sq_zmq_cache_t *cache, const char *endpoint, void **sock) {
   if (!sq__endpoint_ok(endpoint)) return SQ_EINVAL;
-  uint64_t now = sq__now_ms();
+  uint64_t now = sq_now_coarse_ms();
   uint64_t h = sq__fnv1a(endpoint);
   sq__zentry_t *e = sq__entry_find(cache, endpoint, h);
   if (e) { /* touched first, so the expiry below cannot close it */
@@ -458,7 +447,9 @@ int sq_zmq_cache_drop(sq_zmq_cache_t *cache, const char *endpoint) {
   return 0;
 }
 
-size_t sq_zmq_cache_expire(sq_zmq_cache_t *cache) { return sq__expire(cache, sq__now_ms()); }
+size_t sq_zmq_cache_expire(sq_zmq_cache_t *cache) {
+  return sq__expire(cache, sq_now_coarse_ms());
+}
 
 size_t sq_zmq_cache_size(const sq_zmq_cache_t *cache) { return cache->size; }
 
