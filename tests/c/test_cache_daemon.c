@@ -461,6 +461,11 @@ static void alloc_free(void *data, void *p) {
   free(p);
 }
 
+/* An allocator whose every alloc fails, counting the attempts in *tries. */
+static ProtobufCAllocator no_memory(int *tries) {
+  return (ProtobufCAllocator){.alloc = alloc_fails, .free = alloc_free, .allocator_data = tries};
+}
+
 /* Asserts that r's reply lists every key of pc with its outcome, and packs. */
 static void assert_put_reply_lists_each_key(const cache_put_reply_t *r, const put_case_t *pc) {
   assert_int_equal(r->resp.type, REQUEST_TYPE__PUT);
@@ -506,8 +511,8 @@ static void test_put_reply_of_few_keys_needs_no_memory(void **state) {
   cache_put_reply_t r;
   put_case(&pc, CACHE_REPLY_STACK);
   int tries = 0;
-  ProtobufCAllocator no_memory = {.alloc = alloc_fails, .free = alloc_free, .allocator_data = &tries};
-  assert_int_equal(cache_put_reply_build(&r, &pc.req, &pc.done, &no_memory), 0);
+  ProtobufCAllocator none = no_memory(&tries);
+  assert_int_equal(cache_put_reply_build(&r, &pc.req, &pc.done, &none), 0);
   assert_int_equal(tries, 0);
   assert_put_reply_lists_each_key(&r, &pc);
   cache_put_reply_free(&r);
@@ -519,8 +524,8 @@ static void test_put_reply_without_memory_is_an_error_for_the_whole_put(void **s
   cache_put_reply_t r;
   put_case(&pc, PUT_KEYS_MAX);
   int tries = 0;
-  ProtobufCAllocator no_memory = {.alloc = alloc_fails, .free = alloc_free, .allocator_data = &tries};
-  assert_int_equal(cache_put_reply_build(&r, &pc.req, &pc.done, &no_memory), -ENOMEM);
+  ProtobufCAllocator none = no_memory(&tries);
+  assert_int_equal(cache_put_reply_build(&r, &pc.req, &pc.done, &none), -ENOMEM);
   assert_int_equal(tries, 1);
   assert_int_equal(r.resp.type, REQUEST_TYPE__PUT);
   assert_string_equal(r.resp.response_id, "exec-7_99");
