@@ -276,9 +276,7 @@ static int ext__cc_req_build(ext__cc_req_t *r, RequestType type, PyObject *seq) 
 /* Waits (GIL released by the caller) for the KeyResponse whose response_id is id.
  * 0 with *out (caller frees), SQ_ETIMEOUT, or another receive error. */
 static int ext__cc_wait(ext_cclient_t *c, const char *id, int timeout_ms, KeyResponse **out) {
-  int64_t left = timeout_ms;
-  struct timespec t0, t1;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
+  int64_t left = timeout_ms, end = (int64_t)sq_now_ms() + timeout_ms;
   *out = NULL;
   while (left > 0) {
     zmq_pollitem_t it = {.socket = c->pull, .events = ZMQ_POLLIN};
@@ -297,8 +295,7 @@ static int ext__cc_wait(ext_cclient_t *c, const char *id, int timeout_ms, KeyRes
         protobuf_c_message_free_unpacked(m, NULL); /* a late reply: drop it */
       }
     }
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    left = timeout_ms - ((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000);
+    left = end - (int64_t)sq_now_ms();
   }
   return SQ_ETIMEOUT;
 }
