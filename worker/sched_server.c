@@ -35,17 +35,15 @@
 #include <sys/random.h>
 #include <time.h>
 
-#include "sq_time.h"
-#include "sq_zwait.h"
 #include "sq_error.h"
 #include "sq_proto.h"
+#include "sq_zwait.h"
 
 #define SCHED_BATCH 64
 #define SCHED_POLL_MAX_MS 100
 #define SCHED_NPOLL (SCHED_NREP + 4) /* ROUTERs, status, peer, continuation, KVS */
 
 static const int sched__rep_ports[SCHED_NREP] = {5000, 5001, 5002, 5003, 5004, 5005, 5006};
-
 
 double sched__now_s(void) {
   struct timespec ts;
