@@ -20,6 +20,8 @@
 #define KVS__CORK_RETRY_MAX_MS 10000
 #define KVS__CORK_STALE_MS 10000
 
+_Static_assert(KVS_CORK_ENTRIES <= 32, "kvs_cork_t.live has a bit per entry");
+
 void kvs_cork_init(kvs_cork_t *c, bool enabled) {
   memset(c, 0, sizeof(*c));
   c->enabled = enabled;
@@ -126,6 +128,7 @@ void kvs_cork_run(kvs_cork_t *c, const char *endpoint, size_t bytes, size_t repl
   if (!e || e->used) return; /* one long run per turn counts */
   e->last_used_ms = now;
   e->used = true;
+  c->live |= 1u << (unsigned)(e - c->e);
   if (e->corked || e->long_turns + 1 < KVS_CORK_MIN_TURNS) return;
   /* Checked before every cork: libzmq may have reconnected (a new fd) meanwhile. */
   if (e->fd >= 0 && !kvs__cork_fd_matches(e, e->fd)) e->fd = -1;
@@ -145,7 +148,8 @@ void kvs_cork_run(kvs_cork_t *c, const char *endpoint, size_t bytes, size_t repl
 }
 
 void kvs_cork_turn_end(kvs_cork_t *c) {
-  for (size_t i = 0; i < KVS_CORK_ENTRIES; i++) {
+  for (uint32_t m = c->live; m; m &= m - 1) {
+    unsigned i = (unsigned)__builtin_ctz(m);
     kvs_cork_entry_t *e = &c->e[i];
     if (e->used) {
       e->quiet_turns = 0;
@@ -155,19 +159,22 @@ void kvs_cork_turn_end(kvs_cork_t *c) {
       if (e->corked && ++e->quiet_turns >= KVS_CORK_GRACE_TURNS) kvs__cork_set(e, 0);
     }
     e->used = false;
+    if (!e->corked && e->long_turns == 0) c->live &= ~(1u << i);
   }
 }
 
 bool kvs_cork_any(const kvs_cork_t *c) {
-  for (size_t i = 0; i < KVS_CORK_ENTRIES; i++)
-    if (c->e[i].corked) return true;
+  for (uint32_t m = c->live; m; m &= m - 1)
+    if (c->e[__builtin_ctz(m)].corked) return true;
   return false;
 }
 
 void kvs_cork_release_all(kvs_cork_t *c) {
-  for (size_t i = 0; i < KVS_CORK_ENTRIES; i++) {
+  for (uint32_t m = c->live; m; m &= m - 1) {
+    unsigned i = (unsigned)__builtin_ctz(m);
     kvs_cork_entry_t *e = &c->e[i];
     if (e->corked) kvs__cork_set(e, 0);
     e->used = false;
+    if (e->long_turns == 0) c->live &= ~(1u << i);
   }
 }

@@ -72,6 +72,10 @@ typedef struct {
 
 typedef struct {
   bool enabled;
+  /* Bit i: e[i] had a long run this turn, has a streak or is corked. The others are
+   * idle, so a turn end, release or kvs_cork_any looks at these only: with nobody
+   * streaming they cost the worker one load per turn, not a pass over every entry. */
+  uint32_t live;
   kvs_cork_entry_t e[KVS_CORK_ENTRIES];
   uint64_t corks;   /* connections corked */
   uint64_t finds;   /* searches for a connection among the process's fds */

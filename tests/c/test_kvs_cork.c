@@ -6,7 +6,8 @@
  * do; a corked connection stays corked while it keeps getting long runs, is
  * uncorked after KVS_CORK_GRACE_TURNS turns without one, and by release_all at once;
  * a disabled cork and an endpoint with no connection touch nothing (and the search
- * for a missing connection is not repeated on every run).
+ * for a missing connection is not repeated on every run); a client whose entry is not
+ * the first is uncorked as well, and once all are quiet no entry is left to visit.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -154,6 +155,36 @@ static void test_disabled_cork_and_missing_connection_touch_nothing(void **state
   assert_int_equal(k.finds, 1);
 }
 
+static void test_a_client_later_in_the_table_is_uncorked_when_it_stops(void **state) {
+  conn_t *c = *state;
+  kvs_cork_t k;
+  kvs_cork_init(&k, true);
+  /* Other clients (never found) take the first entries; this one streams after them,
+   * while they fall quiet. */
+  const char *others[] = {"tcp://127.0.0.1:1", "tcp://127.0.0.1:2", "tcp://127.0.0.1:3"};
+  for (size_t i = 0; i < 3; i++) long_turn(&k, others[i]);
+  kvs_cork_turn_end(&k);
+  for (int t = 0; t < KVS_CORK_MIN_TURNS; t++) {
+    long_turn(&k, c->endpoint);
+    kvs_cork_turn_end(&k);
+  }
+  assert_int_equal(corked(c->client), 1);
+  assert_true(kvs_cork_any(&k));
+  for (int t = 0; t < KVS_CORK_GRACE_TURNS; t++) kvs_cork_turn_end(&k);
+  assert_int_equal(corked(c->client), 0);
+  assert_false(kvs_cork_any(&k));
+  assert_int_equal(k.live, 0); /* every entry idle: a turn end looks at none */
+  for (int t = 0; t < KVS_CORK_MIN_TURNS; t++) {
+    long_turn(&k, c->endpoint);
+    kvs_cork_turn_end(&k);
+  }
+  assert_int_equal(corked(c->client), 1);
+  kvs_cork_release_all(&k);
+  assert_int_equal(corked(c->client), 0);
+  assert_false(kvs_cork_any(&k));
+  assert_int_equal(k.corks, 2);
+}
+
 /* Which entry tracks endpoint (the test looks at its search schedule). */
 static const kvs_cork_entry_t *entry_of(const kvs_cork_t *k, const char *endpoint) {
   for (size_t i = 0; i < KVS_CORK_ENTRIES; i++)
@@ -191,6 +222,7 @@ int main(void) {
       cmocka_unit_test(test_endpoints_parse_only_when_numeric_tcp),
       cmocka_unit_test(test_streaming_client_is_corked_and_quiet_turns_uncork_it),
       cmocka_unit_test(test_disabled_cork_and_missing_connection_touch_nothing),
+      cmocka_unit_test(test_a_client_later_in_the_table_is_uncorked_when_it_stops),
   };
   return cmocka_run_group_tests(tests, conn_open, conn_close);
 }
