@@ -192,6 +192,7 @@ static void exec__tick(exec__super_t *s) {
       }
     }
   }
+  sq_zmq_cache_expire(s->push); /* it sends only failure reports: let idle sockets go */
 }
 
 static size_t exec__alive(const exec__super_t *s) {
