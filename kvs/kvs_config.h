@@ -7,6 +7,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "sq_zmq.h"
+
 /* Anna's port bases (PROTOCOL.md §1.10); a node adds port_offset to each. */
 #define KVS_PORT_KEY_REQUEST 6200
 #define KVS_PORT_GOSSIP 6250
@@ -47,7 +49,7 @@ typedef struct {
 
 /* The idle time of reply sockets as sq_zmq_cache_options_t.idle_ms wants it. */
 static inline int kvs_config_reply_idle(const kvs_config_t *cfg) {
-  return cfg->reply_idle_ms > 0 ? (int)cfg->reply_idle_ms : -1; /* SQ_ZMQ_CACHE_IDLE_NEVER */
+  return cfg->reply_idle_ms > 0 ? (int)cfg->reply_idle_ms : SQ_ZMQ_CACHE_IDLE_NEVER;
 }
 
 #endif
