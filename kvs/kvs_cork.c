@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "sq_time.h"
+#include "sq_zmq.h"
 
 /* A connection that could not be found is looked for again this much later (it may
  * still be connecting), twice as late after each further miss up to the maximum; an
@@ -30,32 +31,22 @@ void kvs_cork_init(kvs_cork_t *c, bool enabled) {
 
 bool kvs_cork_parse_endpoint(const char *endpoint, struct sockaddr_storage *addr,
                              socklen_t *len) {
-  if (strncmp(endpoint, "tcp://", 6) != 0) return false;
-  const char *host = endpoint + 6, *colon = strrchr(host, ':');
-  if (!colon || colon == host) return false;
-  char *end;
-  long port = strtol(colon + 1, &end, 10);
-  if (*end || port <= 0 || port > 65535 || colon[1] == '\0') return false;
-  char buf[64];
-  size_t hl = (size_t)(colon - host);
-  bool v6 = hl >= 2 && host[0] == '[' && host[hl - 1] == ']';
-  if (v6) host++, hl -= 2;
-  if (hl == 0 || hl >= sizeof(buf)) return false;
-  memcpy(buf, host, hl);
-  buf[hl] = '\0';
+  sq_zmq_endpoint_t ep;
+  if (sq_zmq_endpoint_parse(endpoint, &ep) != 0 || strcmp(ep.transport, "tcp") != 0)
+    return false;
   memset(addr, 0, sizeof(*addr));
-  if (!v6) {
-    struct sockaddr_in *in = (struct sockaddr_in *)addr;
-    if (inet_pton(AF_INET, buf, &in->sin_addr) != 1) return false;
+  struct sockaddr_in *in = (struct sockaddr_in *)addr;
+  struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)addr;
+  if (inet_pton(AF_INET, ep.host, &in->sin_addr) == 1) { /* numeric only: no lookups */
     in->sin_family = AF_INET;
-    in->sin_port = htons((uint16_t)port);
+    in->sin_port = htons(ep.port);
     *len = sizeof(*in);
-  } else {
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)addr;
-    if (inet_pton(AF_INET6, buf, &in6->sin6_addr) != 1) return false;
+  } else if (inet_pton(AF_INET6, ep.host, &in6->sin6_addr) == 1) {
     in6->sin6_family = AF_INET6;
-    in6->sin6_port = htons((uint16_t)port);
+    in6->sin6_port = htons(ep.port);
     *len = sizeof(*in6);
+  } else {
+    return false;
   }
   return true;
 }
